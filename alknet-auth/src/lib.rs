@@ -1,0 +1,48 @@
+//! Key material for alknet: OpenSSH Ed25519 keys and `authorized_keys`.
+//!
+//! alknet authenticates with Ed25519 keys in OpenSSH's formats only, so
+//! keys made by `ssh-keygen -t ed25519` and `alknet keygen` are
+//! interchangeable. Every loader takes a file path or bytes already in
+//! memory ([`KeySource`]) and fails with an [`AuthError`] that says what
+//! was wrong and what to do: a PEM/PKCS#8 key, a non-Ed25519 key, an
+//! encrypted key without a passphrase, an unreadable file, or a malformed
+//! `authorized_keys` line (with its line number).
+//!
+//! This crate does no I/O beyond reading and writing key files, and knows
+//! nothing about SSH sessions.
+//!
+//! # Example
+//!
+//! ```
+//! use alknet_auth::{AuthorizedKeys, fingerprint, generate_ed25519};
+//!
+//! let key = generate_ed25519("alice@laptop")?;
+//! let line = key.public_key().to_openssh().unwrap();
+//!
+//! let authorized = AuthorizedKeys::parse(&format!("# team keys\n{line}\n"))?;
+//! assert!(authorized.contains(key.public_key()));
+//! assert!(fingerprint(key.public_key()).starts_with("SHA256:"));
+//!
+//! let err = alknet_auth::load_private_key(&b"-----BEGIN PRIVATE KEY-----\n"[..], None).unwrap_err();
+//! assert!(err.to_string().contains("OpenSSH"));
+//! # Ok::<(), alknet_auth::AuthError>(())
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod authorized_keys;
+mod error;
+mod keys;
+mod source;
+
+pub use authorized_keys::{AuthorizedKey, AuthorizedKeys, SkippedLine};
+pub use error::AuthError;
+pub use keys::{
+    fingerprint, generate_ed25519, load_private_key, load_public_key, public_key_path,
+    write_key_pair,
+};
+pub use source::KeySource;
+
+/// The key types this crate hands out, re-exported so callers need not
+/// depend on `ssh-key` (and cannot pick a mismatching version of it).
+pub use ssh_key::{PrivateKey, PublicKey};

@@ -1,0 +1,53 @@
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Per-direction copy buffer. SSH channel packets are at most 32–64 KiB;
+/// a larger buffer only adds memory per connection.
+const RELAY_BUFFER: usize = 64 * 1024;
+
+/// Copies bytes both ways between `a` and `b` until both directions end.
+///
+/// Half-close is honoured: when one side reaches EOF, the other side's
+/// write half is shut down (for an SSH channel that sends EOF) while the
+/// opposite direction keeps flowing. Returns the bytes copied a→b and b→a;
+/// callers must not log them.
+pub async fn relay<A, B>(a: &mut A, b: &mut B) -> std::io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    tokio::io::copy_bidirectional_with_sizes(a, b, RELAY_BUFFER, RELAY_BUFFER).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+
+    #[tokio::test]
+    async fn eof_in_one_direction_keeps_the_other_flowing() {
+        // client <-> (relay) <-> server, each link an in-memory pipe.
+        let (mut client, mut relay_left) = duplex(1024);
+        let (mut relay_right, mut server) = duplex(1024);
+        let relay_task = tokio::spawn(async move { relay(&mut relay_left, &mut relay_right).await });
+
+        // The client sends a request and closes its sending side...
+        client.write_all(b"request").await.unwrap();
+        client.shutdown().await.unwrap();
+
+        // ...the server sees the request followed by EOF...
+        let mut request = Vec::new();
+        server.read_to_end(&mut request).await.unwrap();
+        assert_eq!(request, b"request");
+
+        // ...and can still answer at length afterwards.
+        let answer = vec![7u8; 100_000];
+        server.write_all(&answer).await.unwrap();
+        server.shutdown().await.unwrap();
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).await.unwrap();
+        assert_eq!(received, answer);
+
+        let (up, down) = relay_task.await.unwrap().unwrap();
+        assert_eq!((up, down), (7, 100_000));
+    }
+}

@@ -1,0 +1,175 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use socks5_proto::handshake::{self, Method};
+use socks5_proto::{Address, Command, ProtocolError, Reply, Request, Response};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::{OpenErrorKind, ProxyError, StreamOpener, TargetAddr, relay};
+
+/// Timeouts of a [`Socks5Server`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Socks5Config {
+    /// How long a client may take to send its greeting and request.
+    pub handshake_timeout: Duration,
+    /// How long opening the stream to the target may take before the client
+    /// is told the host is unreachable.
+    pub open_timeout: Duration,
+}
+
+impl Default for Socks5Config {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(10),
+            open_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A SOCKS5 server (RFC 1928) that sends every CONNECT through a
+/// [`StreamOpener`].
+///
+/// Only the "no authentication" method and the CONNECT command are offered;
+/// BIND and UDP ASSOCIATE are answered "command not supported". Domain
+/// targets are handed to the opener unresolved. Failures to reach the target
+/// are reported with the matching reply code (refused, host unreachable, …).
+#[derive(Clone)]
+pub struct Socks5Server {
+    opener: Arc<dyn StreamOpener>,
+    config: Socks5Config,
+}
+
+impl Socks5Server {
+    /// A server with default timeouts.
+    pub fn new(opener: Arc<dyn StreamOpener>) -> Self {
+        Self::with_config(opener, Socks5Config::default())
+    }
+
+    /// A server with the given timeouts.
+    pub fn with_config(opener: Arc<dyn StreamOpener>, config: Socks5Config) -> Self {
+        Self { opener, config }
+    }
+
+    /// Accepts and serves clients until the returned future is dropped;
+    /// dropping it also ends every connection it started.
+    pub async fn serve(&self, listener: TcpListener) {
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let server = self.clone();
+                        connections.spawn(async move {
+                            if let Err(error) = server.handle(stream).await {
+                                tracing::debug!(%error, "SOCKS5 connection ended");
+                            }
+                        });
+                    }
+                    Err(error) => {
+                        // Typically out of file descriptors: wait for some to free up.
+                        tracing::warn!(%error, "SOCKS5 listener cannot accept");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+    }
+
+    /// Serves one client connection from greeting to close.
+    pub async fn handle<S>(&self, mut client: S) -> Result<(), ProxyError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let target = match tokio::time::timeout(
+            self.config.handshake_timeout,
+            read_connect_request(&mut client),
+        )
+        .await
+        {
+            Ok(Ok(Some(target))) => target,
+            Ok(Ok(None)) => return Ok(()),
+            Ok(Err(error)) => return Err(error),
+            Err(_) => return Err(ProxyError::HandshakeTimeout),
+        };
+
+        let opened = tokio::time::timeout(self.config.open_timeout, self.opener.open(&target)).await;
+        let mut remote = match opened {
+            Ok(Ok(remote)) => remote,
+            Ok(Err(error)) => {
+                send_reply(&mut client, error.kind().socks_reply()).await?;
+                return Err(ProxyError::Open(error));
+            }
+            Err(_) => {
+                let error = crate::OpenError::new(OpenErrorKind::TimedOut);
+                send_reply(&mut client, error.kind().socks_reply()).await?;
+                return Err(ProxyError::Open(error));
+            }
+        };
+        send_reply(&mut client, Reply::Succeeded).await?;
+        relay(&mut client, &mut remote).await?;
+        Ok(())
+    }
+}
+
+/// Runs the greeting and request. `Ok(None)` means the request was answered
+/// already (an unsupported command) and the connection is done.
+async fn read_connect_request<S>(client: &mut S) -> Result<Option<TargetAddr>, ProxyError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let greeting = handshake::Request::read_from(client).await?;
+    if !greeting.methods.contains(&Method::NONE) {
+        handshake::Response::new(Method::UNACCEPTABLE).write_to(client).await?;
+        client.flush().await?;
+        return Err(ProxyError::NoAcceptableMethod);
+    }
+    handshake::Response::new(Method::NONE).write_to(client).await?;
+    client.flush().await?;
+
+    let request = match Request::read_from(client).await {
+        Ok(request) => request,
+        Err(socks5_proto::Error::Protocol(error)) => {
+            let reply = match error {
+                ProtocolError::InvalidCommand { .. } => Some(Reply::CommandNotSupported),
+                ProtocolError::InvalidAddressTypeInRequest { .. } => {
+                    Some(Reply::AddressTypeNotSupported)
+                }
+                _ => None,
+            };
+            if let Some(reply) = reply {
+                send_reply(client, reply).await?;
+            }
+            return Err(ProxyError::Protocol(error.to_string()));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if request.command != Command::Connect {
+        send_reply(client, Reply::CommandNotSupported).await?;
+        return Ok(None);
+    }
+    match request.address {
+        Address::SocketAddress(addr) => Ok(Some(TargetAddr::Ip(addr))),
+        Address::DomainAddress(name, port) => match String::from_utf8(name) {
+            Ok(name) if !name.is_empty() => Ok(Some(TargetAddr::from_host_port(&name, port))),
+            _ => {
+                send_reply(client, Reply::AddressTypeNotSupported).await?;
+                Err(ProxyError::Protocol("the domain name is not valid text".to_owned()))
+            }
+        },
+    }
+}
+
+async fn send_reply<S>(client: &mut S, reply: Reply) -> Result<(), ProxyError>
+where
+    S: AsyncWrite + Unpin,
+{
+    // The far side's bound address is unknown (and private): report 0.0.0.0:0.
+    Response::new(reply, Address::unspecified()).write_to(client).await?;
+    client.flush().await?;
+    Ok(())
+}

@@ -1,0 +1,50 @@
+use std::io;
+use std::time::Duration;
+
+/// Everything that can go wrong while opening or accepting a transport stream.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The listening socket could not be created.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address that was asked for.
+        addr: String,
+        /// Why the operating system refused.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The server could not be reached.
+    #[error("cannot connect to {server}: {source}")]
+    Connect {
+        /// The server as given by the user.
+        server: String,
+        /// The last connection error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The server's name did not resolve to any address.
+    #[error("cannot resolve {server}: {source}")]
+    Resolve {
+        /// The server as given by the user.
+        server: String,
+        /// The resolver's error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Connecting took longer than allowed.
+    #[error("connecting to {server} timed out after {}s", after.as_secs())]
+    Timeout {
+        /// The server as given by the user.
+        server: String,
+        /// How long we waited.
+        after: Duration,
+    },
+
+    /// Accepting one incoming connection failed.
+    #[error("accepting a connection failed: {0}")]
+    Accept(#[source] io::Error),
+}

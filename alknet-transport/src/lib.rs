@@ -1,0 +1,111 @@
+//! Byte-pipe transports for alknet.
+//!
+//! A transport has exactly one job: produce a duplex byte stream. SSH runs
+//! over that stream and never opens a socket itself, so the same SSH client
+//! and server work over TCP today and over TLS or QUIC without changes.
+//!
+//! ```text
+//!  client side                              server side
+//!  Transport::connect() ──► BoxStream ═══► TransportAcceptor::accept()
+//!                                           ──► (BoxStream, TransportInfo)
+//! ```
+//!
+//! This crate holds the two traits, the [`TransportInfo`] that travels with
+//! every accepted stream, and the TCP implementation ([`TcpTransport`],
+//! [`TcpAcceptor`]). It knows nothing about SSH.
+//!
+//! # Example
+//!
+//! ```
+//! use alknet_transport::{TcpAcceptor, TcpTransport, Transport, TransportAcceptor, TransportKind};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), alknet_transport::TransportError> {
+//! let acceptor = TcpAcceptor::bind("127.0.0.1:0").await?;
+//! let transport = TcpTransport::new(acceptor.local_addr().to_string());
+//!
+//! let (mut client, (mut server, info)) = tokio::try_join!(transport.connect(), acceptor.accept())?;
+//! assert_eq!(info.kind, TransportKind::Tcp);
+//!
+//! client.write_all(b"ping").await.unwrap();
+//! let mut buf = [0u8; 4];
+//! server.read_exact(&mut buf).await.unwrap();
+//! assert_eq!(&buf, b"ping");
+//! # Ok(())
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod tcp;
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub use error::TransportError;
+pub use tcp::{TcpAcceptor, TcpTransport};
+
+/// Any duplex byte stream a transport can hand out.
+///
+/// Blanket-implemented for every `AsyncRead + AsyncWrite + Unpin + Send`
+/// type, so it never needs implementing by hand.
+pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T> AsyncStream for T where T: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+/// A type-erased duplex stream, as returned by every transport.
+pub type BoxStream = Box<dyn AsyncStream>;
+
+/// The client side of a transport: opens one stream to a fixed server.
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    /// Opens a new stream to the server. Each call is a fresh connection.
+    async fn connect(&self) -> Result<BoxStream, TransportError>;
+
+    /// A short human-readable description, such as `tcp://example.com:22`.
+    fn describe(&self) -> String;
+}
+
+/// The server side of a transport: hands out accepted streams.
+#[async_trait]
+pub trait TransportAcceptor: Send + Sync + 'static {
+    /// Waits for the next incoming stream.
+    ///
+    /// An error concerns one incoming connection (or a transient condition
+    /// such as running out of file descriptors); callers should log it and
+    /// keep accepting.
+    async fn accept(&self) -> Result<(BoxStream, TransportInfo), TransportError>;
+
+    /// Where this acceptor listens, such as `tcp://0.0.0.0:22`.
+    fn describe(&self) -> String;
+}
+
+/// What is known about the far end of an accepted stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportInfo {
+    /// The peer's address, when the transport has one.
+    pub remote_addr: Option<SocketAddr>,
+    /// Which transport carried the stream.
+    pub kind: TransportKind,
+}
+
+/// The kind of transport that produced a stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportKind {
+    /// Plain TCP.
+    Tcp,
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransportKind::Tcp => f.write_str("tcp"),
+        }
+    }
+}

@@ -1,0 +1,185 @@
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::{BoxStream, Transport, TransportAcceptor, TransportError, TransportInfo, TransportKind};
+
+/// How long [`TcpTransport`] waits for a server by default.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Client side of plain TCP: connects to `host:port`.
+///
+/// Every resolved address is tried in turn; the stream has `TCP_NODELAY`
+/// set, because SSH packets are latency-sensitive and already coalesced.
+#[derive(Clone, Debug)]
+pub struct TcpTransport {
+    server: String,
+    connect_timeout: Duration,
+}
+
+impl TcpTransport {
+    /// A transport to `server`, given as `host:port` (`[v6]:port` for IPv6).
+    pub fn new(server: impl Into<String>) -> Self {
+        Self {
+            server: server.into(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// Sets how long one [`connect`](Transport::connect) may take in total.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The server this transport connects to.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    async fn connect_any(&self) -> Result<TcpStream, TransportError> {
+        let addrs = tokio::net::lookup_host(&self.server)
+            .await
+            .map_err(|source| TransportError::Resolve {
+                server: self.server.clone(),
+                source,
+            })?;
+        let mut last_error = None;
+        for addr in addrs {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(TransportError::Connect {
+            server: self.server.clone(),
+            source: last_error
+                .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address found")),
+        })
+    }
+}
+
+#[async_trait]
+impl Transport for TcpTransport {
+    async fn connect(&self) -> Result<BoxStream, TransportError> {
+        let stream = tokio::time::timeout(self.connect_timeout, self.connect_any())
+            .await
+            .map_err(|_| TransportError::Timeout {
+                server: self.server.clone(),
+                after: self.connect_timeout,
+            })??;
+        // Failing to set NODELAY only costs latency; the stream still works.
+        let _ = stream.set_nodelay(true);
+        Ok(Box::new(stream))
+    }
+
+    fn describe(&self) -> String {
+        format!("tcp://{}", self.server)
+    }
+}
+
+/// Server side of plain TCP: a listening socket.
+#[derive(Debug)]
+pub struct TcpAcceptor {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+}
+
+impl TcpAcceptor {
+    /// Listens on `addr` (`ip:port`; port 0 picks a free port).
+    pub async fn bind(addr: &str) -> Result<Self, TransportError> {
+        let bind_error = |source| TransportError::Bind {
+            addr: addr.to_owned(),
+            source,
+        };
+        let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+        Self::from_listener(listener).map_err(bind_error)
+    }
+
+    /// Wraps a listener the caller already bound.
+    pub fn from_listener(listener: TcpListener) -> io::Result<Self> {
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+        })
+    }
+
+    /// The address actually bound (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+#[async_trait]
+impl TransportAcceptor for TcpAcceptor {
+    async fn accept(&self) -> Result<(BoxStream, TransportInfo), TransportError> {
+        let (stream, remote_addr) = self.listener.accept().await.map_err(TransportError::Accept)?;
+        let _ = stream.set_nodelay(true);
+        let info = TransportInfo {
+            remote_addr: Some(remote_addr),
+            kind: TransportKind::Tcp,
+        };
+        Ok((Box::new(stream), info))
+    }
+
+    fn describe(&self) -> String {
+        format!("tcp://{}", self.local_addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connect_to_closed_port_names_the_server() {
+        // Bind then drop, so the port is (almost certainly) closed.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let transport = TcpTransport::new(format!("127.0.0.1:{port}"));
+        let err = transport.connect().await.err().expect("closed port must fail");
+        let message = err.to_string();
+        assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+        assert!(matches!(err, TransportError::Connect { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn unresolvable_name_is_a_resolve_error() {
+        let transport = TcpTransport::new("no-such-host.invalid:22");
+        let err = transport.connect().await.err().expect("must fail");
+        assert!(matches!(err, TransportError::Resolve { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn missing_port_is_an_error_not_a_panic() {
+        let err = TcpTransport::new("127.0.0.1").connect().await.err();
+        assert!(err.is_some());
+    }
+
+    #[tokio::test]
+    async fn bind_conflict_names_the_address() {
+        let first = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+        let addr = first.local_addr().to_string();
+        let err = TcpAcceptor::bind(&addr).await.err().expect("port is taken");
+        assert!(err.to_string().contains(&addr), "{err}");
+    }
+
+    #[tokio::test]
+    async fn accepted_stream_reports_peer_and_kind() {
+        let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+        let transport = TcpTransport::new(acceptor.local_addr().to_string());
+        let (_client, (_server, info)) =
+            tokio::try_join!(transport.connect(), acceptor.accept()).unwrap();
+        assert_eq!(info.kind, TransportKind::Tcp);
+        assert_eq!(info.remote_addr.unwrap().ip(), acceptor.local_addr().ip());
+        assert_eq!(transport.describe(), format!("tcp://{}", acceptor.local_addr()));
+    }
+}
