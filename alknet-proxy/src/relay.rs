@@ -21,6 +21,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
 
     #[tokio::test]
@@ -40,11 +41,16 @@ mod tests {
         assert_eq!(request, b"request");
 
         // ...and can still answer at length afterwards.
+        // (Written and read concurrently: the answer is larger than the pipes.)
         let answer = vec![7u8; 100_000];
-        server.write_all(&answer).await.unwrap();
-        server.shutdown().await.unwrap();
+        let send = async {
+            server.write_all(&answer).await.unwrap();
+            server.shutdown().await.unwrap();
+        };
         let mut received = Vec::new();
-        client.read_to_end(&mut received).await.unwrap();
+        let receive = client.read_to_end(&mut received);
+        let finished = tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(send, receive) });
+        finished.await.expect("relay stalled").1.unwrap();
         assert_eq!(received, answer);
 
         let (up, down) = relay_task.await.unwrap().unwrap();
