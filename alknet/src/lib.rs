@@ -1,1 +1,69 @@
-//! placeholder during bootstrap
+//! alknet: SSH tunnels over any byte pipe.
+//!
+//! This facade crate holds the SSH glue — a [`Server`] that authenticates
+//! clients and dials their `direct-tcpip` channels, and a [`Client`] that
+//! opens such channels — and re-exports the crates it ties together:
+//!
+//! - [`transport`]: the byte pipes SSH runs over (TCP today),
+//! - [`auth`]: keys, fingerprints and `authorized_keys`,
+//! - [`proxy`]: the SOCKS5 server, outbound dialing and the relay.
+//!
+//! A [`Client`] is a [`proxy::StreamOpener`], so putting a SOCKS5 server in
+//! front of it is one line.
+//!
+//! # Example
+//!
+//! A server and a client in one process, tunnelling one connection:
+//!
+//! ```
+//! use alknet::auth::{AuthorizedKeys, generate_ed25519};
+//! use alknet::proxy::{StreamOpener, TargetAddr};
+//! use alknet::transport::{TcpAcceptor, TcpTransport};
+//! use alknet::{Client, ConnectOptions, ServeOptions, Server};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let host_key = generate_ed25519("server")?;
+//! let user_key = generate_ed25519("user")?;
+//! let authorized = AuthorizedKeys::from_keys([user_key.public_key().clone()]);
+//!
+//! let acceptor = TcpAcceptor::bind("127.0.0.1:0").await?;
+//! let transport = TcpTransport::new(acceptor.local_addr().to_string());
+//! let server = Server::new(ServeOptions::new(host_key, authorized));
+//! let pin = server.host_key_fingerprint();
+//! tokio::spawn(async move { server.serve(&acceptor, std::future::pending()).await });
+//!
+//! // Something to tunnel to.
+//! let target = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let target_addr = TargetAddr::Ip(target.local_addr()?);
+//! tokio::spawn(async move {
+//!     let (mut socket, _) = target.accept().await.unwrap();
+//!     socket.write_all(b"hello through the tunnel").await.unwrap();
+//! });
+//!
+//! let client = Client::connect(&transport, ConnectOptions::new(user_key, "me").with_host_key(pin)).await?;
+//! let mut stream = client.open(&target_addr).await?;
+//! let mut greeting = String::new();
+//! stream.read_to_string(&mut greeting).await?;
+//! assert_eq!(greeting, "hello through the tunnel");
+//! # Ok(())
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod channel_failure;
+mod client;
+mod error;
+mod kill_switch;
+mod server;
+mod tuning;
+
+pub use alknet_auth as auth;
+pub use alknet_proxy as proxy;
+pub use alknet_transport as transport;
+
+pub use client::{Client, ConnectOptions};
+pub use error::Error;
+pub use server::{RESERVED_HOST_PREFIX, ServeOptions, Server};

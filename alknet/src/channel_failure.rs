@@ -1,0 +1,117 @@
+//! How a failed `direct-tcpip` open is reported across the SSH session.
+//!
+//! SSH has one code for every dial failure (`SSH_OPEN_CONNECT_FAILED`), and
+//! russh hands the client only the code, not the text. SOCKS5 clients need
+//! to know *why* (refused vs. unreachable vs. timed out), so alknet servers
+//! use codes from RFC 4250's private range (0xFE000000 and up) when they
+//! know the client is alknet; everyone else gets the standard codes.
+
+use alknet_proxy::{OpenError, OpenErrorKind};
+use russh::ChannelOpenFailure;
+
+const PRIVATE_BASE: u32 = 0xFE00_0000;
+const REFUSED: u32 = PRIVATE_BASE + 1;
+const HOST_UNREACHABLE: u32 = PRIVATE_BASE + 2;
+const NETWORK_UNREACHABLE: u32 = PRIVATE_BASE + 3;
+const TIMED_OUT: u32 = PRIVATE_BASE + 4;
+
+/// The prefix of every alknet client's SSH identification string.
+pub(crate) const ALKNET_ID_PREFIX: &[u8] = b"SSH-2.0-alknet";
+
+/// Whether the peer's identification string says it is an alknet client.
+pub(crate) fn peer_is_alknet(remote_sshid: &[u8]) -> bool {
+    remote_sshid.starts_with(ALKNET_ID_PREFIX)
+}
+
+/// The channel-open failure a server sends for a dial error.
+pub(crate) fn failure_for(kind: OpenErrorKind, peer_is_alknet: bool) -> ChannelOpenFailure {
+    let private = |code: u32, reason: &str| {
+        if peer_is_alknet {
+            ChannelOpenFailure::Other {
+                code,
+                reason: reason.to_owned(),
+            }
+        } else {
+            ChannelOpenFailure::ConnectFailed
+        }
+    };
+    match kind {
+        OpenErrorKind::ConnectionRefused => private(REFUSED, "Connection refused"),
+        OpenErrorKind::HostUnreachable => private(HOST_UNREACHABLE, "Host unreachable"),
+        OpenErrorKind::NetworkUnreachable => private(NETWORK_UNREACHABLE, "Network unreachable"),
+        OpenErrorKind::TimedOut => private(TIMED_OUT, "Connection timed out"),
+        OpenErrorKind::NotAllowed => ChannelOpenFailure::AdministrativelyProhibited,
+        _ => ChannelOpenFailure::ConnectFailed,
+    }
+}
+
+/// What a client makes of a channel-open failure it received.
+pub(crate) fn open_error_for(failure: &ChannelOpenFailure) -> OpenError {
+    let kind = match failure.code() {
+        REFUSED => OpenErrorKind::ConnectionRefused,
+        HOST_UNREACHABLE => OpenErrorKind::HostUnreachable,
+        NETWORK_UNREACHABLE => OpenErrorKind::NetworkUnreachable,
+        TIMED_OUT => OpenErrorKind::TimedOut,
+        _ if *failure == ChannelOpenFailure::AdministrativelyProhibited => OpenErrorKind::NotAllowed,
+        _ => OpenErrorKind::Other,
+    };
+    OpenError::with_detail(kind, format!("server refused the channel (code {})", failure.code()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL_KINDS: [OpenErrorKind; 7] = [
+        OpenErrorKind::ConnectionRefused,
+        OpenErrorKind::HostUnreachable,
+        OpenErrorKind::NetworkUnreachable,
+        OpenErrorKind::TimedOut,
+        OpenErrorKind::NotAllowed,
+        OpenErrorKind::TunnelDown,
+        OpenErrorKind::Other,
+    ];
+
+    #[test]
+    fn alknet_peers_get_every_dial_failure_back_intact() {
+        for kind in ALL_KINDS {
+            let received = open_error_for(&failure_for(kind, true)).kind();
+            let expected = match kind {
+                // A server never reports its own tunnel as down.
+                OpenErrorKind::TunnelDown => OpenErrorKind::Other,
+                other => other,
+            };
+            assert_eq!(received, expected, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn other_peers_only_see_standard_codes() {
+        for kind in ALL_KINDS {
+            let code = failure_for(kind, false).code();
+            assert!((1..=4).contains(&code), "{kind:?} gave code {code:#x}");
+        }
+        assert_eq!(
+            failure_for(OpenErrorKind::ConnectionRefused, false),
+            ChannelOpenFailure::ConnectFailed
+        );
+    }
+
+    #[test]
+    fn standard_codes_from_openssh_servers_are_understood() {
+        let kind = |f: ChannelOpenFailure| open_error_for(&f).kind();
+        assert_eq!(kind(ChannelOpenFailure::ConnectFailed), OpenErrorKind::Other);
+        assert_eq!(
+            kind(ChannelOpenFailure::AdministrativelyProhibited),
+            OpenErrorKind::NotAllowed
+        );
+        assert_eq!(kind(ChannelOpenFailure::ResourceShortage), OpenErrorKind::Other);
+    }
+
+    #[test]
+    fn identification_strings() {
+        assert!(peer_is_alknet(b"SSH-2.0-alknet_0.1.0"));
+        assert!(!peer_is_alknet(b"SSH-2.0-OpenSSH_9.6"));
+        assert!(!peer_is_alknet(b""));
+    }
+}

@@ -1,0 +1,240 @@
+//! The alknet SSH client: one authenticated session over any transport,
+//! opening a `direct-tcpip` channel per tunnelled connection.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alknet_auth::{PrivateKey, fingerprint};
+use alknet_proxy::{BoxStream, OpenError, OpenErrorKind, StreamOpener, TargetAddr};
+use alknet_transport::Transport;
+use async_trait::async_trait;
+use russh::client::{AuthResult, Handle};
+use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::Disconnect;
+use tokio_util::sync::{CancellationToken, DropGuard};
+use tracing::warn;
+
+use crate::Error;
+use crate::channel_failure::open_error_for;
+use crate::tuning::client_config;
+
+/// How an alknet client connects. Build with [`ConnectOptions::new`] and
+/// adjust the public fields.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// The client's private key (Ed25519).
+    pub identity: Arc<PrivateKey>,
+    /// The user name to log in as.
+    pub user: String,
+    /// The server's expected host key fingerprint (`SHA256:…`). Without
+    /// one, any host key is accepted and its fingerprint logged.
+    pub host_key: Option<String>,
+    /// How long the SSH handshake and authentication may take.
+    pub handshake_timeout: Duration,
+    /// Interval between keepalives; three unanswered ones end the session.
+    pub keepalive_interval: Duration,
+}
+
+impl ConnectOptions {
+    /// Options with alknet's defaults: no host key pin, 30 s handshake
+    /// timeout, keepalive every 15 s.
+    pub fn new(identity: PrivateKey, user: impl Into<String>) -> Self {
+        Self {
+            identity: Arc::new(identity),
+            user: user.into(),
+            host_key: None,
+            handshake_timeout: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(15),
+        }
+    }
+
+    /// Pins the server's host key to this `SHA256:` fingerprint.
+    pub fn with_host_key(mut self, fingerprint: impl Into<String>) -> Self {
+        self.host_key = Some(fingerprint.into());
+        self
+    }
+}
+
+impl fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the private key.
+        f.debug_struct("ConnectOptions")
+            .field("identity", &fingerprint(self.identity.public_key()))
+            .field("user", &self.user)
+            .field("host_key", &self.host_key)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .finish()
+    }
+}
+
+/// An authenticated SSH session to an alknet (or OpenSSH) server.
+///
+/// Implements [`StreamOpener`], so a [`Socks5Server`](alknet_proxy::Socks5Server)
+/// can tunnel through it.
+pub struct Client {
+    handle: Handle<ClientHandler>,
+    closed: CancellationToken,
+    server_fingerprint: String,
+}
+
+impl Client {
+    /// Connects over `transport`, checks the server's host key and
+    /// authenticates.
+    pub async fn connect<T>(transport: &T, options: ConnectOptions) -> Result<Self, Error>
+    where
+        T: Transport + ?Sized,
+    {
+        if let Some(pin) = &options.host_key {
+            validate_fingerprint(pin)?;
+        }
+        let stream = transport.connect().await?;
+        let timeout = options.handshake_timeout;
+        tokio::time::timeout(timeout, Self::handshake(stream, options))
+            .await
+            .map_err(|_| Error::HandshakeTimeout(timeout))?
+    }
+
+    async fn handshake(stream: BoxStream, options: ConnectOptions) -> Result<Self, Error> {
+        let closed = CancellationToken::new();
+        let handler = ClientHandler {
+            host_key: options.host_key.clone(),
+            seen_host_key: Arc::default(),
+            _session_alive: closed.clone().drop_guard(),
+        };
+        let seen_host_key = handler.seen_host_key.clone();
+        let config = Arc::new(client_config(options.keepalive_interval));
+        let mut handle = russh::client::connect_stream(config, stream, handler).await?;
+
+        let key = PrivateKeyWithHashAlg::new(options.identity.clone(), None);
+        match handle.authenticate_publickey(options.user.clone(), key).await? {
+            AuthResult::Success => {}
+            AuthResult::Failure { .. } => {
+                return Err(Error::AuthRejected {
+                    user: options.user,
+                    fingerprint: fingerprint(options.identity.public_key()),
+                });
+            }
+        }
+        let server_fingerprint = seen_host_key.lock().map(|f| f.clone()).unwrap_or_default();
+        Ok(Self {
+            handle,
+            closed,
+            server_fingerprint,
+        })
+    }
+
+    /// The fingerprint of the host key the server presented.
+    pub fn server_fingerprint(&self) -> &str {
+        &self.server_fingerprint
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled() || self.handle.is_closed()
+    }
+
+    /// Completes when the session ends, for whatever reason.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await;
+    }
+
+    /// Says goodbye to the server and ends the session.
+    pub async fn disconnect(&self) {
+        let _ = self
+            .handle
+            .disconnect(Disconnect::ByApplication, "client closing", "")
+            .await;
+    }
+}
+
+#[async_trait]
+impl StreamOpener for Client {
+    async fn open(&self, target: &TargetAddr) -> Result<BoxStream, OpenError> {
+        if self.is_closed() {
+            return Err(OpenError::new(OpenErrorKind::TunnelDown));
+        }
+        // The originator is not meaningful through SOCKS; OpenSSH's -D
+        // sends the SOCKS client's address, which would only leak it.
+        let opened = self
+            .handle
+            .channel_open_direct_tcpip(target.host(), u32::from(target.port()), "127.0.0.1", 0)
+            .await;
+        match opened {
+            Ok(channel) => Ok(Box::new(channel.into_stream())),
+            Err(russh::Error::ChannelOpenFailure(failure)) => Err(open_error_for(&failure)),
+            Err(_) => Err(OpenError::new(OpenErrorKind::TunnelDown)),
+        }
+    }
+}
+
+fn validate_fingerprint(pin: &str) -> Result<(), Error> {
+    let valid = pin.strip_prefix("SHA256:").is_some_and(|b64| {
+        // 32 bytes of SHA-256 in unpadded base64 are 43 characters.
+        b64.len() == 43
+            && b64
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::InvalidFingerprint(pin.to_owned()))
+    }
+}
+
+/// russh's client callbacks: host key checking, and noticing the end of
+/// the session (russh drops the handler when its session task ends).
+struct ClientHandler {
+    host_key: Option<String>,
+    seen_host_key: Arc<std::sync::Mutex<String>>,
+    _session_alive: DropGuard,
+}
+
+impl russh::client::Handler for ClientHandler {
+    type Error = Error;
+
+    async fn check_server_key(&mut self, server_key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        let actual = match server_key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => fingerprint(key),
+            PublicKeyOrCertificate::Certificate(cert) => fingerprint(&cert.public_key().clone().into()),
+        };
+        if let Ok(mut seen) = self.seen_host_key.lock() {
+            seen.clone_from(&actual);
+        }
+        match &self.host_key {
+            Some(expected) if *expected == actual => Ok(true),
+            Some(expected) => Err(Error::HostKeyMismatch {
+                expected: expected.clone(),
+                actual,
+            }),
+            None => {
+                warn!(
+                    host_key = %actual,
+                    "server host key not pinned; pass --host-key {actual} to verify it next time"
+                );
+                Ok(true)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_must_look_like_ssh_keygen_output() {
+        assert!(validate_fingerprint("SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU").is_ok());
+        for bad in [
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU",
+            "MD5:aa:bb",
+            "SHA256:short",
+            "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuF=",
+        ] {
+            assert!(matches!(validate_fingerprint(bad), Err(Error::InvalidFingerprint(_))), "{bad}");
+        }
+    }
+}

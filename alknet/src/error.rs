@@ -1,0 +1,56 @@
+use std::time::Duration;
+
+use alknet_auth::AuthError;
+use alknet_transport::TransportError;
+
+/// Everything that can go wrong setting up or running an alknet client or
+/// server. Messages say what to do about it, and never contain a tunnel
+/// destination or a secret.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reaching the server (or listening for clients) failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+
+    /// A key or authorized_keys file could not be used.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+
+    /// The server's host key is not the one pinned with `--host-key`.
+    #[error(
+        "the server's host key is {actual}, but {expected} was expected; \
+         if the server's key was changed on purpose, update --host-key, \
+         otherwise someone may be intercepting the connection"
+    )]
+    HostKeyMismatch {
+        /// The pinned fingerprint.
+        expected: String,
+        /// The fingerprint the server presented.
+        actual: String,
+    },
+
+    /// The `--host-key` value is not a `SHA256:` fingerprint.
+    #[error("invalid host key fingerprint {0:?}: expected the form SHA256:<base64>, as printed by `ssh-keygen -lf`")]
+    InvalidFingerprint(String),
+
+    /// The server refused our key.
+    #[error(
+        "the server refused key {fingerprint} for user {user:?}: add the public key to the \
+         server's authorized_keys file"
+    )]
+    AuthRejected {
+        /// The user name we logged in as.
+        user: String,
+        /// Our key's fingerprint.
+        fingerprint: String,
+    },
+
+    /// The SSH handshake did not finish in time.
+    #[error("the SSH handshake did not complete within {0:?}; is the server an SSH server?")]
+    HandshakeTimeout(Duration),
+
+    /// An SSH protocol error.
+    #[error("SSH: {0}")]
+    Ssh(#[from] russh::Error),
+}

@@ -1,0 +1,384 @@
+//! The alknet SSH server: authenticates clients against an authorized set
+//! and turns their `direct-tcpip` channels into outbound TCP connections.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alknet_auth::{AuthorizedKeys, PrivateKey, fingerprint};
+use alknet_proxy::{OpenErrorKind, TargetAddr, connect_direct, relay};
+use alknet_transport::{BoxStream, TransportAcceptor, TransportInfo};
+use russh::keys::PublicKey;
+use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
+use russh::{Channel, ChannelOpenFailure, Disconnect, MethodKind, MethodSet};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::channel_failure::{failure_for, peer_is_alknet};
+use crate::kill_switch::KillableStream;
+use crate::tuning::{ServerTuning, server_config};
+use crate::Error;
+
+/// Host names with this prefix are reserved for alknet's own services and
+/// are never dialled.
+pub const RESERVED_HOST_PREFIX: &str = "alknet-";
+
+/// How an alknet server behaves. Build with [`ServeOptions::new`] and
+/// adjust the public fields.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// The server's host key (Ed25519).
+    pub host_key: PrivateKey,
+    /// Which client keys may log in.
+    pub authorized_keys: AuthorizedKeys,
+    /// How long to try reaching a tunnel target before reporting failure.
+    pub dial_timeout: Duration,
+    /// Failed authentications allowed per connection before disconnecting.
+    pub max_auth_attempts: usize,
+    /// How long a client may take from connecting to being authenticated.
+    pub login_grace: Duration,
+    /// On shutdown, how long clients get to close before being cut off.
+    pub shutdown_grace: Duration,
+    /// Interval between keepalives to the client; three unanswered ones
+    /// end the session.
+    pub keepalive_interval: Duration,
+}
+
+impl ServeOptions {
+    /// Options with alknet's defaults.
+    pub fn new(host_key: PrivateKey, authorized_keys: AuthorizedKeys) -> Self {
+        Self {
+            host_key,
+            authorized_keys,
+            dial_timeout: Duration::from_secs(10),
+            max_auth_attempts: 10,
+            login_grace: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(2),
+            keepalive_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl fmt::Debug for ServeOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the host key.
+        f.debug_struct("ServeOptions")
+            .field("host_key", &fingerprint(self.host_key.public_key()))
+            .field("authorized_keys", &self.authorized_keys.len())
+            .field("dial_timeout", &self.dial_timeout)
+            .field("max_auth_attempts", &self.max_auth_attempts)
+            .field("login_grace", &self.login_grace)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .finish()
+    }
+}
+
+/// An alknet SSH server. Cheap to clone; clones share configuration.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<ServerInner>,
+}
+
+struct ServerInner {
+    config: Arc<russh::server::Config>,
+    authorized_keys: AuthorizedKeys,
+    dial_timeout: Duration,
+    login_grace: Duration,
+    shutdown_grace: Duration,
+}
+
+impl Server {
+    /// A server with the given options.
+    pub fn new(options: ServeOptions) -> Self {
+        let tuning = ServerTuning {
+            max_auth_attempts: options.max_auth_attempts,
+            keepalive_interval: options.keepalive_interval,
+        };
+        Self {
+            inner: Arc::new(ServerInner {
+                config: Arc::new(server_config(options.host_key, &tuning)),
+                authorized_keys: options.authorized_keys,
+                dial_timeout: options.dial_timeout,
+                login_grace: options.login_grace,
+                shutdown_grace: options.shutdown_grace,
+            }),
+        }
+    }
+
+    /// The host key's SHA256 fingerprint, for clients to pin.
+    pub fn host_key_fingerprint(&self) -> String {
+        match self.inner.config.keys.first() {
+            Some(key) => fingerprint(key.public_key()),
+            None => String::new(),
+        }
+    }
+
+    /// Accepts and serves connections until `shutdown` completes, then
+    /// disconnects every client, gives them [`ServeOptions::shutdown_grace`]
+    /// to go, and cuts off the rest.
+    pub async fn serve<A>(&self, acceptor: &A, shutdown: impl Future<Output = ()>) -> Result<(), Error>
+    where
+        A: TransportAcceptor + ?Sized,
+    {
+        let stop = CancellationToken::new();
+        let kill = CancellationToken::new();
+        let connections = TaskTracker::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = acceptor.accept() => match accepted {
+                    Ok((stream, info)) => {
+                        let server = self.clone();
+                        let (stop, kill) = (stop.child_token(), kill.child_token());
+                        connections.spawn(async move { server.serve_connection_until(stream, info, stop, kill).await });
+                    }
+                    Err(error) => {
+                        // Usually one failed handshake or a full fd table:
+                        // keep serving, but do not spin.
+                        warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        info!(connections = connections.len(), "shutting down");
+        connections.close();
+        stop.cancel();
+        if tokio::time::timeout(self.inner.shutdown_grace, connections.wait()).await.is_err() {
+            kill.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(2), connections.wait()).await;
+        }
+        Ok(())
+    }
+
+    /// Serves one already-accepted stream until the client leaves.
+    pub async fn serve_connection(&self, stream: BoxStream, info: TransportInfo) {
+        self.serve_connection_until(stream, info, CancellationToken::new(), CancellationToken::new())
+            .await;
+    }
+
+    async fn serve_connection_until(
+        &self,
+        stream: BoxStream,
+        info: TransportInfo,
+        stop: CancellationToken,
+        kill: CancellationToken,
+    ) {
+        let peer = Peer(info.remote_addr);
+        let started = Instant::now();
+        info!(remote_addr = %peer, transport = %info.kind, "connection opened");
+        let authenticated = CancellationToken::new();
+        let handler = SessionHandler {
+            server: self.inner.clone(),
+            peer,
+            authenticated: authenticated.clone(),
+            channels: kill.clone(),
+        };
+        let stream = KillableStream::new(stream, kill.clone());
+        let grace = self.inner.login_grace;
+
+        // run_stream returns once the client's identification line is read.
+        let session = tokio::select! {
+            started = russh::server::run_stream(self.inner.config.clone(), stream, handler) => started,
+            () = tokio::time::sleep(grace) => Err(russh::Error::ConnectionTimeout),
+            () = stop.cancelled() => Err(russh::Error::Disconnect),
+        };
+        match session {
+            Ok(mut session) => {
+                let handle = session.handle();
+                let login_deadline = async {
+                    tokio::select! {
+                        () = authenticated.cancelled() => std::future::pending::<()>().await,
+                        () = tokio::time::sleep(grace) => {}
+                    }
+                };
+                let outcome = tokio::select! {
+                    result = &mut session => Some(result),
+                    () = login_deadline => {
+                        let _ = handle.disconnect(Disconnect::ByApplication, "login grace time exceeded".into(), String::new()).await;
+                        None
+                    }
+                    () = stop.cancelled() => {
+                        let _ = handle.disconnect(Disconnect::ByApplication, "server shutting down".into(), String::new()).await;
+                        None
+                    }
+                };
+                let outcome = match outcome {
+                    Some(result) => result,
+                    None => {
+                        // Give the client a moment to read the goodbye, then
+                        // stop waiting for it.
+                        match tokio::time::timeout(Duration::from_secs(1), &mut session).await {
+                            Ok(result) => result,
+                            Err(_) => {
+                                kill.cancel();
+                                session.await
+                            }
+                        }
+                    }
+                };
+                if let Err(error) = outcome {
+                    debug!(remote_addr = %peer, %error, "session ended with an error");
+                }
+            }
+            Err(error) => debug!(remote_addr = %peer, %error, "no SSH session"),
+        }
+        // Any relay still running belongs to this connection only.
+        kill.cancel();
+        info!(remote_addr = %peer, duration = ?started.elapsed(), "connection closed");
+    }
+}
+
+/// A peer address as logged: `ip:port`, or `unknown` for transports
+/// without one.
+#[derive(Clone, Copy)]
+struct Peer(Option<SocketAddr>);
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("unknown"),
+        }
+    }
+}
+
+/// russh's per-connection callbacks.
+struct SessionHandler {
+    server: Arc<ServerInner>,
+    peer: Peer,
+    authenticated: CancellationToken,
+    /// Cancelled when the connection ends; stops this connection's relays.
+    channels: CancellationToken,
+}
+
+impl SessionHandler {
+    fn check_key(&self, user: &str, key: &PublicKey) -> Auth {
+        let accepted = self.server.authorized_keys.contains(key);
+        // The fail2ban line (SPEC §2). `user` is client-chosen text, so it
+        // is logged quoted and escaped.
+        info!(
+            remote_addr = %self.peer,
+            user = ?user,
+            key_fingerprint = %fingerprint(key),
+            result = if accepted { "accept" } else { "reject" },
+            "auth attempt"
+        );
+        if accepted { Auth::Accept } else { reject() }
+    }
+}
+
+fn reject() -> Auth {
+    Auth::Reject {
+        proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
+        partial_success: false,
+    }
+}
+
+impl russh::server::Handler for SessionHandler {
+    type Error = russh::Error;
+
+    async fn auth_none(&mut self, _user: &str) -> Result<Auth, Self::Error> {
+        // OpenSSH's opening probe: not an attempt worth logging.
+        Ok(reject())
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // Unknown keys are refused (and logged) here, before the client
+        // signs anything; known ones are logged once verified, below.
+        if self.server.authorized_keys.contains(offer.public_key) {
+            Ok(Auth::Accept)
+        } else {
+            Ok(self.check_key(user, offer.public_key))
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: russh::server::VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(self.check_key(user, key.public_key))
+    }
+
+    async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+        self.authenticated.cancel();
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let alknet_peer = peer_is_alknet(session.remote_sshid());
+        let Ok(port) = u16::try_from(port) else {
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            return Ok(());
+        };
+        if is_reserved(host) {
+            reply.reject(failure_for(OpenErrorKind::NotAllowed, alknet_peer)).await;
+            return Ok(());
+        }
+        let target = TargetAddr::from_host_port(host, port);
+        let dial_timeout = self.server.dial_timeout;
+        let done = self.channels.clone();
+        // Dial off the session loop: a slow target must not stall the
+        // session or its other channels.
+        tokio::spawn(async move {
+            match connect_direct(&target, dial_timeout).await {
+                Ok(mut outbound) => {
+                    reply.accept().await;
+                    let mut inbound = channel.into_stream();
+                    tokio::select! {
+                        result = relay(&mut inbound, &mut outbound) => {
+                            if let Err(error) = result {
+                                debug!(%error, "relay ended with an error");
+                            }
+                        }
+                        () = done.cancelled() => {}
+                    }
+                }
+                Err(error) => {
+                    debug!(%error, "tunnel target not reached");
+                    reply.reject(failure_for(error.kind(), alknet_peer)).await;
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+fn is_reserved(host: &str) -> bool {
+    host.get(..RESERVED_HOST_PREFIX.len())
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(RESERVED_HOST_PREFIX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_prefix_is_matched_without_regard_to_case() {
+        assert!(is_reserved("alknet-control"));
+        assert!(is_reserved("ALKNET-Control"));
+        assert!(!is_reserved("alknet.example.com"));
+        assert!(!is_reserved("alk"));
+        assert!(!is_reserved("ålknet-x"));
+    }
+}

@@ -1,0 +1,115 @@
+//! The russh settings alknet runs with, in one place.
+//!
+//! russh's defaults are tuned for interactive shells; a tunnel moves bulk
+//! data over many channels. Each value here has its reason beside it, and
+//! `cargo xtask bench` measures the result against OpenSSH.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use russh::keys::PrivateKey;
+use russh::{MethodKind, MethodSet, Preferred, SshId, cipher};
+
+/// Per-channel receive window. Throughput per channel is bounded by
+/// window / round-trip time; 16 MiB keeps a long fat pipe full.
+pub(crate) const WINDOW_SIZE: u32 = 16 * 1024 * 1024;
+
+/// Largest channel data packet we accept. Fewer, larger packets mean fewer
+/// MACs and syscalls per byte; russh warns above 65535.
+pub(crate) const MAX_PACKET_SIZE: u32 = 65535;
+
+/// Messages queued per channel before the session stops reading. Large
+/// enough that a burst at full window does not stall other channels.
+const CHANNEL_BUFFER: usize = 256;
+
+/// The identification string alknet sends, e.g. `SSH-2.0-alknet_0.1.0`.
+/// The server recognises alknet clients by it (see `channel_failure`).
+pub(crate) fn ssh_id() -> SshId {
+    SshId::Standard(Cow::Owned(format!("SSH-2.0-alknet_{}", env!("CARGO_PKG_VERSION"))))
+}
+
+/// Algorithm preferences: russh's safe defaults, but with AES-GCM first
+/// when the CPU has AES instructions (several times faster than
+/// ChaCha20-Poly1305 there), as OpenSSH itself would pick.
+pub(crate) fn preferred() -> Preferred {
+    let cipher: &'static [cipher::Name] = if cpu_has_aes() {
+        &[
+            cipher::AES_128_GCM,
+            cipher::AES_256_GCM,
+            cipher::CHACHA20_POLY1305,
+            cipher::AES_256_CTR,
+            cipher::AES_128_CTR,
+        ]
+    } else {
+        &[
+            cipher::CHACHA20_POLY1305,
+            cipher::AES_128_GCM,
+            cipher::AES_256_GCM,
+            cipher::AES_256_CTR,
+            cipher::AES_128_CTR,
+        ]
+    };
+    Preferred {
+        cipher: Cow::Borrowed(cipher),
+        ..Preferred::default()
+    }
+}
+
+fn cpu_has_aes() -> bool {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+    }
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
+/// Server settings that are not tunnel-specific policy.
+pub(crate) struct ServerTuning {
+    pub(crate) max_auth_attempts: usize,
+    pub(crate) keepalive_interval: Duration,
+}
+
+pub(crate) fn server_config(host_key: PrivateKey, tuning: &ServerTuning) -> russh::server::Config {
+    russh::server::Config {
+        server_id: ssh_id(),
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        // OpenSSH probes with "none" first; delaying that answer would add
+        // a second to every connect. Real rejections stay slow.
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        auth_rejection_time: Duration::from_millis(500),
+        keys: vec![host_key],
+        window_size: WINDOW_SIZE,
+        maximum_packet_size: MAX_PACKET_SIZE,
+        channel_buffer_size: CHANNEL_BUFFER,
+        preferred: preferred(),
+        max_auth_attempts: tuning.max_auth_attempts,
+        // Idle tunnels are normal; dead peers are found by keepalives.
+        inactivity_timeout: None,
+        keepalive_interval: Some(tuning.keepalive_interval),
+        keepalive_max: 3,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+pub(crate) fn client_config(keepalive_interval: Duration) -> russh::client::Config {
+    russh::client::Config {
+        client_id: ssh_id(),
+        window_size: WINDOW_SIZE,
+        maximum_packet_size: MAX_PACKET_SIZE,
+        channel_buffer_size: CHANNEL_BUFFER,
+        preferred: preferred(),
+        inactivity_timeout: None,
+        keepalive_interval: Some(keepalive_interval),
+        keepalive_max: 3,
+        nodelay: true,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,233 @@
+//! The SSH client and server together on loopback.
+
+use std::time::Duration;
+
+use alknet::auth::{AuthorizedKeys, PrivateKey, generate_ed25519};
+use alknet::proxy::{OpenErrorKind, StreamOpener, TargetAddr};
+use alknet::transport::{TcpAcceptor, TcpTransport};
+use alknet::{Client, ConnectOptions, Error, ServeOptions, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+struct TestServer {
+    transport: TcpTransport,
+    fingerprint: String,
+    user_key: PrivateKey,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl TestServer {
+    async fn start() -> Self {
+        let user_key = generate_ed25519("user").unwrap();
+        let authorized = AuthorizedKeys::from_keys([user_key.public_key().clone()]);
+        let mut options = ServeOptions::new(generate_ed25519("host").unwrap(), authorized);
+        options.dial_timeout = Duration::from_secs(2);
+        let server = Server::new(options);
+        let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+        let transport = TcpTransport::new(acceptor.local_addr().to_string());
+        let fingerprint = server.host_key_fingerprint();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            server
+                .serve(&acceptor, async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self {
+            transport,
+            fingerprint,
+            user_key,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    fn options(&self) -> ConnectOptions {
+        ConnectOptions::new(self.user_key.clone(), "tester").with_host_key(self.fingerprint.clone())
+    }
+
+    async fn client(&self) -> Client {
+        tokio::time::timeout(LIMIT, Client::connect(&self.transport, self.options()))
+            .await
+            .expect("connect hung")
+            .expect("connect failed")
+    }
+
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(LIMIT, self.task).await.expect("shutdown hung").unwrap();
+    }
+}
+
+/// A loopback target that answers every connection with `greeting`.
+async fn greeter(greeting: &'static [u8]) -> TargetAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = socket.write_all(greeting).await;
+            });
+        }
+    });
+    TargetAddr::Ip(addr)
+}
+
+async fn read_all(opener: &dyn StreamOpener, target: &TargetAddr) -> Vec<u8> {
+    let mut stream = opener.open(target).await.expect("open failed");
+    let mut data = Vec::new();
+    tokio::time::timeout(LIMIT, stream.read_to_end(&mut data))
+        .await
+        .expect("read hung")
+        .unwrap();
+    data
+}
+
+fn closed_port() -> TargetAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    TargetAddr::Ip(listener.local_addr().unwrap())
+}
+
+#[tokio::test]
+async fn failed_channels_do_not_harm_the_session() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let target = greeter(b"still here").await;
+
+    let refused = client.open(&closed_port()).await.err().expect("closed port opened");
+    assert_eq!(refused.kind(), OpenErrorKind::ConnectionRefused);
+
+    let reserved = TargetAddr::Domain("alknet-control".into(), 0);
+    let prohibited = client.open(&reserved).await.err().expect("reserved host opened");
+    assert_eq!(prohibited.kind(), OpenErrorKind::NotAllowed);
+
+    let unresolvable = TargetAddr::Domain("no-such-host.invalid".into(), 80);
+    let unreachable = client.open(&unresolvable).await.err().expect("bad name opened");
+    assert_eq!(unreachable.kind(), OpenErrorKind::HostUnreachable);
+
+    assert_eq!(read_all(&client, &target).await, b"still here");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn many_channels_share_one_session() {
+    let server = TestServer::start().await;
+    let client = std::sync::Arc::new(server.client().await);
+    let target = greeter(b"hello").await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (client, target) = (client.clone(), target.clone());
+        tasks.push(tokio::spawn(async move { read_all(client.as_ref(), &target).await }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), b"hello");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bulk_data_survives_the_round_trip_with_half_close() {
+    // An echo server that answers only after the request is complete.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = TargetAddr::Ip(listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        socket.read_to_end(&mut request).await.unwrap();
+        socket.write_all(&request).await.unwrap();
+    });
+    let server = TestServer::start().await;
+    let client = server.client().await;
+
+    let payload: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let stream = client.open(&target).await.unwrap();
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let send = async {
+        writer.write_all(&payload).await.unwrap();
+        writer.shutdown().await.unwrap();
+    };
+    let mut echoed = Vec::new();
+    let receive = reader.read_to_end(&mut echoed);
+    let (_, received) = tokio::time::timeout(LIMIT, async { tokio::join!(send, receive) })
+        .await
+        .expect("echo hung");
+    received.unwrap();
+    assert!(echoed == payload, "echo differs from what was sent");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_keys_are_refused_with_advice() {
+    let server = TestServer::start().await;
+    let stranger = generate_ed25519("stranger").unwrap();
+    let options = ConnectOptions::new(stranger, "tester");
+    let error = Client::connect(&server.transport, options).await.err().expect("stranger got in");
+    assert!(matches!(error, Error::AuthRejected { .. }), "{error:?}");
+    assert!(error.to_string().contains("authorized_keys"), "{error}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_wrong_host_key_pin_is_refused_naming_both_keys() {
+    let server = TestServer::start().await;
+    let wrong = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU";
+    let options = ConnectOptions::new(server.user_key.clone(), "tester").with_host_key(wrong);
+    let error = Client::connect(&server.transport, options).await.err().expect("wrong pin accepted");
+    match &error {
+        Error::HostKeyMismatch { expected, actual } => {
+            assert_eq!(expected, wrong);
+            assert_eq!(actual, &server.fingerprint);
+        }
+        other => panic!("expected a host key mismatch, got {other:?}"),
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_a_pin_the_client_connects_and_reports_the_fingerprint() {
+    let server = TestServer::start().await;
+    let options = ConnectOptions::new(server.user_key.clone(), "tester");
+    let client = Client::connect(&server.transport, options).await.unwrap();
+    assert_eq!(client.server_fingerprint(), server.fingerprint);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn server_shutdown_ends_client_sessions() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    server.shutdown().await;
+    tokio::time::timeout(LIMIT, client.closed()).await.expect("client never noticed");
+    let error = client.open(&closed_port()).await.err().expect("opened on a dead session");
+    assert_eq!(error.kind(), OpenErrorKind::TunnelDown);
+}
+
+#[tokio::test]
+async fn a_client_that_never_speaks_is_dropped_after_the_login_grace() {
+    let user_key = generate_ed25519("user").unwrap();
+    let mut options = ServeOptions::new(
+        generate_ed25519("host").unwrap(),
+        AuthorizedKeys::from_keys([user_key.public_key().clone()]),
+    );
+    options.login_grace = Duration::from_millis(300);
+    let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+    let addr = acceptor.local_addr();
+    let server = Server::new(options);
+    let serving = tokio::spawn(async move { server.serve(&acceptor, std::future::pending()).await });
+
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(LIMIT, silent.read_to_end(&mut received))
+        .await
+        .expect("silent client was never dropped")
+        .ok();
+    assert!(received.starts_with(b"SSH-2.0-alknet"), "server sent its banner first");
+    serving.abort();
+}
