@@ -1,1 +1,43 @@
-fn main() {}
+//! The `alknet` command: `serve`, `connect`, `keygen` and `demo`.
+//!
+//! Everything here is argument handling and wiring; the tunnel itself lives
+//! in the `alknet` library crate.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+mod error;
+mod logging;
+mod signals;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::error::CliError;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init();
+    let result = match cli.command {
+        Command::Serve(args) => block_on(commands::serve::run(args)),
+        Command::Connect(args) => block_on(commands::connect::run(args)),
+        Command::Keygen(args) => commands::keygen::run(args),
+        Command::Demo(args) => block_on(commands::demo::run(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("alknet: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn block_on(command: impl Future<Output = Result<(), CliError>>) -> Result<(), CliError> {
+    tokio::runtime::Runtime::new()
+        .map_err(CliError::Runtime)?
+        .block_on(command)
+}

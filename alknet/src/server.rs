@@ -267,7 +267,7 @@ impl SessionHandler {
             remote_addr = %self.peer,
             user = ?user,
             key_fingerprint = %fingerprint(key),
-            result = if accepted { "accept" } else { "reject" },
+            result = %if accepted { "accept" } else { "reject" },
             "auth attempt"
         );
         if accepted { Auth::Accept } else { reject() }

@@ -1,0 +1,119 @@
+//! The command line, as clap sees it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// SSH tunnels over any byte pipe.
+///
+/// `alknet serve` runs the server; `alknet connect` opens one SSH session to
+/// it and offers SOCKS5 on a local port. `alknet demo` runs both on loopback.
+#[derive(Debug, Parser)]
+#[command(name = "alknet", version, about, long_about = None, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the SSH tunnel server.
+    Serve(ServeArgs),
+    /// Connect to a server and offer SOCKS5 through the tunnel.
+    Connect(ConnectArgs),
+    /// Create an OpenSSH Ed25519 key pair (<path> and <path>.pub).
+    Keygen(KeygenArgs),
+    /// Run a server and a client in this process on loopback, with fresh
+    /// keys, to try alknet out.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The server's host key (OpenSSH Ed25519 private key; `alknet keygen` makes one).
+    /// An encrypted key's passphrase is read from ALKNET_PASSPHRASE.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) key: PathBuf,
+
+    /// The public keys allowed to log in, one per line, as in OpenSSH's authorized_keys.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) authorized_keys: PathBuf,
+
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:22")]
+    pub(crate) listen: String,
+
+    /// Failed authentications allowed per connection before disconnecting.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub(crate) max_auth_attempts: usize,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConnectArgs {
+    /// The server, as host:port.
+    #[arg(long, value_name = "HOST:PORT", env = "ALKNET_SERVER")]
+    pub(crate) server: String,
+
+    /// Your private key (OpenSSH Ed25519). An encrypted key's passphrase is
+    /// read from ALKNET_PASSPHRASE.
+    #[arg(long, value_name = "PATH", env = "ALKNET_IDENTITY")]
+    pub(crate) identity: PathBuf,
+
+    /// User name to log in as [default: your local user name].
+    #[arg(long, value_name = "NAME")]
+    pub(crate) user: Option<String>,
+
+    /// Where to offer SOCKS5 (domain names are resolved by the server).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1080")]
+    pub(crate) socks5: SocketAddr,
+
+    /// The server's host key fingerprint (SHA256:…, as printed by the server
+    /// or `ssh-keygen -lf`). Without it, any host key is accepted with a warning.
+    #[arg(long, value_name = "SHA256:…")]
+    pub(crate) host_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeygenArgs {
+    /// Where to write the private key; the public key goes to <PATH>.pub.
+    /// Existing files are never overwritten.
+    #[arg(value_name = "PATH")]
+    pub(crate) path: PathBuf,
+
+    /// Comment stored in the key [default: user@host].
+    #[arg(long, short = 'C', value_name = "TEXT")]
+    pub(crate) comment: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// Where to offer SOCKS5.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1080")]
+    pub(crate) socks5: SocketAddr,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn connect_defaults_match_openssh_habits() {
+        let cli = Cli::try_parse_from(["alknet", "connect", "--server", "h:22", "--identity", "k"]).unwrap();
+        let Command::Connect(args) = cli.command else { panic!("not connect") };
+        assert_eq!(args.socks5.to_string(), "127.0.0.1:1080");
+        assert!(args.user.is_none());
+    }
+
+    #[test]
+    fn bad_flags_are_errors_not_panics() {
+        assert!(Cli::try_parse_from(["alknet", "connect", "--socks5", "not-an-address"]).is_err());
+        assert!(Cli::try_parse_from(["alknet", "serve", "--bogus"]).is_err());
+    }
+}

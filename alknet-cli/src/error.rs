@@ -1,0 +1,33 @@
+use std::io;
+
+use alknet::auth::AuthError;
+use alknet::transport::TransportError;
+
+/// Why the `alknet` command stopped with a non-zero exit status. Printed
+/// as a single line.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CliError {
+    #[error(transparent)]
+    Alknet(#[from] alknet::Error),
+
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+
+    #[error("cannot listen for SOCKS5 on {addr}: {error}")]
+    SocksBind { addr: String, error: io::Error },
+
+    #[error("{path}: no usable keys (an authorized_keys file needs at least one ssh-ed25519 line)")]
+    NoAuthorizedKeys { path: String },
+
+    #[error("connection to the server was lost")]
+    ConnectionLost,
+
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(io::Error),
+
+    #[error("cannot set up signal handling: {0}")]
+    Signals(io::Error),
+}

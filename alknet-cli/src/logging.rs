@@ -1,0 +1,20 @@
+//! Log output: tracing to stderr, INFO unless `RUST_LOG` says otherwise.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+/// russh logs through the `log` crate; its INFO lines are protocol chatter,
+/// so it is held to warnings unless RUST_LOG asks for more.
+const DEFAULT_FILTER: &str = "info,russh=warn";
+
+pub(crate) fn init() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        // Colour codes would break log parsers such as fail2ban.
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
