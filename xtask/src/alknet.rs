@@ -1,0 +1,142 @@
+//! Starting `alknet serve` and `alknet connect` as a user would.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{Profile, Result, Spawned, Workdir, XtaskError, alknet_binary, ssh_keygen_ed25519};
+
+const STARTUP: Duration = Duration::from_secs(30);
+
+/// The log filter the tests run alknet with: everything alknet logs, at
+/// every level, so that checks for leaked destinations see all of it.
+pub const TEST_LOG_FILTER: &str = "debug,russh=info";
+
+/// Extracts `value` from a log line containing `name=value`.
+fn field(line: &str, name: &str) -> Option<String> {
+    let key = format!("{name}=");
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(&key))
+        .map(|value| value.trim_matches('"').to_owned())
+}
+
+/// An `alknet` command with the test environment applied.
+pub(crate) fn alknet_command(profile: Profile) -> Result<Command> {
+    let mut command = Command::new(alknet_binary(profile)?);
+    command
+        .env("RUST_LOG", TEST_LOG_FILTER)
+        .env_remove("ALKNET_SERVER")
+        .env_remove("ALKNET_IDENTITY")
+        .env_remove("ALKNET_PASSPHRASE");
+    Ok(command)
+}
+
+/// A running `alknet serve` with keys made by ssh-keygen.
+#[derive(Debug)]
+pub struct AlknetServer {
+    /// The process; its stderr is the server log.
+    pub process: Spawned,
+    /// The loopback port it listens on.
+    pub port: u16,
+    /// Its host key fingerprint, as it logged it.
+    pub fingerprint: String,
+    /// The private key of a user listed in its authorized_keys.
+    pub user_key: PathBuf,
+    /// Its authorized_keys file.
+    pub authorized_keys: PathBuf,
+}
+
+impl AlknetServer {
+    /// Starts a debug-build server on a kernel-chosen loopback port.
+    pub fn start(dir: &Workdir, extra_args: &[&str]) -> Result<Self> {
+        Self::start_with(dir, Profile::Dev, extra_args)
+    }
+
+    /// Starts a server built with `profile`.
+    pub fn start_with(dir: &Workdir, profile: Profile, extra_args: &[&str]) -> Result<Self> {
+        let host_key = ssh_keygen_ed25519(dir, "alknet_host")?;
+        let user_key = ssh_keygen_ed25519(dir, "alknet_user")?;
+        let authorized_keys = dir.join("authorized_keys");
+        std::fs::copy(dir.join("alknet_user.pub"), &authorized_keys).map_err(XtaskError::io("writing authorized_keys"))?;
+        let mut command = alknet_command(profile)?;
+        command
+            .arg("serve")
+            .arg("--key")
+            .arg(&host_key)
+            .arg("--authorized-keys")
+            .arg(&authorized_keys)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra_args);
+        let mut process = Spawned::start("alknet-serve", dir.path(), command)?;
+        let ready = process.wait_for_log("alknet server ready", STARTUP)?;
+        let port = field(&ready, "listen")
+            .and_then(|listen| listen.rsplit(':').next().and_then(|p| p.parse().ok()))
+            .ok_or_else(|| XtaskError::Failed(format!("no port in {ready:?}")))?;
+        let fingerprint = field(&ready, "host_key").ok_or_else(|| XtaskError::Failed(format!("no host key in {ready:?}")))?;
+        Ok(Self {
+            process,
+            port,
+            fingerprint,
+            user_key,
+            authorized_keys,
+        })
+    }
+
+    /// The server log so far.
+    pub fn log(&self) -> String {
+        self.process.stderr()
+    }
+}
+
+/// A running `alknet connect` offering SOCKS5 on a kernel-chosen port.
+#[derive(Debug)]
+pub struct AlknetClient {
+    /// The process; its stderr is the client log.
+    pub process: Spawned,
+    /// Where its SOCKS5 server listens.
+    pub socks_addr: SocketAddr,
+}
+
+impl AlknetClient {
+    /// Connects a debug-build client to `127.0.0.1:<port>`.
+    pub fn start(dir: &Workdir, port: u16, identity: &Path, extra_args: &[&str]) -> Result<Self> {
+        Self::start_with(dir, Profile::Dev, port, identity, extra_args)
+    }
+
+    /// Connects a client built with `profile`.
+    pub fn start_with(dir: &Workdir, profile: Profile, port: u16, identity: &Path, extra_args: &[&str]) -> Result<Self> {
+        let mut command = alknet_command(profile)?;
+        command
+            .arg("connect")
+            .args(["--server", &format!("127.0.0.1:{port}")])
+            .arg("--identity")
+            .arg(identity)
+            .args(["--socks5", "127.0.0.1:0"])
+            .args(extra_args);
+        let mut process = Spawned::start("alknet-connect", dir.path(), command)?;
+        let ready = process.wait_for_log("SOCKS5 ready", STARTUP)?;
+        let socks_addr = field(&ready, "socks5")
+            .and_then(|addr| addr.parse().ok())
+            .ok_or_else(|| XtaskError::Failed(format!("no SOCKS5 address in {ready:?}")))?;
+        Ok(Self { process, socks_addr })
+    }
+
+    /// The client log so far.
+    pub fn log(&self) -> String {
+        self.process.stderr()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field;
+
+    #[test]
+    fn fields_are_read_from_log_lines() {
+        let line = "2026-01-01T00:00:00Z  INFO alknet server ready listen=tcp://127.0.0.1:4242 host_key=SHA256:abc";
+        assert_eq!(field(line, "listen").as_deref(), Some("tcp://127.0.0.1:4242"));
+        assert_eq!(field(line, "host_key").as_deref(), Some("SHA256:abc"));
+        assert_eq!(field(line, "missing"), None);
+    }
+}

@@ -1,0 +1,57 @@
+//! Building the `alknet` binary under test.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use crate::{Result, XtaskError};
+
+/// Which cargo profile to build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// The dev profile (what `cargo test` uses).
+    Dev,
+    /// The release profile (what benchmarks use).
+    Release,
+}
+
+/// The path of the `alknet` binary, built with `profile`.
+///
+/// For the dev profile, `ALKNET_BIN` (set by `cargo xtask test`) is used
+/// when present, so the tests do not rebuild what the runner just built.
+pub fn alknet_binary(profile: Profile) -> Result<PathBuf> {
+    static DEV: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    if profile == Profile::Dev {
+        if let Some(path) = std::env::var_os("ALKNET_BIN") {
+            return Ok(PathBuf::from(path));
+        }
+        return DEV
+            .get_or_init(|| build(profile).map_err(|e| e.to_string()))
+            .clone()
+            .map_err(XtaskError::Failed);
+    }
+    build(profile)
+}
+
+fn build(profile: Profile) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = Command::new(cargo);
+    command.args(["build", "--package", "alknet-cli", "--bin", "alknet", "--message-format=json-render-diagnostics"]);
+    if profile == Profile::Release {
+        command.arg("--release");
+    }
+    let output = command
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(XtaskError::io("running cargo build"))?;
+    if !output.status.success() {
+        return Err(XtaskError::Failed("cargo build of the alknet binary failed".into()));
+    }
+    // The last "compiler-artifact" message with an executable is ours.
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|message| message.get("executable")?.as_str().map(PathBuf::from))
+        .next_back()
+        .ok_or_else(|| XtaskError::Failed("cargo build reported no alknet executable".into()))
+}

@@ -1,0 +1,42 @@
+//! The harness behind `cargo xtask test` and `cargo xtask bench`.
+//!
+//! Whole-program tests start the real `alknet` binary and drive it with
+//! independent tools (curl, OpenSSH's `ssh`, `sshd` and `ssh-keygen`). This
+//! library holds what they share: building the binary, starting processes
+//! with their output captured to files, waiting for log lines, stopping
+//! every process by its PID, a small HTTP target, a raw SOCKS5 client and
+//! a throwaway `sshd`.
+//!
+//! Every server listens on a loopback port the kernel picks; every wait is
+//! bounded in time.
+//!
+//! ```no_run
+//! use xtask::{AlknetServer, Workdir};
+//! let dir = Workdir::new()?;
+//! let server = AlknetServer::start(&dir, &[])?;
+//! println!("alknet serve on port {}", server.port);
+//! # Ok::<(), xtask::XtaskError>(())
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod alknet;
+mod cargo;
+mod error;
+mod http_target;
+mod process;
+mod socks;
+mod sshd;
+mod tools;
+
+pub use alknet::{AlknetClient, AlknetServer, TEST_LOG_FILTER};
+pub use cargo::{Profile, alknet_binary};
+pub use error::XtaskError;
+pub use http_target::HttpTarget;
+pub use process::{Spawned, wait_until};
+pub use socks::{socks5_connect, socks5_connect_reply};
+pub use sshd::Sshd;
+pub use tools::{Workdir, free_port, require_tool, sha256_hex, ssh_keygen_ed25519, ssh_public_key_fingerprint};
+
+/// Results in this crate.
+pub type Result<T, E = XtaskError> = std::result::Result<T, E>;

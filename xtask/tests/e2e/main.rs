@@ -1,0 +1,54 @@
+//! Whole-program tests: the real `alknet` binary, driven by curl and
+//! OpenSSH. Run them with `cargo xtask test` (or `cargo test -p xtask`,
+//! which builds the binary first).
+
+mod bad_input;
+mod cli;
+mod interop;
+mod tunnel;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use xtask::{Result, XtaskError, require_tool};
+
+/// Fetches `url` through a SOCKS5 proxy with curl, letting the proxy
+/// resolve names (socks5h), into `out`.
+fn curl_via_socks(proxy: SocketAddr, url: &str, out: &Path) -> Result<Output> {
+    require_tool("curl")?;
+    Command::new("curl")
+        .args(["--silent", "--show-error", "--fail", "--max-time", "120"])
+        .arg("--socks5-hostname")
+        .arg(proxy.to_string())
+        .arg("--output")
+        .arg(out)
+        .arg(url)
+        .output()
+        .map_err(XtaskError::io("running curl"))
+}
+
+/// Fetches `url` through `proxy` and returns the body, failing on any error.
+fn fetch(proxy: SocketAddr, url: &str, out: &Path) -> Result<Vec<u8>> {
+    let output = curl_via_socks(proxy, url, out)?;
+    if !output.status.success() {
+        return Err(XtaskError::Failed(format!(
+            "curl {url} via {proxy} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    std::fs::read(out).map_err(XtaskError::io("reading curl's output"))
+}
+
+/// Asserts that no log mentions any of `secrets` (tunnel targets).
+fn assert_logs_do_not_mention(logs: &[(&str, String)], secrets: &[String]) {
+    for (name, log) in logs {
+        assert!(!log.is_empty(), "the {name} log is empty: is logging broken?");
+        for secret in secrets {
+            assert!(
+                !log.contains(secret.as_str()),
+                "the {name} log mentions the tunnel target {secret:?}:\n{log}"
+            );
+        }
+    }
+}
