@@ -1,0 +1,210 @@
+//! `cargo xtask bench`: alknet against OpenSSH on loopback, same run, same
+//! target, same tools. Prints numbers and ratios; asserts nothing.
+//!
+//! Options: `--size-mib N` (bulk transfer, default 1024), `--runs N`
+//! (throughput runs per tunnel, best counted, default 3), `--connections N`
+//! (latency samples per tunnel, default 1000).
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use xtask::{
+    AlknetClient, AlknetServer, HttpTarget, Profile, Result, Spawned, Sshd, Workdir, XtaskError, free_port,
+    require_tool, socks5_connect, wait_until,
+};
+
+struct Settings {
+    size_mib: u64,
+    runs: usize,
+    connections: usize,
+}
+
+impl Settings {
+    fn parse(args: &[String]) -> Result<Self> {
+        let mut settings = Settings {
+            size_mib: 1024,
+            runs: 3,
+            connections: 1000,
+        };
+        let mut args = args.iter();
+        while let Some(flag) = args.next() {
+            let value = args
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| XtaskError::Failed(format!("{flag} needs a number")))?;
+            match flag.as_str() {
+                "--size-mib" => settings.size_mib = value.max(1),
+                "--runs" => settings.runs = usize::try_from(value.max(1)).unwrap_or(1),
+                "--connections" => settings.connections = usize::try_from(value.max(10)).unwrap_or(10),
+                other => return Err(XtaskError::Failed(format!("unknown bench option {other}"))),
+            }
+        }
+        Ok(settings)
+    }
+}
+
+/// One way of reaching the target through SOCKS5.
+struct Tunnel {
+    name: &'static str,
+    socks: SocketAddr,
+}
+
+pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
+    let settings = Settings::parse(args)?;
+    for tool in ["curl", "ssh", "sshd", "ssh-keygen"] {
+        require_tool(tool)?;
+    }
+    println!("building the release binary…");
+    let dir = Workdir::new()?;
+    let target = HttpTarget::start("127.0.0.1:0")?;
+
+    let server = AlknetServer::start_with(&dir, Profile::Release, &[])?;
+    let client = AlknetClient::start_with(
+        &dir,
+        Profile::Release,
+        server.port,
+        &server.user_key,
+        &["--host-key", &server.fingerprint],
+    )?;
+    let sshd = Sshd::start(&dir, &dir.join("alknet_user.pub"))?;
+    let (_ssh_default, ssh_default) = start_ssh_dynamic(&dir, &sshd, &server.user_key, None)?;
+    let (_ssh_gcm, ssh_gcm) = start_ssh_dynamic(&dir, &sshd, &server.user_key, Some("aes128-gcm@openssh.com"))?;
+
+    let tunnels = [
+        Tunnel { name: "alknet", socks: client.socks_addr },
+        Tunnel { name: "OpenSSH (default cipher)", socks: ssh_default },
+        Tunnel { name: "OpenSSH aes128-gcm", socks: ssh_gcm },
+    ];
+
+    let bytes = settings.size_mib * 1024 * 1024;
+    println!("\nthroughput: one stream of {} MiB via curl --socks5-hostname, best of {}", settings.size_mib, settings.runs);
+    let direct = best_of(settings.runs, || curl_speed(None, target.addr(), bytes))?;
+    println!("  {:<28} {:>9.0} MiB/s", "direct (no tunnel)", direct / MIB);
+    let mut speeds = vec![0.0f64; tunnels.len()];
+    // Interleave runs, so a noisy moment on a shared machine hits every tunnel alike.
+    for _ in 0..settings.runs {
+        for (speed, tunnel) in speeds.iter_mut().zip(&tunnels) {
+            *speed = speed.max(curl_speed(Some(tunnel.socks), target.addr(), bytes)?);
+        }
+    }
+    for (speed, tunnel) in speeds.iter().zip(&tunnels) {
+        println!("  {:<28} {:>9.0} MiB/s", tunnel.name, speed / MIB);
+    }
+
+    println!("\nlatency: SOCKS5 connect to first response byte, {} connections each", settings.connections);
+    let mut latencies = Vec::new();
+    for tunnel in &tunnels {
+        let mut samples = latency_samples(tunnel.socks, target.addr(), settings.connections)?;
+        samples.sort();
+        let (p50, p99) = (percentile(&samples, 50), percentile(&samples, 99));
+        println!("  {:<28} p50 {:>7.2} ms   p99 {:>7.2} ms", tunnel.name, ms(p50), ms(p99));
+        latencies.push((p50, p99));
+    }
+
+    let best_openssh = speeds[1].max(speeds[2]);
+    println!("\nratios alknet / OpenSSH:");
+    println!("  throughput vs default cipher   {:.2}×", speeds[0] / speeds[1]);
+    println!("  throughput vs aes128-gcm       {:.2}×", speeds[0] / speeds[2]);
+    println!("  throughput vs best OpenSSH     {:.2}×   (aim: ≥ 1.0)", speeds[0] / best_openssh);
+    for (index, name) in [(1, "default cipher"), (2, "aes128-gcm")] {
+        println!(
+            "  latency p50 / p99 vs {name:<15} {:.2}× / {:.2}×   (aim: ≤ 1.0)",
+            ms(latencies[0].0) / ms(latencies[index].0),
+            ms(latencies[0].1) / ms(latencies[index].1)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+fn percentile(sorted: &[Duration], pct: usize) -> Duration {
+    let index = (sorted.len() * pct / 100).min(sorted.len().saturating_sub(1));
+    sorted.get(index).copied().unwrap_or_default()
+}
+
+fn best_of(runs: usize, mut measure: impl FnMut() -> Result<f64>) -> Result<f64> {
+    let mut best = 0.0f64;
+    for _ in 0..runs {
+        best = best.max(measure()?);
+    }
+    Ok(best)
+}
+
+/// Starts `ssh -N -D` to the test sshd; returns it and its SOCKS address.
+fn start_ssh_dynamic(dir: &Workdir, sshd: &Sshd, key: &Path, cipher: Option<&str>) -> Result<(Spawned, SocketAddr)> {
+    let port = free_port()?;
+    let socks: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
+    let user = String::from_utf8_lossy(
+        &Command::new("id").arg("-un").output().map_err(XtaskError::io("running id -un"))?.stdout,
+    )
+    .trim()
+    .to_owned();
+    let mut command = Command::new("ssh");
+    command
+        .args(["-F", "/dev/null", "-N", "-D", &socks.to_string(), "-p", &sshd.port.to_string(), "-i"])
+        .arg(key)
+        .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no"])
+        .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "ExitOnForwardFailure=yes"]);
+    if let Some(cipher) = cipher {
+        command.args(["-c", cipher]);
+    }
+    command.arg(format!("{user}@127.0.0.1"));
+    let name = format!("ssh-{}", cipher.unwrap_or("default"));
+    let process = Spawned::start(&name, dir.path(), command)?;
+    wait_until(&format!("{name} to listen"), Duration::from_secs(30), || {
+        std::net::TcpStream::connect(socks).ok()
+    })?;
+    Ok((process, socks))
+}
+
+/// Downloads `bytes` with curl (through `socks` if given); bytes per second.
+fn curl_speed(socks: Option<SocketAddr>, target: SocketAddr, bytes: u64) -> Result<f64> {
+    let mut command = Command::new("curl");
+    command.args(["--silent", "--show-error", "--fail", "--output", "/dev/null", "--write-out", "%{speed_download} %{size_download}"]);
+    if let Some(socks) = socks {
+        command.arg("--socks5-hostname").arg(socks.to_string());
+    }
+    command.arg(format!("http://{target}/{bytes}"));
+    let output = command.output().map_err(XtaskError::io("running curl"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut fields = text.split_whitespace();
+    let speed = fields.next().and_then(|s| s.parse::<f64>().ok());
+    let size = fields.next().and_then(|s| s.parse::<f64>().ok());
+    match (output.status.success(), speed, size) {
+        #[allow(clippy::cast_precision_loss)] // sizes far below 2^52
+        (true, Some(speed), Some(size)) if size == bytes as f64 => Ok(speed),
+        _ => Err(XtaskError::Failed(format!(
+            "curl download failed: {text} {}",
+            String::from_utf8_lossy(&output.stderr)
+        ))),
+    }
+}
+
+/// Times `count` fresh connections from the SOCKS5 connect to the first
+/// byte of the target's response.
+fn latency_samples(socks: SocketAddr, target: SocketAddr, count: usize) -> Result<Vec<Duration>> {
+    let host = target.ip().to_string();
+    let mut samples = Vec::with_capacity(count);
+    for _ in 0..count {
+        let start = Instant::now();
+        let (reply, mut stream) = socks5_connect(socks, &host, target.port())?;
+        if reply != 0 {
+            return Err(XtaskError::Failed(format!("SOCKS5 reply {reply}")));
+        }
+        stream
+            .write_all(b"GET /1 HTTP/1.0\r\n\r\n")
+            .map_err(XtaskError::io("sending the request"))?;
+        let mut first = [0u8; 1];
+        stream.read_exact(&mut first).map_err(XtaskError::io("reading the response"))?;
+        samples.push(start.elapsed());
+    }
+    Ok(samples)
+}

@@ -1,0 +1,4 @@
+//! The xtask commands.
+
+pub(crate) mod bench;
+pub(crate) mod test;

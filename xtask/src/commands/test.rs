@@ -1,0 +1,81 @@
+//! `cargo xtask test`: build the binary once, run `cargo test --workspace`
+//! with `ALKNET_BIN` pointing at it, and total up the results.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, ExitCode, Stdio};
+
+use xtask::{Profile, Result, XtaskError, alknet_binary};
+
+pub(crate) fn run(extra_args: &[String]) -> Result<ExitCode> {
+    let binary = alknet_binary(Profile::Dev)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut child = Command::new(cargo)
+        .args(["test", "--workspace"])
+        .args(extra_args)
+        .env("ALKNET_BIN", &binary)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(XtaskError::io("running cargo test"))?;
+
+    let mut totals = Totals::default();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(std::io::Result::ok) {
+            println!("{line}");
+            totals.add_line(&line);
+        }
+    }
+    let status = child.wait().map_err(XtaskError::io("waiting for cargo test"))?;
+    println!();
+    println!("{} passed, {} failed, {} ignored", totals.passed, totals.failed, totals.ignored);
+    if status.success() && totals.failed == 0 {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        if totals.failed == 0 {
+            println!("cargo test failed before every test ran (see above)");
+        }
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Sums the `test result:` lines libtest prints per test binary.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split([';', '.']) {
+            let mut words = part.split_whitespace();
+            let (Some(count), Some(label)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else { continue };
+            match label {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                "ignored" => self.ignored += count,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn sums_libtest_result_lines() {
+        let mut totals = Totals::default();
+        totals.add_line("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.23s");
+        totals.add_line("test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.00s");
+        totals.add_line("test something ... ok");
+        assert_eq!(totals, Totals { passed: 15, failed: 2, ignored: 1 });
+    }
+}
