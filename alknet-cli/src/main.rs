@@ -22,10 +22,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
     let result = match cli.command {
-        Command::Serve(args) => block_on(Runtime::MultiThread, commands::serve::run(args)),
-        Command::Connect(args) => block_on(Runtime::SingleThread, commands::connect::run(args)),
+        Command::Serve(args) => block_on(commands::serve::run(args)),
+        Command::Connect(args) => block_on(commands::connect::run(args)),
         Command::Keygen(args) => commands::keygen::run(args),
-        Command::Demo(args) => block_on(Runtime::SingleThread, commands::demo::run(args)),
+        Command::Demo(args) => block_on(commands::demo::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -36,21 +36,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// Which tokio scheduler a command runs on.
-enum Runtime {
-    /// For the server: many clients, spread over every core.
-    MultiThread,
-    /// For the client: one session and its channels live on one thread, so
-    /// packets pass between the SSH session task and the relays without
-    /// cross-thread wake-ups. Measured with `cargo xtask bench` on 2 cores:
-    /// ~1110 MiB/s single-threaded vs ~860 MiB/s multi-threaded.
-    SingleThread,
-}
-
-fn block_on(runtime: Runtime, command: impl Future<Output = Result<(), CliError>>) -> Result<(), CliError> {
-    let mut builder = match runtime {
-        Runtime::MultiThread => tokio::runtime::Builder::new_multi_thread(),
-        Runtime::SingleThread => tokio::runtime::Builder::new_current_thread(),
-    };
-    builder.enable_all().build().map_err(CliError::Runtime)?.block_on(command)
+/// Runs a command on a single-threaded runtime.
+///
+/// A client's session and its channels then live on one thread, so packets
+/// pass between the SSH session task and the relays without cross-thread
+/// wake-ups. Measured with `cargo xtask bench` on 2 cores: ~1110 MiB/s
+/// against ~860 MiB/s on tokio's multi-threaded runtime. (`serve` spreads
+/// connections over one such runtime per core.)
+fn block_on(command: impl Future<Output = Result<(), CliError>>) -> Result<(), CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?
+        .block_on(command)
 }

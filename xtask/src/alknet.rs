@@ -11,6 +11,7 @@ const STARTUP: Duration = Duration::from_secs(30);
 
 /// The log filter the tests run alknet with: everything alknet logs, at
 /// every level, so that checks for leaked destinations see all of it.
+/// (Benchmarks run release builds at the default level users get.)
 pub const TEST_LOG_FILTER: &str = "debug,russh=info";
 
 /// Extracts `value` from a log line containing `name=value`.
@@ -24,8 +25,11 @@ fn field(line: &str, name: &str) -> Option<String> {
 /// An `alknet` command with the test environment applied.
 pub(crate) fn alknet_command(profile: Profile) -> Result<Command> {
     let mut command = Command::new(alknet_binary(profile)?);
+    match profile {
+        Profile::Dev => command.env("RUST_LOG", TEST_LOG_FILTER),
+        Profile::Release => command.env_remove("RUST_LOG"),
+    };
     command
-        .env("RUST_LOG", TEST_LOG_FILTER)
         .env_remove("ALKNET_SERVER")
         .env_remove("ALKNET_IDENTITY")
         .env_remove("ALKNET_PASSPHRASE");

@@ -50,6 +50,9 @@ impl Settings {
 struct Tunnel {
     name: &'static str,
     socks: SocketAddr,
+    /// The client and server processes (with their children), whose CPU
+    /// time is counted.
+    pids: Vec<u32>,
 }
 
 pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
@@ -70,36 +73,68 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
         &["--host-key", &server.fingerprint],
     )?;
     let sshd = Sshd::start(&dir, &dir.join("alknet_user.pub"))?;
-    let (_ssh_default, ssh_default) = start_ssh_dynamic(&dir, &sshd, &server.user_key, None)?;
-    let (_ssh_gcm, ssh_gcm) = start_ssh_dynamic(&dir, &sshd, &server.user_key, Some("aes128-gcm@openssh.com"))?;
+    let (ssh_default_process, ssh_default) = start_ssh_dynamic(&dir, &sshd, &server.user_key, None)?;
+    let (ssh_gcm_process, ssh_gcm) = start_ssh_dynamic(&dir, &sshd, &server.user_key, Some("aes128-gcm@openssh.com"))?;
 
     let tunnels = [
-        Tunnel { name: "alknet", socks: client.socks_addr },
-        Tunnel { name: "OpenSSH (default cipher)", socks: ssh_default },
-        Tunnel { name: "OpenSSH aes128-gcm", socks: ssh_gcm },
+        Tunnel {
+            name: "alknet",
+            socks: client.socks_addr,
+            pids: vec![client.process.pid(), server.process.pid()],
+        },
+        Tunnel {
+            name: "OpenSSH (default cipher)",
+            socks: ssh_default,
+            pids: vec![ssh_default_process.pid(), sshd.process.pid()],
+        },
+        Tunnel {
+            name: "OpenSSH aes128-gcm",
+            socks: ssh_gcm,
+            pids: vec![ssh_gcm_process.pid(), sshd.process.pid()],
+        },
     ];
 
     let bytes = settings.size_mib * 1024 * 1024;
     println!("\nthroughput: one stream of {} MiB via curl --socks5-hostname, best of {}", settings.size_mib, settings.runs);
     let direct = best_of(settings.runs, || curl_speed(None, target.addr(), bytes))?;
     println!("  {:<28} {:>9.0} MiB/s", "direct (no tunnel)", direct / MIB);
-    let mut speeds = vec![0.0f64; tunnels.len()];
+    let mut runs = vec![Vec::new(); tunnels.len()];
+    let mut cpu = vec![0.0f64; tunnels.len()];
     // Interleave runs, so a noisy moment on a shared machine hits every tunnel alike.
     for _ in 0..settings.runs {
-        for (speed, tunnel) in speeds.iter_mut().zip(&tunnels) {
-            *speed = speed.max(curl_speed(Some(tunnel.socks), target.addr(), bytes)?);
+        for ((runs, cpu), tunnel) in runs.iter_mut().zip(cpu.iter_mut()).zip(&tunnels) {
+            let before = cpu_seconds(&tunnel.pids);
+            runs.push(curl_speed(Some(tunnel.socks), target.addr(), bytes)?);
+            *cpu += cpu_seconds(&tunnel.pids) - before;
         }
     }
-    for (speed, tunnel) in speeds.iter().zip(&tunnels) {
-        println!("  {:<28} {:>9.0} MiB/s", tunnel.name, speed / MIB);
+    #[allow(clippy::cast_precision_loss)] // far below 2^52
+    let gib_moved = (bytes as f64 * settings.runs as f64) / (MIB * 1024.0);
+    let mut speeds = Vec::new();
+    for ((runs, cpu), tunnel) in runs.iter().zip(&cpu).zip(&tunnels) {
+        let best = runs.iter().copied().fold(0.0, f64::max);
+        let all: Vec<String> = runs.iter().map(|speed| format!("{:.0}", speed / MIB)).collect();
+        println!(
+            "  {:<28} {:>9.0} MiB/s   CPU {:.2} s/GiB (client+server)   runs: {}",
+            tunnel.name,
+            best / MIB,
+            cpu / gib_moved,
+            all.join(", ")
+        );
+        speeds.push(best);
     }
-
     println!("\nlatency: SOCKS5 connect to first response byte, {} connections each", settings.connections);
+    // Interleaved one connection at a time, like the throughput runs.
+    let mut samples = vec![Vec::with_capacity(settings.connections); tunnels.len()];
+    for _ in 0..settings.connections {
+        for (samples, tunnel) in samples.iter_mut().zip(&tunnels) {
+            samples.push(first_byte_latency(tunnel.socks, target.addr())?);
+        }
+    }
     let mut latencies = Vec::new();
-    for tunnel in &tunnels {
-        let mut samples = latency_samples(tunnel.socks, target.addr(), settings.connections)?;
+    for (samples, tunnel) in samples.iter_mut().zip(&tunnels) {
         samples.sort();
-        let (p50, p99) = (percentile(&samples, 50), percentile(&samples, 99));
+        let (p50, p99) = (percentile(samples, 50), percentile(samples, 99));
         println!("  {:<28} p50 {:>7.2} ms   p99 {:>7.2} ms", tunnel.name, ms(p50), ms(p99));
         latencies.push((p50, p99));
     }
@@ -188,23 +223,52 @@ fn curl_speed(socks: Option<SocketAddr>, target: SocketAddr, bytes: u64) -> Resu
     }
 }
 
-/// Times `count` fresh connections from the SOCKS5 connect to the first
-/// byte of the target's response.
-fn latency_samples(socks: SocketAddr, target: SocketAddr, count: usize) -> Result<Vec<Duration>> {
-    let host = target.ip().to_string();
-    let mut samples = Vec::with_capacity(count);
-    for _ in 0..count {
-        let start = Instant::now();
-        let (reply, mut stream) = socks5_connect(socks, &host, target.port())?;
-        if reply != 0 {
-            return Err(XtaskError::Failed(format!("SOCKS5 reply {reply}")));
-        }
-        stream
-            .write_all(b"GET /1 HTTP/1.0\r\n\r\n")
-            .map_err(XtaskError::io("sending the request"))?;
-        let mut first = [0u8; 1];
-        stream.read_exact(&mut first).map_err(XtaskError::io("reading the response"))?;
-        samples.push(start.elapsed());
+/// Times one fresh connection from the SOCKS5 connect to the first byte of
+/// the target's response.
+fn first_byte_latency(socks: SocketAddr, target: SocketAddr) -> Result<Duration> {
+    let start = Instant::now();
+    let (reply, mut stream) = socks5_connect(socks, &target.ip().to_string(), target.port())?;
+    if reply != 0 {
+        return Err(XtaskError::Failed(format!("SOCKS5 reply {reply}")));
     }
-    Ok(samples)
+    stream
+        .write_all(b"GET /1 HTTP/1.0\r\n\r\n")
+        .map_err(XtaskError::io("sending the request"))?;
+    let mut first = [0u8; 1];
+    stream.read_exact(&mut first).map_err(XtaskError::io("reading the response"))?;
+    Ok(start.elapsed())
+}
+
+/// CPU seconds (user + system) used so far by `pids` and all their
+/// descendants (sshd does its work in forked children), from /proc.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    // (pid, parent, ticks) of every process.
+    let processes: Vec<(u32, u32, u64)> = entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Fields after the parenthesised command name; see proc(5).
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let parent = fields.get(1)?.parse().ok()?;
+            let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            Some((pid, parent, ticks))
+        })
+        .collect();
+    let mut counted: Vec<u32> = pids.to_vec();
+    let mut index = 0;
+    while index < counted.len() {
+        let parent = counted[index];
+        counted.extend(processes.iter().filter(|p| p.1 == parent).map(|p| p.0));
+        index += 1;
+    }
+    counted.sort_unstable();
+    counted.dedup();
+    let ticks: u64 = processes.iter().filter(|p| counted.contains(&p.0)).map(|p| p.2).sum();
+    // USER_HZ is 100 on every Linux platform alknet targets.
+    #[allow(clippy::cast_precision_loss)]
+    let seconds = ticks as f64 / 100.0;
+    seconds
 }
