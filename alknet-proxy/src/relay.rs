@@ -1,8 +1,11 @@
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Per-direction copy buffer. SSH channel packets are at most 32–64 KiB;
-/// a larger buffer only adds memory per connection.
-const RELAY_BUFFER: usize = 64 * 1024;
+/// Per-direction copy buffer. Larger reads mean fewer syscalls and fewer,
+/// larger SSH channel messages. Measured with `cargo xtask bench` (one
+/// stream through SSH on loopback): 64 KiB → ~850 MiB/s at 1.70 CPU-s/GiB,
+/// 128 KiB → ~1100 MiB/s at 1.31 CPU-s/GiB, 256 KiB no better; each
+/// connection holds two of these.
+const RELAY_BUFFER: usize = 128 * 1024;
 
 /// Copies bytes both ways between `a` and `b` until both directions end.
 ///
