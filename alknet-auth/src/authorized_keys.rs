@@ -7,7 +7,12 @@ use crate::{AuthError, KeySource};
 
 /// Options that restrict features alknet never offers (terminals, X11,
 /// agent forwarding, rc files), so ignoring them grants nothing extra.
-const HARMLESS_OPTIONS: &[&str] = &["no-pty", "no-x11-forwarding", "no-agent-forwarding", "no-user-rc"];
+const HARMLESS_OPTIONS: &[&str] = &[
+    "no-pty",
+    "no-x11-forwarding",
+    "no-agent-forwarding",
+    "no-user-rc",
+];
 
 /// The set of Ed25519 keys allowed to log in, as read from an OpenSSH
 /// `authorized_keys` file.
@@ -95,7 +100,10 @@ impl AuthorizedKeys {
                     if let Some(kind) = line.split_whitespace().find(|t| looks_like_key_type(t))
                         && kind != Algorithm::Ed25519.as_str()
                     {
-                        set.skip(line_number, format!("{kind} keys are not supported (Ed25519 only)"));
+                        set.skip(
+                            line_number,
+                            format!("{kind} keys are not supported (Ed25519 only)"),
+                        );
                         continue;
                     }
                     return Err(AuthError::AuthorizedKeysLine {
@@ -137,7 +145,10 @@ impl AuthorizedKeys {
                 });
             }
             None => {
-                let reason = format!("{} keys are not supported (Ed25519 only)", public_key.algorithm());
+                let reason = format!(
+                    "{} keys are not supported (Ed25519 only)",
+                    public_key.algorithm()
+                );
                 self.skip(line, reason);
             }
         }

@@ -58,7 +58,12 @@ pub fn load_private_key(
     let source_name = source.name();
     match sniff(&text) {
         KeyFormat::OpenSshPrivate => {}
-        KeyFormat::Foreign(format) => return Err(AuthError::NotOpenSsh { source_name, format }),
+        KeyFormat::Foreign(format) => {
+            return Err(AuthError::NotOpenSsh {
+                source_name,
+                format,
+            });
+        }
         KeyFormat::PublicLine => return Err(AuthError::PublicKeyGiven { source_name }),
         KeyFormat::Unknown => {
             return Err(AuthError::Malformed {
@@ -92,7 +97,12 @@ pub fn load_public_key(source: impl Into<KeySource>) -> Result<PublicKey, AuthEr
     match sniff(&text) {
         KeyFormat::PublicLine => {}
         KeyFormat::OpenSshPrivate => return Err(AuthError::PrivateKeyGiven { source_name }),
-        KeyFormat::Foreign(format) => return Err(AuthError::NotOpenSsh { source_name, format }),
+        KeyFormat::Foreign(format) => {
+            return Err(AuthError::NotOpenSsh {
+                source_name,
+                format,
+            });
+        }
         KeyFormat::Unknown => {
             return Err(AuthError::Malformed {
                 source_name,
@@ -146,7 +156,9 @@ pub fn public_key_path(private_key_path: &Path) -> PathBuf {
 /// the same pair of files `ssh-keygen` writes. Existing files are never
 /// overwritten.
 pub fn write_key_pair(key: &PrivateKey, path: &Path) -> Result<(), AuthError> {
-    let private_text = key.to_openssh(LineEnding::LF).map_err(|e| AuthError::Generate(e.to_string()))?;
+    let private_text = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| AuthError::Generate(e.to_string()))?;
     let public_text = key
         .public_key()
         .to_openssh()
@@ -157,7 +169,10 @@ pub fn write_key_pair(key: &PrivateKey, path: &Path) -> Result<(), AuthError> {
         if target.exists() {
             return Err(AuthError::Write {
                 source_name: target.display().to_string(),
-                error: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "file already exists"),
+                error: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "file already exists",
+                ),
             });
         }
     }
@@ -187,10 +202,22 @@ mod tests {
 
     #[test]
     fn sniff_recognises_formats_by_their_armour() {
-        assert_eq!(sniff("\n-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA"), KeyFormat::OpenSshPrivate);
-        assert_eq!(sniff("-----BEGIN PRIVATE KEY-----\nMC4"), KeyFormat::Foreign("PKCS#8 (PEM)"));
-        assert_eq!(sniff("-----BEGIN CERTIFICATE-----"), KeyFormat::Foreign("PEM"));
-        assert_eq!(sniff("PuTTY-User-Key-File-3: ssh-ed25519"), KeyFormat::Foreign("PuTTY (PPK)"));
+        assert_eq!(
+            sniff("\n-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA"),
+            KeyFormat::OpenSshPrivate
+        );
+        assert_eq!(
+            sniff("-----BEGIN PRIVATE KEY-----\nMC4"),
+            KeyFormat::Foreign("PKCS#8 (PEM)")
+        );
+        assert_eq!(
+            sniff("-----BEGIN CERTIFICATE-----"),
+            KeyFormat::Foreign("PEM")
+        );
+        assert_eq!(
+            sniff("PuTTY-User-Key-File-3: ssh-ed25519"),
+            KeyFormat::Foreign("PuTTY (PPK)")
+        );
         assert_eq!(sniff("ssh-ed25519 AAAAC3 me@host"), KeyFormat::PublicLine);
         assert_eq!(sniff("hello world"), KeyFormat::Unknown);
         assert_eq!(sniff(""), KeyFormat::Unknown);
@@ -198,6 +225,9 @@ mod tests {
 
     #[test]
     fn public_key_path_appends_pub() {
-        assert_eq!(public_key_path(Path::new("/tmp/id")), PathBuf::from("/tmp/id.pub"));
+        assert_eq!(
+            public_key_path(Path::new("/tmp/id")),
+            PathBuf::from("/tmp/id.pub")
+        );
     }
 }

@@ -9,7 +9,9 @@ use alknet_auth::{
 };
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn fixture_text(name: &str) -> String {
@@ -44,11 +46,17 @@ fn fingerprint_matches_ssh_keygen() {
 fn pem_and_pkcs8_keys_are_refused_with_advice() {
     for (file, format) in [("ed25519_pkcs8.pem", "PKCS#8"), ("rsa_pkcs1.pem", "PKCS#1")] {
         let err = load_private_key(fixture(file).as_path(), None).unwrap_err();
-        assert!(matches!(err, AuthError::NotOpenSsh { .. }), "{file}: {err:?}");
+        assert!(
+            matches!(err, AuthError::NotOpenSsh { .. }),
+            "{file}: {err:?}"
+        );
         let message = err.to_string();
         assert!(message.contains(format), "{message}");
         assert!(message.contains(file), "message names the file: {message}");
-        assert!(message.contains("ssh-keygen -p"), "message says how to convert: {message}");
+        assert!(
+            message.contains("ssh-keygen -p"),
+            "message says how to convert: {message}"
+        );
     }
 }
 
@@ -56,10 +64,16 @@ fn pem_and_pkcs8_keys_are_refused_with_advice() {
 fn non_ed25519_keys_are_refused_by_name() {
     for (file, algorithm) in [("rsa", "ssh-rsa"), ("ecdsa", "ecdsa-sha2-nistp256")] {
         let err = load_private_key(fixture(file).as_path(), None).unwrap_err();
-        assert!(matches!(err, AuthError::NotEd25519 { .. }), "{file}: {err:?}");
+        assert!(
+            matches!(err, AuthError::NotEd25519 { .. }),
+            "{file}: {err:?}"
+        );
         assert!(err.to_string().contains(algorithm), "{err}");
         let err = load_public_key(fixture(&format!("{file}.pub")).as_path()).unwrap_err();
-        assert!(matches!(err, AuthError::NotEd25519 { .. }), "{file}.pub: {err:?}");
+        assert!(
+            matches!(err, AuthError::NotEd25519 { .. }),
+            "{file}.pub: {err:?}"
+        );
     }
 }
 
@@ -67,7 +81,10 @@ fn non_ed25519_keys_are_refused_by_name() {
 fn encrypted_key_needs_the_right_passphrase() {
     let path = fixture("ed25519_encrypted");
     let err = load_private_key(path.as_path(), None).unwrap_err();
-    assert!(matches!(err, AuthError::PassphraseRequired { .. }), "{err:?}");
+    assert!(
+        matches!(err, AuthError::PassphraseRequired { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("passphrase"));
 
     let err = load_private_key(path.as_path(), Some("wrong")).unwrap_err();
@@ -136,7 +153,11 @@ fn authorized_keys_restrictions_are_not_silently_ignored() {
     let line = fixture_text("ed25519.pub");
     let set = AuthorizedKeys::parse(&format!("from=\"10.0.0.1\" {line}")).unwrap();
     assert!(set.is_empty());
-    assert!(set.skipped()[0].reason.contains("from"), "{:?}", set.skipped());
+    assert!(
+        set.skipped()[0].reason.contains("from"),
+        "{:?}",
+        set.skipped()
+    );
 }
 
 #[test]
@@ -144,11 +165,17 @@ fn malformed_authorized_keys_line_reports_its_number() {
     let good = fixture_text("ed25519.pub");
     let text = format!("{good}\n# fine\nssh-ed25519 this-is-not-base64\n");
     let err = AuthorizedKeys::parse(&text).unwrap_err();
-    assert!(matches!(err, AuthError::AuthorizedKeysLine { line: 4, .. }), "{err:?}");
+    assert!(
+        matches!(err, AuthError::AuthorizedKeysLine { line: 4, .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("line 4"), "{err}");
 
     let err = AuthorizedKeys::parse("just some words\n").unwrap_err();
-    assert!(matches!(err, AuthError::AuthorizedKeysLine { line: 1, .. }), "{err:?}");
+    assert!(
+        matches!(err, AuthError::AuthorizedKeysLine { line: 1, .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -171,7 +198,11 @@ fn generated_key_pair_round_trips_through_ssh_keygen() {
         .arg(&path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let derived = String::from_utf8(out.stdout).unwrap();
     let written = std::fs::read_to_string(public_key_path(&path)).unwrap();
     let key_part = |s: &str| s.split_whitespace().take(2).collect::<Vec<_>>().join(" ");

@@ -105,8 +105,11 @@ mod tests {
 
     #[test]
     fn connect_defaults_match_openssh_habits() {
-        let cli = Cli::try_parse_from(["alknet", "connect", "--server", "h:22", "--identity", "k"]).unwrap();
-        let Command::Connect(args) = cli.command else { panic!("not connect") };
+        let cli = Cli::try_parse_from(["alknet", "connect", "--server", "h:22", "--identity", "k"])
+            .unwrap();
+        let Command::Connect(args) = cli.command else {
+            panic!("not connect")
+        };
         assert_eq!(args.socks5.to_string(), "127.0.0.1:1080");
         assert!(args.user.is_none());
     }

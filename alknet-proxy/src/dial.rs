@@ -13,7 +13,10 @@ use crate::{OpenError, OpenErrorKind, StreamOpener, TargetAddr};
 ///
 /// Errors keep their kind (refused, unreachable, timed out) so that a SOCKS5
 /// client or SSH peer learns why, but never name the target.
-pub async fn connect_direct(target: &TargetAddr, timeout: Duration) -> Result<TcpStream, OpenError> {
+pub async fn connect_direct(
+    target: &TargetAddr,
+    timeout: Duration,
+) -> Result<TcpStream, OpenError> {
     let deadline = Instant::now() + timeout;
     let addrs: Vec<SocketAddr> = match target {
         TargetAddr::Ip(addr) => vec![*addr],
@@ -83,7 +86,9 @@ mod tests {
             .unwrap()
             .port();
         let target = TargetAddr::from_host_port("127.0.0.1", port);
-        let err = connect_direct(&target, Duration::from_secs(5)).await.unwrap_err();
+        let err = connect_direct(&target, Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), OpenErrorKind::ConnectionRefused);
         assert!(!err.to_string().contains(&port.to_string()), "{err}");
     }
@@ -91,7 +96,9 @@ mod tests {
     #[tokio::test]
     async fn unresolvable_name_is_host_unreachable() {
         let target = TargetAddr::Domain("no-such-host.invalid".into(), 80);
-        let err = connect_direct(&target, Duration::from_secs(5)).await.unwrap_err();
+        let err = connect_direct(&target, Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), OpenErrorKind::HostUnreachable);
         assert!(!err.to_string().contains("no-such-host"), "{err}");
     }
@@ -102,7 +109,9 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let target = TargetAddr::Domain("localhost".into(), port);
-        let stream = connect_direct(&target, Duration::from_secs(5)).await.unwrap();
+        let stream = connect_direct(&target, Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(stream.peer_addr().unwrap().port(), port);
     }
 }

@@ -16,7 +16,9 @@ pub enum ProxyError {
     Protocol(String),
 
     /// The client offered only authentication methods alknet does not support.
-    #[error("the SOCKS5 client offered no supported authentication method (alknet's SOCKS5 needs none)")]
+    #[error(
+        "the SOCKS5 client offered no supported authentication method (alknet's SOCKS5 needs none)"
+    )]
     NoAcceptableMethod,
 
     /// The client did not finish the SOCKS5 handshake in time.

@@ -127,9 +127,18 @@ mod tests {
     #[test]
     fn io_errors_map_to_distinct_socks_replies() {
         let reply = |kind| OpenError::from(io::Error::from(kind)).kind().socks_reply();
-        assert_eq!(reply(io::ErrorKind::ConnectionRefused), Reply::ConnectionRefused);
-        assert_eq!(reply(io::ErrorKind::HostUnreachable), Reply::HostUnreachable);
-        assert_eq!(reply(io::ErrorKind::NetworkUnreachable), Reply::NetworkUnreachable);
+        assert_eq!(
+            reply(io::ErrorKind::ConnectionRefused),
+            Reply::ConnectionRefused
+        );
+        assert_eq!(
+            reply(io::ErrorKind::HostUnreachable),
+            Reply::HostUnreachable
+        );
+        assert_eq!(
+            reply(io::ErrorKind::NetworkUnreachable),
+            Reply::NetworkUnreachable
+        );
         assert_eq!(reply(io::ErrorKind::TimedOut), Reply::HostUnreachable);
         assert_eq!(reply(io::ErrorKind::Other), Reply::GeneralFailure);
         assert_eq!(

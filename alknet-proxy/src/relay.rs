@@ -32,7 +32,8 @@ mod tests {
         // client <-> (relay) <-> server, each link an in-memory pipe.
         let (mut client, mut relay_left) = duplex(1024);
         let (mut relay_right, mut server) = duplex(1024);
-        let relay_task = tokio::spawn(async move { relay(&mut relay_left, &mut relay_right).await });
+        let relay_task =
+            tokio::spawn(async move { relay(&mut relay_left, &mut relay_right).await });
 
         // The client sends a request and closes its sending side...
         client.write_all(b"request").await.unwrap();
@@ -52,7 +53,9 @@ mod tests {
         };
         let mut received = Vec::new();
         let receive = client.read_to_end(&mut received);
-        let finished = tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(send, receive) });
+        let finished = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(send, receive)
+        });
         finished.await.expect("relay stalled").1.unwrap();
         assert_eq!(received, answer);
 

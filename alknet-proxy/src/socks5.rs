@@ -97,7 +97,8 @@ impl Socks5Server {
             Err(_) => return Err(ProxyError::HandshakeTimeout),
         };
 
-        let opened = tokio::time::timeout(self.config.open_timeout, self.opener.open(&target)).await;
+        let opened =
+            tokio::time::timeout(self.config.open_timeout, self.opener.open(&target)).await;
         let mut remote = match opened {
             Ok(Ok(remote)) => remote,
             Ok(Err(error)) => {
@@ -124,11 +125,15 @@ where
 {
     let greeting = handshake::Request::read_from(client).await?;
     if !greeting.methods.contains(&Method::NONE) {
-        handshake::Response::new(Method::UNACCEPTABLE).write_to(client).await?;
+        handshake::Response::new(Method::UNACCEPTABLE)
+            .write_to(client)
+            .await?;
         client.flush().await?;
         return Err(ProxyError::NoAcceptableMethod);
     }
-    handshake::Response::new(Method::NONE).write_to(client).await?;
+    handshake::Response::new(Method::NONE)
+        .write_to(client)
+        .await?;
     client.flush().await?;
 
     let request = match Request::read_from(client).await {
@@ -158,7 +163,9 @@ where
             Ok(name) if !name.is_empty() => Ok(Some(TargetAddr::from_host_port(&name, port))),
             _ => {
                 send_reply(client, Reply::AddressTypeNotSupported).await?;
-                Err(ProxyError::Protocol("the domain name is not valid text".to_owned()))
+                Err(ProxyError::Protocol(
+                    "the domain name is not valid text".to_owned(),
+                ))
             }
         },
     }
@@ -169,7 +176,9 @@ where
     S: AsyncWrite + Unpin,
 {
     // The far side's bound address is unknown (and private): report 0.0.0.0:0.
-    Response::new(reply, Address::unspecified()).write_to(client).await?;
+    Response::new(reply, Address::unspecified())
+        .write_to(client)
+        .await?;
     client.flush().await?;
     Ok(())
 }

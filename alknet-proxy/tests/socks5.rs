@@ -72,7 +72,10 @@ fn quick_config() -> Socks5Config {
 }
 
 async fn greet(stream: &mut TcpStream) {
-    handshake::Request::new(vec![Method::NONE]).write_to(stream).await.unwrap();
+    handshake::Request::new(vec![Method::NONE])
+        .write_to(stream)
+        .await
+        .unwrap();
     let response = handshake::Response::read_from(stream).await.unwrap();
     assert_eq!(response.method, Method::NONE);
 }
@@ -81,7 +84,10 @@ async fn greet(stream: &mut TcpStream) {
 async fn request(proxy: SocketAddr, command: Command, address: Address) -> (TcpStream, Reply) {
     let mut stream = TcpStream::connect(proxy).await.unwrap();
     greet(&mut stream).await;
-    Request::new(command, address).write_to(&mut stream).await.unwrap();
+    Request::new(command, address)
+        .write_to(&mut stream)
+        .await
+        .unwrap();
     let response = Response::read_from(&mut stream).await.unwrap();
     (stream, response.reply)
 }
@@ -109,7 +115,8 @@ async fn connect_to_ipv4_and_ipv6_targets() {
     let proxy = start(direct(), Socks5Config::default()).await;
     for bind in ["127.0.0.1:0", "[::1]:0"] {
         let target = echo_server(bind).await;
-        let (mut stream, reply) = request(proxy, Command::Connect, Address::SocketAddress(target)).await;
+        let (mut stream, reply) =
+            request(proxy, Command::Connect, Address::SocketAddress(target)).await;
         assert_eq!(reply, Reply::Succeeded, "{bind}");
         stream.write_all(b"hello through socks").await.unwrap();
         let mut buf = [0u8; 19];
@@ -123,7 +130,8 @@ async fn domain_targets_reach_the_opener_unresolved() {
     let opener = scripted(Outcome::Echo);
     let proxy = start(opener.clone(), Socks5Config::default()).await;
     let name = b"service.internal.example".to_vec();
-    let (mut stream, reply) = request(proxy, Command::Connect, Address::DomainAddress(name, 8443)).await;
+    let (mut stream, reply) =
+        request(proxy, Command::Connect, Address::DomainAddress(name, 8443)).await;
     assert_eq!(reply, Reply::Succeeded);
     stream.write_all(b"x").await.unwrap();
     let mut one = [0u8; 1];
@@ -158,7 +166,11 @@ async fn each_failure_kind_gets_its_reply_code_quickly() {
 
 #[tokio::test]
 async fn closed_port_is_connection_refused_via_direct_dial() {
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let proxy = start(direct(), Socks5Config::default()).await;
     let (_stream, reply) = request(proxy, Command::Connect, Address::SocketAddress(closed)).await;
     assert_eq!(reply, Reply::ConnectionRefused);
@@ -171,7 +183,11 @@ async fn a_hanging_open_is_answered_after_the_open_timeout() {
     let target = Address::DomainAddress(b"blackhole.example".to_vec(), 80);
     let (_stream, reply) = request(proxy, Command::Connect, target).await;
     assert_eq!(reply, Reply::HostUnreachable);
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -190,7 +206,10 @@ async fn unknown_command_byte_is_not_supported() {
     let proxy = start(direct(), Socks5Config::default()).await;
     let mut stream = TcpStream::connect(proxy).await.unwrap();
     greet(&mut stream).await;
-    stream.write_all(&[5, 0x09, 0, 1, 127, 0, 0, 1, 0, 80]).await.unwrap();
+    stream
+        .write_all(&[5, 0x09, 0, 1, 127, 0, 0, 1, 0, 80])
+        .await
+        .unwrap();
     let response = Response::read_from(&mut stream).await.unwrap();
     assert_eq!(response.reply, Reply::CommandNotSupported);
 }
@@ -199,7 +218,10 @@ async fn unknown_command_byte_is_not_supported() {
 async fn password_only_clients_are_told_no_method_is_acceptable() {
     let proxy = start(direct(), Socks5Config::default()).await;
     let mut stream = TcpStream::connect(proxy).await.unwrap();
-    handshake::Request::new(vec![Method::PASSWORD]).write_to(&mut stream).await.unwrap();
+    handshake::Request::new(vec![Method::PASSWORD])
+        .write_to(&mut stream)
+        .await
+        .unwrap();
     let response = handshake::Response::read_from(&mut stream).await.unwrap();
     assert_eq!(response.method, Method::UNACCEPTABLE);
 }
@@ -210,7 +232,10 @@ async fn garbage_closes_only_that_connection() {
     let proxy = start(direct(), quick_config()).await;
 
     let mut garbage = TcpStream::connect(proxy).await.unwrap();
-    garbage.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(5), garbage.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "garbage connection must be closed");
@@ -237,10 +262,14 @@ async fn half_close_passes_through_the_proxy() {
         let (mut stream, _) = listener.accept().await.unwrap();
         let mut request = Vec::new();
         stream.read_to_end(&mut request).await.unwrap();
-        stream.write_all(format!("got {} bytes", request.len()).as_bytes()).await.unwrap();
+        stream
+            .write_all(format!("got {} bytes", request.len()).as_bytes())
+            .await
+            .unwrap();
     });
     let proxy = start(direct(), Socks5Config::default()).await;
-    let (mut stream, reply) = request(proxy, Command::Connect, Address::SocketAddress(target)).await;
+    let (mut stream, reply) =
+        request(proxy, Command::Connect, Address::SocketAddress(target)).await;
     assert_eq!(reply, Reply::Succeeded);
     stream.write_all(&[1u8; 5000]).await.unwrap();
     stream.shutdown().await.unwrap();

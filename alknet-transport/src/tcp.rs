@@ -5,7 +5,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::{BoxStream, Transport, TransportAcceptor, TransportError, TransportInfo, TransportKind};
+use crate::{
+    BoxStream, Transport, TransportAcceptor, TransportError, TransportInfo, TransportKind,
+};
 
 /// How long [`TcpTransport`] waits for a server by default.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,7 +119,11 @@ impl TcpAcceptor {
 #[async_trait]
 impl TransportAcceptor for TcpAcceptor {
     async fn accept(&self) -> Result<(BoxStream, TransportInfo), TransportError> {
-        let (stream, remote_addr) = self.listener.accept().await.map_err(TransportError::Accept)?;
+        let (stream, remote_addr) = self
+            .listener
+            .accept()
+            .await
+            .map_err(TransportError::Accept)?;
         let _ = stream.set_nodelay(true);
         let info = TransportInfo {
             remote_addr: Some(remote_addr),
@@ -145,7 +151,11 @@ mod tests {
             .unwrap()
             .port();
         let transport = TcpTransport::new(format!("127.0.0.1:{port}"));
-        let err = transport.connect().await.err().expect("closed port must fail");
+        let err = transport
+            .connect()
+            .await
+            .err()
+            .expect("closed port must fail");
         let message = err.to_string();
         assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
         assert!(matches!(err, TransportError::Connect { .. }), "{err:?}");
@@ -168,7 +178,7 @@ mod tests {
     async fn bind_conflict_names_the_address() {
         let first = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
         let addr = first.local_addr().to_string();
-        let err = TcpAcceptor::bind(&addr).await.err().expect("port is taken");
+        let err = TcpAcceptor::bind(&addr).await.expect_err("port is taken");
         assert!(err.to_string().contains(&addr), "{err}");
     }
 
@@ -180,6 +190,9 @@ mod tests {
             tokio::try_join!(transport.connect(), acceptor.accept()).unwrap();
         assert_eq!(info.kind, TransportKind::Tcp);
         assert_eq!(info.remote_addr.unwrap().ip(), acceptor.local_addr().ip());
-        assert_eq!(transport.describe(), format!("tcp://{}", acceptor.local_addr()));
+        assert_eq!(
+            transport.describe(),
+            format!("tcp://{}", acceptor.local_addr())
+        );
     }
 }

@@ -52,10 +52,15 @@ pub(crate) fn open_error_for(failure: &ChannelOpenFailure) -> OpenError {
         HOST_UNREACHABLE => OpenErrorKind::HostUnreachable,
         NETWORK_UNREACHABLE => OpenErrorKind::NetworkUnreachable,
         TIMED_OUT => OpenErrorKind::TimedOut,
-        _ if *failure == ChannelOpenFailure::AdministrativelyProhibited => OpenErrorKind::NotAllowed,
+        _ if *failure == ChannelOpenFailure::AdministrativelyProhibited => {
+            OpenErrorKind::NotAllowed
+        }
         _ => OpenErrorKind::Other,
     };
-    OpenError::with_detail(kind, format!("server refused the channel (code {})", failure.code()))
+    OpenError::with_detail(
+        kind,
+        format!("server refused the channel (code {})", failure.code()),
+    )
 }
 
 #[cfg(test)]
@@ -100,12 +105,18 @@ mod tests {
     #[test]
     fn standard_codes_from_openssh_servers_are_understood() {
         let kind = |f: ChannelOpenFailure| open_error_for(&f).kind();
-        assert_eq!(kind(ChannelOpenFailure::ConnectFailed), OpenErrorKind::Other);
+        assert_eq!(
+            kind(ChannelOpenFailure::ConnectFailed),
+            OpenErrorKind::Other
+        );
         assert_eq!(
             kind(ChannelOpenFailure::AdministrativelyProhibited),
             OpenErrorKind::NotAllowed
         );
-        assert_eq!(kind(ChannelOpenFailure::ResourceShortage), OpenErrorKind::Other);
+        assert_eq!(
+            kind(ChannelOpenFailure::ResourceShortage),
+            OpenErrorKind::Other
+        );
     }
 
     #[test]

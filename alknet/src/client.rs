@@ -9,9 +9,9 @@ use alknet_auth::{PrivateKey, fingerprint};
 use alknet_proxy::{BoxStream, OpenError, OpenErrorKind, StreamOpener, TargetAddr};
 use alknet_transport::Transport;
 use async_trait::async_trait;
+use russh::Disconnect;
 use russh::client::{AuthResult, Handle};
 use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
-use russh::Disconnect;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::warn;
 
@@ -109,7 +109,10 @@ impl Client {
         let mut handle = russh::client::connect_stream(config, stream, handler).await?;
 
         let key = PrivateKeyWithHashAlg::new(options.identity.clone(), None);
-        match handle.authenticate_publickey(options.user.clone(), key).await? {
+        match handle
+            .authenticate_publickey(options.user.clone(), key)
+            .await?
+        {
             AuthResult::Success => {}
             AuthResult::Failure { .. } => {
                 return Err(Error::AuthRejected {
@@ -196,10 +199,15 @@ struct ClientHandler {
 impl russh::client::Handler for ClientHandler {
     type Error = Error;
 
-    async fn check_server_key(&mut self, server_key: &PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        server_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         let actual = match server_key {
             PublicKeyOrCertificate::PublicKey { key, .. } => fingerprint(key),
-            PublicKeyOrCertificate::Certificate(cert) => fingerprint(&cert.public_key().clone().into()),
+            PublicKeyOrCertificate::Certificate(cert) => {
+                fingerprint(&cert.public_key().clone().into())
+            }
         };
         if let Ok(mut seen) = self.seen_host_key.lock() {
             seen.clone_from(&actual);
@@ -234,7 +242,10 @@ mod tests {
             "SHA256:short",
             "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuF=",
         ] {
-            assert!(matches!(validate_fingerprint(bad), Err(Error::InvalidFingerprint(_))), "{bad}");
+            assert!(
+                matches!(validate_fingerprint(bad), Err(Error::InvalidFingerprint(_))),
+                "{bad}"
+            );
         }
     }
 }

@@ -31,7 +31,9 @@ pub enum Error {
     },
 
     /// The `--host-key` value is not a `SHA256:` fingerprint.
-    #[error("invalid host key fingerprint {0:?}: expected the form SHA256:<base64>, as printed by `ssh-keygen -lf`")]
+    #[error(
+        "invalid host key fingerprint {0:?}: expected the form SHA256:<base64>, as printed by `ssh-keygen -lf`"
+    )]
     InvalidFingerprint(String),
 
     /// The server refused our key.

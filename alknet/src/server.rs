@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::Error;
 use crate::channel_failure::{failure_for, peer_is_alknet};
 use crate::kill_switch::KillableStream;
 use crate::tuning::{ServerTuning, server_config};
-use crate::Error;
 
 /// Host names with this prefix are reserved for alknet's own services and
 /// are never dialled.
@@ -121,7 +121,11 @@ impl Server {
     /// Accepts and serves connections until `shutdown` completes, then
     /// disconnects every client, gives them [`ServeOptions::shutdown_grace`]
     /// to go, and cuts off the rest.
-    pub async fn serve<A>(&self, acceptor: &A, shutdown: impl Future<Output = ()>) -> Result<(), Error>
+    pub async fn serve<A>(
+        &self,
+        acceptor: &A,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error>
     where
         A: TransportAcceptor + ?Sized,
     {
@@ -150,7 +154,10 @@ impl Server {
         info!(connections = connections.len(), "shutting down");
         connections.close();
         stop.cancel();
-        if tokio::time::timeout(self.inner.shutdown_grace, connections.wait()).await.is_err() {
+        if tokio::time::timeout(self.inner.shutdown_grace, connections.wait())
+            .await
+            .is_err()
+        {
             kill.cancel();
             let _ = tokio::time::timeout(Duration::from_secs(2), connections.wait()).await;
         }
@@ -159,8 +166,13 @@ impl Server {
 
     /// Serves one already-accepted stream until the client leaves.
     pub async fn serve_connection(&self, stream: BoxStream, info: TransportInfo) {
-        self.serve_connection_until(stream, info, CancellationToken::new(), CancellationToken::new())
-            .await;
+        self.serve_connection_until(
+            stream,
+            info,
+            CancellationToken::new(),
+            CancellationToken::new(),
+        )
+        .await;
     }
 
     async fn serve_connection_until(
@@ -332,7 +344,9 @@ impl russh::server::Handler for SessionHandler {
             return Ok(());
         };
         if is_reserved(host) {
-            reply.reject(failure_for(OpenErrorKind::NotAllowed, alknet_peer)).await;
+            reply
+                .reject(failure_for(OpenErrorKind::NotAllowed, alknet_peer))
+                .await;
             return Ok(());
         }
         let target = TargetAddr::from_host_port(host, port);

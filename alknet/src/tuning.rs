@@ -25,7 +25,10 @@ const CHANNEL_BUFFER: usize = 256;
 /// The identification string alknet sends, e.g. `SSH-2.0-alknet_0.1.0`.
 /// The server recognises alknet clients by it (see `channel_failure`).
 pub(crate) fn ssh_id() -> SshId {
-    SshId::Standard(Cow::Owned(format!("SSH-2.0-alknet_{}", env!("CARGO_PKG_VERSION"))))
+    SshId::Standard(Cow::Owned(format!(
+        "SSH-2.0-alknet_{}",
+        env!("CARGO_PKG_VERSION")
+    )))
 }
 
 /// Algorithm preferences: russh's safe defaults, but with AES-GCM first
@@ -58,7 +61,8 @@ pub(crate) fn preferred() -> Preferred {
 fn cpu_has_aes() -> bool {
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     {
-        std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq")
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
     }
     #[cfg(target_arch = "aarch64")]
     {

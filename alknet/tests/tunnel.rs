@@ -62,7 +62,10 @@ impl TestServer {
 
     async fn shutdown(mut self) {
         let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(LIMIT, self.task).await.expect("shutdown hung").unwrap();
+        tokio::time::timeout(LIMIT, self.task)
+            .await
+            .expect("shutdown hung")
+            .unwrap();
     }
 }
 
@@ -101,15 +104,27 @@ async fn failed_channels_do_not_harm_the_session() {
     let client = server.client().await;
     let target = greeter(b"still here").await;
 
-    let refused = client.open(&closed_port()).await.err().expect("closed port opened");
+    let refused = client
+        .open(&closed_port())
+        .await
+        .err()
+        .expect("closed port opened");
     assert_eq!(refused.kind(), OpenErrorKind::ConnectionRefused);
 
     let reserved = TargetAddr::Domain("alknet-control".into(), 0);
-    let prohibited = client.open(&reserved).await.err().expect("reserved host opened");
+    let prohibited = client
+        .open(&reserved)
+        .await
+        .err()
+        .expect("reserved host opened");
     assert_eq!(prohibited.kind(), OpenErrorKind::NotAllowed);
 
     let unresolvable = TargetAddr::Domain("no-such-host.invalid".into(), 80);
-    let unreachable = client.open(&unresolvable).await.err().expect("bad name opened");
+    let unreachable = client
+        .open(&unresolvable)
+        .await
+        .err()
+        .expect("bad name opened");
     assert_eq!(unreachable.kind(), OpenErrorKind::HostUnreachable);
 
     assert_eq!(read_all(&client, &target).await, b"still here");
@@ -124,7 +139,9 @@ async fn many_channels_share_one_session() {
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let (client, target) = (client.clone(), target.clone());
-        tasks.push(tokio::spawn(async move { read_all(client.as_ref(), &target).await }));
+        tasks.push(tokio::spawn(async move {
+            read_all(client.as_ref(), &target).await
+        }));
     }
     for task in tasks {
         assert_eq!(task.await.unwrap(), b"hello");
@@ -168,7 +185,10 @@ async fn unknown_keys_are_refused_with_advice() {
     let server = TestServer::start().await;
     let stranger = generate_ed25519("stranger").unwrap();
     let options = ConnectOptions::new(stranger, "tester");
-    let error = Client::connect(&server.transport, options).await.err().expect("stranger got in");
+    let error = Client::connect(&server.transport, options)
+        .await
+        .err()
+        .expect("stranger got in");
     assert!(matches!(error, Error::AuthRejected { .. }), "{error:?}");
     assert!(error.to_string().contains("authorized_keys"), "{error}");
     server.shutdown().await;
@@ -179,7 +199,10 @@ async fn a_wrong_host_key_pin_is_refused_naming_both_keys() {
     let server = TestServer::start().await;
     let wrong = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU";
     let options = ConnectOptions::new(server.user_key.clone(), "tester").with_host_key(wrong);
-    let error = Client::connect(&server.transport, options).await.err().expect("wrong pin accepted");
+    let error = Client::connect(&server.transport, options)
+        .await
+        .err()
+        .expect("wrong pin accepted");
     match &error {
         Error::HostKeyMismatch { expected, actual } => {
             assert_eq!(expected, wrong);
@@ -204,8 +227,14 @@ async fn server_shutdown_ends_client_sessions() {
     let server = TestServer::start().await;
     let client = server.client().await;
     server.shutdown().await;
-    tokio::time::timeout(LIMIT, client.closed()).await.expect("client never noticed");
-    let error = client.open(&closed_port()).await.err().expect("opened on a dead session");
+    tokio::time::timeout(LIMIT, client.closed())
+        .await
+        .expect("client never noticed");
+    let error = client
+        .open(&closed_port())
+        .await
+        .err()
+        .expect("opened on a dead session");
     assert_eq!(error.kind(), OpenErrorKind::TunnelDown);
 }
 
@@ -220,7 +249,8 @@ async fn a_client_that_never_speaks_is_dropped_after_the_login_grace() {
     let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
     let addr = acceptor.local_addr();
     let server = Server::new(options);
-    let serving = tokio::spawn(async move { server.serve(&acceptor, std::future::pending()).await });
+    let serving =
+        tokio::spawn(async move { server.serve(&acceptor, std::future::pending()).await });
 
     let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut received = Vec::new();
@@ -228,6 +258,9 @@ async fn a_client_that_never_speaks_is_dropped_after_the_login_grace() {
         .await
         .expect("silent client was never dropped")
         .ok();
-    assert!(received.starts_with(b"SSH-2.0-alknet"), "server sent its banner first");
+    assert!(
+        received.starts_with(b"SSH-2.0-alknet"),
+        "server sent its banner first"
+    );
     serving.abort();
 }

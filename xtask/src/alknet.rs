@@ -62,7 +62,8 @@ impl AlknetServer {
         let host_key = ssh_keygen_ed25519(dir, "alknet_host")?;
         let user_key = ssh_keygen_ed25519(dir, "alknet_user")?;
         let authorized_keys = dir.join("authorized_keys");
-        std::fs::copy(dir.join("alknet_user.pub"), &authorized_keys).map_err(XtaskError::io("writing authorized_keys"))?;
+        std::fs::copy(dir.join("alknet_user.pub"), &authorized_keys)
+            .map_err(XtaskError::io("writing authorized_keys"))?;
         let mut command = alknet_command(profile)?;
         command
             .arg("serve")
@@ -77,7 +78,8 @@ impl AlknetServer {
         let port = field(&ready, "listen")
             .and_then(|listen| listen.rsplit(':').next().and_then(|p| p.parse().ok()))
             .ok_or_else(|| XtaskError::Failed(format!("no port in {ready:?}")))?;
-        let fingerprint = field(&ready, "host_key").ok_or_else(|| XtaskError::Failed(format!("no host key in {ready:?}")))?;
+        let fingerprint = field(&ready, "host_key")
+            .ok_or_else(|| XtaskError::Failed(format!("no host key in {ready:?}")))?;
         Ok(Self {
             process,
             port,
@@ -109,7 +111,13 @@ impl AlknetClient {
     }
 
     /// Connects a client built with `profile`.
-    pub fn start_with(dir: &Workdir, profile: Profile, port: u16, identity: &Path, extra_args: &[&str]) -> Result<Self> {
+    pub fn start_with(
+        dir: &Workdir,
+        profile: Profile,
+        port: u16,
+        identity: &Path,
+        extra_args: &[&str],
+    ) -> Result<Self> {
         let mut command = alknet_command(profile)?;
         command
             .arg("connect")
@@ -123,7 +131,10 @@ impl AlknetClient {
         let socks_addr = field(&ready, "socks5")
             .and_then(|addr| addr.parse().ok())
             .ok_or_else(|| XtaskError::Failed(format!("no SOCKS5 address in {ready:?}")))?;
-        Ok(Self { process, socks_addr })
+        Ok(Self {
+            process,
+            socks_addr,
+        })
     }
 
     /// The client log so far.
@@ -139,7 +150,10 @@ mod tests {
     #[test]
     fn fields_are_read_from_log_lines() {
         let line = "2026-01-01T00:00:00Z  INFO alknet server ready listen=tcp://127.0.0.1:4242 host_key=SHA256:abc";
-        assert_eq!(field(line, "listen").as_deref(), Some("tcp://127.0.0.1:4242"));
+        assert_eq!(
+            field(line, "listen").as_deref(),
+            Some("tcp://127.0.0.1:4242")
+        );
         assert_eq!(field(line, "host_key").as_deref(), Some("SHA256:abc"));
         assert_eq!(field(line, "missing"), None);
     }

@@ -36,7 +36,14 @@ pub fn alknet_binary(profile: Profile) -> Result<PathBuf> {
 fn build(profile: Profile) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = Command::new(cargo);
-    command.args(["build", "--package", "alknet-cli", "--bin", "alknet", "--message-format=json-render-diagnostics"]);
+    command.args([
+        "build",
+        "--package",
+        "alknet-cli",
+        "--bin",
+        "alknet",
+        "--message-format=json-render-diagnostics",
+    ]);
     if profile == Profile::Release {
         command.arg("--release");
     }
@@ -45,7 +52,9 @@ fn build(profile: Profile) -> Result<PathBuf> {
         .output()
         .map_err(XtaskError::io("running cargo build"))?;
     if !output.status.success() {
-        return Err(XtaskError::Failed("cargo build of the alknet binary failed".into()));
+        return Err(XtaskError::Failed(
+            "cargo build of the alknet binary failed".into(),
+        ));
     }
     // The last "compiler-artifact" message with an executable is ours.
     String::from_utf8_lossy(&output.stdout)

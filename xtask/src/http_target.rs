@@ -22,8 +22,11 @@ pub struct HttpTarget {
 impl HttpTarget {
     /// Serves on `bind` (such as `127.0.0.1:0` or `[::1]:0`).
     pub fn start(bind: &str) -> Result<Self> {
-        let listener = TcpListener::bind(bind).map_err(XtaskError::io(format!("binding the HTTP target to {bind}")))?;
-        let addr = listener.local_addr().map_err(XtaskError::io("reading the HTTP target's address"))?;
+        let listener = TcpListener::bind(bind)
+            .map_err(XtaskError::io(format!("binding the HTTP target to {bind}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(XtaskError::io("reading the HTTP target's address"))?;
         let stopping = Arc::new(AtomicBool::new(false));
         let flag = stopping.clone();
         let thread = std::thread::spawn(move || {
@@ -91,10 +94,15 @@ fn serve(stream: TcpStream) -> io::Result<()> {
         .nth(1)
         .and_then(|path| path.trim_start_matches('/').parse::<usize>().ok());
     let Some(length) = length else {
-        writer.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+        writer.write_all(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
         return Ok(());
     };
-    write!(writer, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        writer,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+    )?;
     // One period of the pattern is 251 bytes; send whole multiples of it.
     let chunk: Vec<u8> = (0..251 * 256).map(pattern_byte).collect();
     let mut left = length;

@@ -36,7 +36,9 @@ pub use http_target::HttpTarget;
 pub use process::{Spawned, wait_until};
 pub use socks::{socks5_connect, socks5_connect_reply};
 pub use sshd::Sshd;
-pub use tools::{Workdir, free_port, require_tool, sha256_hex, ssh_keygen_ed25519, ssh_public_key_fingerprint};
+pub use tools::{
+    Workdir, free_port, require_tool, sha256_hex, ssh_keygen_ed25519, ssh_public_key_fingerprint,
+};
 
 /// Results in this crate.
 pub type Result<T, E = XtaskError> = std::result::Result<T, E>;

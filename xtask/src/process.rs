@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 use crate::{Result, XtaskError};
 
 /// Polls `check` every 20 ms until it returns `Some`, for at most `limit`.
-pub fn wait_until<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> Result<T> {
+pub fn wait_until<T>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Result<T> {
     let start = Instant::now();
     loop {
         if let Some(value) = check() {
@@ -39,8 +43,14 @@ impl Spawned {
     pub fn start(name: &str, dir: &Path, mut command: Command) -> Result<Self> {
         let stdout_path = dir.join(format!("{name}.out"));
         let stderr_path = dir.join(format!("{name}.err"));
-        let stdout = File::create(&stdout_path).map_err(XtaskError::io(format!("creating {}", stdout_path.display())))?;
-        let stderr = File::create(&stderr_path).map_err(XtaskError::io(format!("creating {}", stderr_path.display())))?;
+        let stdout = File::create(&stdout_path).map_err(XtaskError::io(format!(
+            "creating {}",
+            stdout_path.display()
+        )))?;
+        let stderr = File::create(&stderr_path).map_err(XtaskError::io(format!(
+            "creating {}",
+            stderr_path.display()
+        )))?;
         let child = command
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -81,7 +91,12 @@ impl Spawned {
         self.wait_for_line(needle, limit, Self::stdout)
     }
 
-    fn wait_for_line(&mut self, needle: &str, limit: Duration, read: fn(&Self) -> String) -> Result<String> {
+    fn wait_for_line(
+        &mut self,
+        needle: &str,
+        limit: Duration,
+        read: fn(&Self) -> String,
+    ) -> Result<String> {
         let what = format!("{} to print {needle:?}", self.name);
         let mut exited = None;
         let found = wait_until(&what, limit, || {
@@ -102,7 +117,10 @@ impl Spawned {
                 exited.map(|s| s.to_string()).unwrap_or_default(),
                 self.stderr()
             ))),
-            Err(timeout) => Err(XtaskError::Failed(format!("{timeout}; its log:\n{}", self.stderr()))),
+            Err(timeout) => Err(XtaskError::Failed(format!(
+                "{timeout}; its log:\n{}",
+                self.stderr()
+            ))),
         }
     }
 

@@ -16,11 +16,15 @@ pub fn socks5_connect_reply(proxy: SocketAddr, host: &str, port: u16) -> Result<
 /// Every read is bounded by a 30 s timeout.
 pub fn socks5_connect(proxy: SocketAddr, host: &str, port: u16) -> Result<(u8, TcpStream)> {
     let io = |what: &str| XtaskError::io(format!("SOCKS5 {what}"));
-    let mut stream = TcpStream::connect_timeout(&proxy, Duration::from_secs(10)).map_err(io("connect"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(io("setup"))?;
+    let mut stream =
+        TcpStream::connect_timeout(&proxy, Duration::from_secs(10)).map_err(io("connect"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(io("setup"))?;
     stream.set_nodelay(true).map_err(io("setup"))?;
     let host_bytes = host.as_bytes();
-    let host_len = u8::try_from(host_bytes.len()).map_err(|_| XtaskError::Failed("host name too long".into()))?;
+    let host_len = u8::try_from(host_bytes.len())
+        .map_err(|_| XtaskError::Failed("host name too long".into()))?;
     // Greeting and request in one write, as curl does.
     let mut request = vec![5, 1, 0, 5, 1, 0, 3, host_len];
     request.extend_from_slice(host_bytes);
@@ -29,7 +33,9 @@ pub fn socks5_connect(proxy: SocketAddr, host: &str, port: u16) -> Result<(u8, T
     let mut method = [0u8; 2];
     stream.read_exact(&mut method).map_err(io("method reply"))?;
     if method != [5, 0] {
-        return Err(XtaskError::Failed(format!("SOCKS5 method reply {method:?}")));
+        return Err(XtaskError::Failed(format!(
+            "SOCKS5 method reply {method:?}"
+        )));
     }
     let mut head = [0u8; 4];
     stream.read_exact(&mut head).map_err(io("reply"))?;
@@ -41,7 +47,11 @@ pub fn socks5_connect(proxy: SocketAddr, host: &str, port: u16) -> Result<(u8, T
             stream.read_exact(&mut len).map_err(io("reply"))?;
             usize::from(len[0]) + 2
         }
-        other => return Err(XtaskError::Failed(format!("SOCKS5 reply address type {other}"))),
+        other => {
+            return Err(XtaskError::Failed(format!(
+                "SOCKS5 reply address type {other}"
+            )));
+        }
     };
     let mut bound = vec![0u8; rest];
     stream.read_exact(&mut bound).map_err(io("reply"))?;

@@ -4,7 +4,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::{Result, Spawned, Workdir, XtaskError, free_port, require_tool, ssh_keygen_ed25519, ssh_public_key_fingerprint};
+use crate::{
+    Result, Spawned, Workdir, XtaskError, free_port, require_tool, ssh_keygen_ed25519,
+    ssh_public_key_fingerprint,
+};
 
 /// A running `sshd -D -e` that accepts the given authorized_keys.
 #[derive(Debug)]

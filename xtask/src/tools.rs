@@ -92,15 +92,21 @@ pub fn ssh_public_key_fingerprint(public_key: &Path) -> Result<String> {
 /// A loopback port that was free a moment ago, for programs (ssh -D, sshd)
 /// that cannot be told to pick one themselves.
 pub fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(XtaskError::io("finding a free port"))?;
-    let port = listener.local_addr().map_err(XtaskError::io("finding a free port"))?.port();
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(XtaskError::io("finding a free port"))?;
+    let port = listener
+        .local_addr()
+        .map_err(XtaskError::io("finding a free port"))?
+        .port();
     Ok(port)
 }
 
 /// Lower-case hex SHA-256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data).iter().fold(String::new(), |mut hex, byte| {
-        let _ = write!(hex, "{byte:02x}");
-        hex
-    })
+    Sha256::digest(data)
+        .iter()
+        .fold(String::new(), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
 }

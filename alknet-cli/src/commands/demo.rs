@@ -43,7 +43,10 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
 
     let options = ConnectOptions::new(user_key, "demo").with_host_key(pin);
     let client = Arc::new(Client::connect(&transport, options).await?);
-    println!("alknet demo: an SSH server on {} and a client connected to it.", transport.server());
+    println!(
+        "alknet demo: an SSH server on {} and a client connected to it.",
+        transport.server()
+    );
     println!("SOCKS5 is on {socks_addr}; every connection through it is tunnelled over SSH. Try:");
     println!();
     println!("    curl --socks5-hostname {socks_addr} https://example.com/");

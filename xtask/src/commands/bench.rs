@@ -12,8 +12,8 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use xtask::{
-    AlknetClient, AlknetServer, HttpTarget, Profile, Result, Spawned, Sshd, Workdir, XtaskError, free_port,
-    require_tool, socks5_connect, wait_until,
+    AlknetClient, AlknetServer, HttpTarget, Profile, Result, Spawned, Sshd, Workdir, XtaskError,
+    free_port, require_tool, socks5_connect, wait_until,
 };
 
 struct Settings {
@@ -38,7 +38,9 @@ impl Settings {
             match flag.as_str() {
                 "--size-mib" => settings.size_mib = value.max(1),
                 "--runs" => settings.runs = usize::try_from(value.max(1)).unwrap_or(1),
-                "--connections" => settings.connections = usize::try_from(value.max(10)).unwrap_or(10),
+                "--connections" => {
+                    settings.connections = usize::try_from(value.max(10)).unwrap_or(10)
+                }
                 other => return Err(XtaskError::Failed(format!("unknown bench option {other}"))),
             }
         }
@@ -73,8 +75,14 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
         &["--host-key", &server.fingerprint],
     )?;
     let sshd = Sshd::start(&dir, &dir.join("alknet_user.pub"))?;
-    let (ssh_default_process, ssh_default) = start_ssh_dynamic(&dir, &sshd, &server.user_key, None)?;
-    let (ssh_gcm_process, ssh_gcm) = start_ssh_dynamic(&dir, &sshd, &server.user_key, Some("aes128-gcm@openssh.com"))?;
+    let (ssh_default_process, ssh_default) =
+        start_ssh_dynamic(&dir, &sshd, &server.user_key, None)?;
+    let (ssh_gcm_process, ssh_gcm) = start_ssh_dynamic(
+        &dir,
+        &sshd,
+        &server.user_key,
+        Some("aes128-gcm@openssh.com"),
+    )?;
 
     let tunnels = [
         Tunnel {
@@ -95,7 +103,10 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
     ];
 
     let bytes = settings.size_mib * 1024 * 1024;
-    println!("\nthroughput: one stream of {} MiB via curl --socks5-hostname, best of {}", settings.size_mib, settings.runs);
+    println!(
+        "\nthroughput: one stream of {} MiB via curl --socks5-hostname, best of {}",
+        settings.size_mib, settings.runs
+    );
     let direct = best_of(settings.runs, || curl_speed(None, target.addr(), bytes))?;
     println!("  {:<28} {:>9.0} MiB/s", "direct (no tunnel)", direct / MIB);
     let mut runs = vec![Vec::new(); tunnels.len()];
@@ -113,7 +124,10 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
     let mut speeds = Vec::new();
     for ((runs, cpu), tunnel) in runs.iter().zip(&cpu).zip(&tunnels) {
         let best = runs.iter().copied().fold(0.0, f64::max);
-        let all: Vec<String> = runs.iter().map(|speed| format!("{:.0}", speed / MIB)).collect();
+        let all: Vec<String> = runs
+            .iter()
+            .map(|speed| format!("{:.0}", speed / MIB))
+            .collect();
         println!(
             "  {:<28} {:>9.0} MiB/s   CPU {:.2} s/GiB (client+server)   runs: {}",
             tunnel.name,
@@ -123,7 +137,10 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
         );
         speeds.push(best);
     }
-    println!("\nlatency: SOCKS5 connect to first response byte, {} connections each", settings.connections);
+    println!(
+        "\nlatency: SOCKS5 connect to first response byte, {} connections each",
+        settings.connections
+    );
     // Interleaved one connection at a time, like the throughput runs.
     let mut samples = vec![Vec::with_capacity(settings.connections); tunnels.len()];
     for _ in 0..settings.connections {
@@ -135,15 +152,29 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
     for (samples, tunnel) in samples.iter_mut().zip(&tunnels) {
         samples.sort();
         let (p50, p99) = (percentile(samples, 50), percentile(samples, 99));
-        println!("  {:<28} p50 {:>7.2} ms   p99 {:>7.2} ms", tunnel.name, ms(p50), ms(p99));
+        println!(
+            "  {:<28} p50 {:>7.2} ms   p99 {:>7.2} ms",
+            tunnel.name,
+            ms(p50),
+            ms(p99)
+        );
         latencies.push((p50, p99));
     }
 
     let best_openssh = speeds[1].max(speeds[2]);
     println!("\nratios alknet / OpenSSH:");
-    println!("  throughput vs default cipher   {:.2}×", speeds[0] / speeds[1]);
-    println!("  throughput vs aes128-gcm       {:.2}×", speeds[0] / speeds[2]);
-    println!("  throughput vs best OpenSSH     {:.2}×   (aim: ≥ 1.0)", speeds[0] / best_openssh);
+    println!(
+        "  throughput vs default cipher   {:.2}×",
+        speeds[0] / speeds[1]
+    );
+    println!(
+        "  throughput vs aes128-gcm       {:.2}×",
+        speeds[0] / speeds[2]
+    );
+    println!(
+        "  throughput vs best OpenSSH     {:.2}×   (aim: ≥ 1.0)",
+        speeds[0] / best_openssh
+    );
     for (index, name) in [(1, "default cipher"), (2, "aes128-gcm")] {
         println!(
             "  latency p50 / p99 vs {name:<15} {:.2}× / {:.2}×   (aim: ≤ 1.0)",
@@ -174,36 +205,76 @@ fn best_of(runs: usize, mut measure: impl FnMut() -> Result<f64>) -> Result<f64>
 }
 
 /// Starts `ssh -N -D` to the test sshd; returns it and its SOCKS address.
-fn start_ssh_dynamic(dir: &Workdir, sshd: &Sshd, key: &Path, cipher: Option<&str>) -> Result<(Spawned, SocketAddr)> {
+fn start_ssh_dynamic(
+    dir: &Workdir,
+    sshd: &Sshd,
+    key: &Path,
+    cipher: Option<&str>,
+) -> Result<(Spawned, SocketAddr)> {
     let port = free_port()?;
     let socks: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
     let user = String::from_utf8_lossy(
-        &Command::new("id").arg("-un").output().map_err(XtaskError::io("running id -un"))?.stdout,
+        &Command::new("id")
+            .arg("-un")
+            .output()
+            .map_err(XtaskError::io("running id -un"))?
+            .stdout,
     )
     .trim()
     .to_owned();
     let mut command = Command::new("ssh");
     command
-        .args(["-F", "/dev/null", "-N", "-D", &socks.to_string(), "-p", &sshd.port.to_string(), "-i"])
+        .args([
+            "-F",
+            "/dev/null",
+            "-N",
+            "-D",
+            &socks.to_string(),
+            "-p",
+            &sshd.port.to_string(),
+            "-i",
+        ])
         .arg(key)
-        .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no"])
-        .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "ExitOnForwardFailure=yes"]);
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+        ])
+        .args([
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ExitOnForwardFailure=yes",
+        ]);
     if let Some(cipher) = cipher {
         command.args(["-c", cipher]);
     }
     command.arg(format!("{user}@127.0.0.1"));
     let name = format!("ssh-{}", cipher.unwrap_or("default"));
     let process = Spawned::start(&name, dir.path(), command)?;
-    wait_until(&format!("{name} to listen"), Duration::from_secs(30), || {
-        std::net::TcpStream::connect(socks).ok()
-    })?;
+    wait_until(
+        &format!("{name} to listen"),
+        Duration::from_secs(30),
+        || std::net::TcpStream::connect(socks).ok(),
+    )?;
     Ok((process, socks))
 }
 
 /// Downloads `bytes` with curl (through `socks` if given); bytes per second.
 fn curl_speed(socks: Option<SocketAddr>, target: SocketAddr, bytes: u64) -> Result<f64> {
     let mut command = Command::new("curl");
-    command.args(["--silent", "--show-error", "--fail", "--output", "/dev/null", "--write-out", "%{speed_download} %{size_download}"]);
+    command.args([
+        "--silent",
+        "--show-error",
+        "--fail",
+        "--output",
+        "/dev/null",
+        "--write-out",
+        "%{speed_download} %{size_download}",
+    ]);
     if let Some(socks) = socks {
         command.arg("--socks5-hostname").arg(socks.to_string());
     }
@@ -235,7 +306,9 @@ fn first_byte_latency(socks: SocketAddr, target: SocketAddr) -> Result<Duration>
         .write_all(b"GET /1 HTTP/1.0\r\n\r\n")
         .map_err(XtaskError::io("sending the request"))?;
     let mut first = [0u8; 1];
-    stream.read_exact(&mut first).map_err(XtaskError::io("reading the response"))?;
+    stream
+        .read_exact(&mut first)
+        .map_err(XtaskError::io("reading the response"))?;
     Ok(start.elapsed())
 }
 
@@ -253,7 +326,8 @@ fn cpu_seconds(pids: &[u32]) -> f64 {
             // Fields after the parenthesised command name; see proc(5).
             let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
             let parent = fields.get(1)?.parse().ok()?;
-            let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+            let ticks =
+                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
             Some((pid, parent, ticks))
         })
         .collect();
@@ -266,7 +340,11 @@ fn cpu_seconds(pids: &[u32]) -> f64 {
     }
     counted.sort_unstable();
     counted.dedup();
-    let ticks: u64 = processes.iter().filter(|p| counted.contains(&p.0)).map(|p| p.2).sum();
+    let ticks: u64 = processes
+        .iter()
+        .filter(|p| counted.contains(&p.0))
+        .map(|p| p.2)
+        .sum();
     // USER_HZ is 100 on every Linux platform alknet targets.
     #[allow(clippy::cast_precision_loss)]
     let seconds = ticks as f64 / 100.0;

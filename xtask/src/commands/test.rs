@@ -19,14 +19,22 @@ pub(crate) fn run(extra_args: &[String]) -> Result<ExitCode> {
 
     let mut totals = Totals::default();
     if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout).lines().map_while(std::io::Result::ok) {
+        for line in BufReader::new(stdout)
+            .lines()
+            .map_while(std::io::Result::ok)
+        {
             println!("{line}");
             totals.add_line(&line);
         }
     }
-    let status = child.wait().map_err(XtaskError::io("waiting for cargo test"))?;
+    let status = child
+        .wait()
+        .map_err(XtaskError::io("waiting for cargo test"))?;
     println!();
-    println!("{} passed, {} failed, {} ignored", totals.passed, totals.failed, totals.ignored);
+    println!(
+        "{} passed, {} failed, {} ignored",
+        totals.passed, totals.failed, totals.ignored
+    );
     if status.success() && totals.failed == 0 {
         Ok(ExitCode::SUCCESS)
     } else {
@@ -55,7 +63,9 @@ impl Totals {
             let (Some(count), Some(label)) = (words.next(), words.next()) else {
                 continue;
             };
-            let Ok(count) = count.parse::<u64>() else { continue };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
             match label {
                 "passed" => self.passed += count,
                 "failed" => self.failed += count,
@@ -76,6 +86,13 @@ mod tests {
         totals.add_line("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.23s");
         totals.add_line("test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.00s");
         totals.add_line("test something ... ok");
-        assert_eq!(totals, Totals { passed: 15, failed: 2, ignored: 1 });
+        assert_eq!(
+            totals,
+            Totals {
+                passed: 15,
+                failed: 2,
+                ignored: 1
+            }
+        );
     }
 }

@@ -6,7 +6,10 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use xtask::{AlknetClient, AlknetServer, HttpTarget, Profile, Workdir, alknet_binary, free_port, socks5_connect_reply, ssh_keygen_ed25519, ssh_public_key_fingerprint};
+use xtask::{
+    AlknetClient, AlknetServer, HttpTarget, Profile, Workdir, alknet_binary, free_port,
+    socks5_connect_reply, ssh_keygen_ed25519, ssh_public_key_fingerprint,
+};
 
 use crate::fetch;
 
@@ -14,7 +17,9 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 fn alknet() -> Command {
     let mut command = Command::new(alknet_binary(Profile::Dev).unwrap());
-    command.env_remove("ALKNET_SERVER").env_remove("ALKNET_IDENTITY");
+    command
+        .env_remove("ALKNET_SERVER")
+        .env_remove("ALKNET_IDENTITY");
     command
 }
 
@@ -27,7 +32,10 @@ fn assert_clean_failure(output: &std::process::Output, expected: &str) {
         .lines()
         .find(|line| line.starts_with("alknet: error:"))
         .unwrap_or_else(|| panic!("no error line in:\n{stderr}"));
-    assert!(error_line.contains(expected), "expected {expected:?} in {error_line:?}");
+    assert!(
+        error_line.contains(expected),
+        "expected {expected:?} in {error_line:?}"
+    );
 }
 
 #[test]
@@ -38,15 +46,28 @@ fn a_key_missing_from_authorized_keys_is_refused_and_logged_for_fail2ban() {
     let stranger_fingerprint = ssh_public_key_fingerprint(&dir.join("stranger.pub")).unwrap();
 
     let output = alknet()
-        .args(["connect", "--server", &format!("127.0.0.1:{}", server.port), "--socks5", "127.0.0.1:0", "--identity"])
+        .args([
+            "connect",
+            "--server",
+            &format!("127.0.0.1:{}", server.port),
+            "--socks5",
+            "127.0.0.1:0",
+            "--identity",
+        ])
         .arg(&stranger)
         .output()
         .unwrap();
     assert_clean_failure(&output, "authorized_keys");
 
     let line = server.process.wait_for_log("result=reject", LIMIT).unwrap();
-    assert!(line.contains("auth attempt remote_addr=127.0.0.1:"), "{line}");
-    assert!(line.contains(&format!("key_fingerprint={stranger_fingerprint}")), "{line}");
+    assert!(
+        line.contains("auth attempt remote_addr=127.0.0.1:"),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("key_fingerprint={stranger_fingerprint}")),
+        "{line}"
+    );
 }
 
 #[test]
@@ -56,14 +77,28 @@ fn a_closed_port_gets_connection_refused_and_the_session_lives_on() {
     let client = AlknetClient::start(&dir, server.port, &server.user_key, &[]).unwrap();
     let closed = free_port().unwrap();
 
-    assert_eq!(socks5_connect_reply(client.socks_addr, "127.0.0.1", closed).unwrap(), 5, "expected 'connection refused'");
-    assert_eq!(socks5_connect_reply(client.socks_addr, "localhost", closed).unwrap(), 5, "expected 'connection refused'");
+    assert_eq!(
+        socks5_connect_reply(client.socks_addr, "127.0.0.1", closed).unwrap(),
+        5,
+        "expected 'connection refused'"
+    );
+    assert_eq!(
+        socks5_connect_reply(client.socks_addr, "localhost", closed).unwrap(),
+        5,
+        "expected 'connection refused'"
+    );
     // Reserved names are never dialled: "connection not allowed".
-    assert_eq!(socks5_connect_reply(client.socks_addr, "alknet-control", 0).unwrap(), 2);
+    assert_eq!(
+        socks5_connect_reply(client.socks_addr, "alknet-control", 0).unwrap(),
+        2
+    );
 
     let target = HttpTarget::start("127.0.0.1:0").unwrap();
     let url = format!("http://127.0.0.1:{}/1000", target.addr().port());
-    assert_eq!(fetch(client.socks_addr, &url, &dir.join("after")).unwrap(), HttpTarget::body(1000));
+    assert_eq!(
+        fetch(client.socks_addr, &url, &dir.join("after")).unwrap(),
+        HttpTarget::body(1000)
+    );
 }
 
 #[test]
@@ -74,15 +109,26 @@ fn garbage_on_the_socks_port_closes_only_that_connection() {
 
     let mut garbage = TcpStream::connect(client.socks_addr).unwrap();
     garbage.set_read_timeout(Some(LIMIT)).unwrap();
-    garbage.write_all(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n").unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n")
+        .unwrap();
     let mut rest = Vec::new();
     // Closed (EOF or reset) rather than left hanging.
     let ended = garbage.read_to_end(&mut rest);
-    assert!(ended.is_ok() || ended.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset), "{ended:?}");
+    assert!(
+        ended.is_ok()
+            || ended
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{ended:?}"
+    );
 
     let target = HttpTarget::start("127.0.0.1:0").unwrap();
     let url = format!("http://127.0.0.1:{}/1000", target.addr().port());
-    assert_eq!(fetch(client.socks_addr, &url, &dir.join("after")).unwrap(), HttpTarget::body(1000));
+    assert_eq!(
+        fetch(client.socks_addr, &url, &dir.join("after")).unwrap(),
+        HttpTarget::body(1000)
+    );
 }
 
 #[test]
@@ -96,7 +142,14 @@ fn a_pem_identity_is_refused_with_advice() {
         .unwrap();
     assert!(made.success());
     let output = alknet()
-        .args(["connect", "--server", "127.0.0.1:1", "--socks5", "127.0.0.1:0", "--identity"])
+        .args([
+            "connect",
+            "--server",
+            "127.0.0.1:1",
+            "--socks5",
+            "127.0.0.1:0",
+            "--identity",
+        ])
         .arg(&pem)
         .output()
         .unwrap();
@@ -107,7 +160,15 @@ fn a_pem_identity_is_refused_with_advice() {
 fn unreadable_keys_and_busy_ports_are_one_line_errors() {
     let dir = Workdir::new().unwrap();
     let missing = alknet()
-        .args(["serve", "--key", "/nonexistent/key", "--authorized-keys", "/nonexistent/ak", "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--key",
+            "/nonexistent/key",
+            "--authorized-keys",
+            "/nonexistent/ak",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert_clean_failure(&missing, "/nonexistent/key");
@@ -127,7 +188,14 @@ fn unreadable_keys_and_busy_ports_are_one_line_errors() {
     assert_clean_failure(&in_use, &busy_addr);
 
     let socks_in_use = alknet()
-        .args(["connect", "--server", "127.0.0.1:1", "--socks5", &busy_addr, "--identity"])
+        .args([
+            "connect",
+            "--server",
+            "127.0.0.1:1",
+            "--socks5",
+            &busy_addr,
+            "--identity",
+        ])
         .arg(&key)
         .output()
         .unwrap();
@@ -138,7 +206,15 @@ fn unreadable_keys_and_busy_ports_are_one_line_errors() {
 fn bad_flags_exit_non_zero_without_panicking() {
     for args in [
         &["serve", "--bogus"][..],
-        &["connect", "--socks5", "not-an-address", "--server", "x:1", "--identity", "k"],
+        &[
+            "connect",
+            "--socks5",
+            "not-an-address",
+            "--server",
+            "x:1",
+            "--identity",
+            "k",
+        ],
         &["connect"],
         &["no-such-command"],
     ] {

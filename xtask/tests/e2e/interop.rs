@@ -5,8 +5,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use xtask::{
-    AlknetClient, AlknetServer, HttpTarget, Spawned, Sshd, Workdir, free_port, require_tool, socks5_connect_reply,
-    ssh_keygen_ed25519, wait_until,
+    AlknetClient, AlknetServer, HttpTarget, Spawned, Sshd, Workdir, free_port, require_tool,
+    socks5_connect_reply, ssh_keygen_ed25519, wait_until,
 };
 
 use crate::fetch;
@@ -21,22 +21,43 @@ fn openssh_ssh_dash_d_tunnels_through_alknet_serve() {
     // OpenSSH checks alknet's host key strictly against a known_hosts entry.
     let host_pub = std::fs::read_to_string(dir.join("alknet_host.pub")).unwrap();
     let known_hosts = dir.join("known_hosts");
-    std::fs::write(&known_hosts, format!("[127.0.0.1]:{} {host_pub}", server.port)).unwrap();
+    std::fs::write(
+        &known_hosts,
+        format!("[127.0.0.1]:{} {host_pub}", server.port),
+    )
+    .unwrap();
     let socks_port = free_port().unwrap();
 
     let mut ssh = Command::new("ssh");
-    ssh.args(["-F", "/dev/null", "-N", "-D", &format!("127.0.0.1:{socks_port}")])
-        .args(["-p", &server.port.to_string(), "-i"])
-        .arg(&server.user_key)
-        .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes"])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-        .args(["-o", "ExitOnForwardFailure=yes", "tester@127.0.0.1"]);
+    ssh.args([
+        "-F",
+        "/dev/null",
+        "-N",
+        "-D",
+        &format!("127.0.0.1:{socks_port}"),
+    ])
+    .args(["-p", &server.port.to_string(), "-i"])
+    .arg(&server.user_key)
+    .args([
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+    ])
+    .arg("-o")
+    .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+    .args(["-o", "ExitOnForwardFailure=yes", "tester@127.0.0.1"]);
     let mut ssh = Spawned::start("ssh", dir.path(), ssh).unwrap();
 
     let socks: SocketAddr = format!("127.0.0.1:{socks_port}").parse().unwrap();
     wait_until("ssh -D to listen", LIMIT, || TcpStream::connect(socks).ok()).unwrap_or_else(|e| {
-        panic!("{e}\nssh log:\n{}\nserver log:\n{}", ssh.stderr(), server.log());
+        panic!(
+            "{e}\nssh log:\n{}\nserver log:\n{}",
+            ssh.stderr(),
+            server.log()
+        );
     });
     let target = HttpTarget::start("127.0.0.1:0").unwrap();
     let size = 4 * 1024 * 1024;
@@ -56,8 +77,13 @@ fn alknet_connect_tunnels_through_openssh_sshd() {
     let user_key = ssh_keygen_ed25519(&dir, "user").unwrap();
     let sshd = Sshd::start(&dir, &dir.join("user.pub")).unwrap();
     // No --user: like ssh, alknet logs in as the local user.
-    let client = AlknetClient::start(&dir, sshd.port, &user_key, &["--host-key", &sshd.fingerprint])
-        .unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", sshd.process.stderr()));
+    let client = AlknetClient::start(
+        &dir,
+        sshd.port,
+        &user_key,
+        &["--host-key", &sshd.fingerprint],
+    )
+    .unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", sshd.process.stderr()));
     let target = HttpTarget::start("127.0.0.1:0").unwrap();
     let size = 4 * 1024 * 1024;
     let url = format!("http://localhost:{}/{size}", target.addr().port());

@@ -43,7 +43,10 @@ fn fetch(proxy: SocketAddr, url: &str, out: &Path) -> Result<Vec<u8>> {
 /// Asserts that no log mentions any of `secrets` (tunnel targets).
 fn assert_logs_do_not_mention(logs: &[(&str, String)], secrets: &[String]) {
     for (name, log) in logs {
-        assert!(!log.is_empty(), "the {name} log is empty: is logging broken?");
+        assert!(
+            !log.is_empty(),
+            "the {name} log is empty: is logging broken?"
+        );
         for secret in secrets {
             assert!(
                 !log.contains(secret.as_str()),

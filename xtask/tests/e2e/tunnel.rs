@@ -14,29 +14,57 @@ fn curl_fetches_64_mib_by_name_through_the_tunnel_and_no_log_names_the_target() 
     let dir = Workdir::new().unwrap();
     let mut server = AlknetServer::start(&dir, &[]).unwrap();
     let pin = server.fingerprint.clone();
-    let mut client = AlknetClient::start(&dir, server.port, &server.user_key, &["--host-key", &pin]).unwrap();
+    let mut client =
+        AlknetClient::start(&dir, server.port, &server.user_key, &["--host-key", &pin]).unwrap();
     let target = HttpTarget::start("127.0.0.1:0").unwrap();
     let port = target.addr().port();
 
     // "localhost" travels unresolved; the server looks it up.
     let size = 64 * 1024 * 1024;
-    let body = fetch(client.socks_addr, &format!("http://localhost:{port}/{size}"), &dir.join("big")).unwrap();
+    let body = fetch(
+        client.socks_addr,
+        &format!("http://localhost:{port}/{size}"),
+        &dir.join("big"),
+    )
+    .unwrap();
     assert_eq!(body.len(), size);
-    assert_eq!(sha256_hex(&body), sha256_hex(&HttpTarget::body(size)), "the body was corrupted in transit");
+    assert_eq!(
+        sha256_hex(&body),
+        sha256_hex(&HttpTarget::body(size)),
+        "the body was corrupted in transit"
+    );
 
     // Both ends stop cleanly on SIGTERM, and the server logs the goodbye.
-    assert!(client.process.terminate(LIMIT).unwrap().success(), "connect did not exit 0 on SIGTERM");
-    server.process.wait_for_log("connection closed", LIMIT).unwrap();
-    assert!(server.process.terminate(LIMIT).unwrap().success(), "serve did not exit 0 on SIGTERM");
+    assert!(
+        client.process.terminate(LIMIT).unwrap().success(),
+        "connect did not exit 0 on SIGTERM"
+    );
+    server
+        .process
+        .wait_for_log("connection closed", LIMIT)
+        .unwrap();
+    assert!(
+        server.process.terminate(LIMIT).unwrap().success(),
+        "serve did not exit 0 on SIGTERM"
+    );
 
     let server_log = server.log();
-    assert!(server_log.contains("connection opened remote_addr=127.0.0.1:"), "{server_log}");
+    assert!(
+        server_log.contains("connection opened remote_addr=127.0.0.1:"),
+        "{server_log}"
+    );
     assert!(server_log.contains("transport=tcp"), "{server_log}");
     assert!(server_log.contains("result=accept"), "{server_log}");
     assert!(server_log.contains(" duration="), "{server_log}");
     assert_logs_do_not_mention(
         &[("server", server_log), ("client", client.log())],
-        &["localhost".into(), format!(":{port}"), format!("={port}"), format!(" {port}"), format!("{size}")],
+        &[
+            "localhost".into(),
+            format!(":{port}"),
+            format!("={port}"),
+            format!(" {port}"),
+            format!("{size}"),
+        ],
     );
 }
 
@@ -48,7 +76,12 @@ fn an_ipv6_literal_target_works() {
     let target = HttpTarget::start("[::1]:0").expect("IPv6 loopback (::1) must be available");
     let port = target.addr().port();
 
-    let body = fetch(client.socks_addr, &format!("http://[::1]:{port}/100000"), &dir.join("v6")).unwrap();
+    let body = fetch(
+        client.socks_addr,
+        &format!("http://[::1]:{port}/100000"),
+        &dir.join("v6"),
+    )
+    .unwrap();
     assert_eq!(body, HttpTarget::body(100_000));
     assert_logs_do_not_mention(
         &[("server", server.log()), ("client", client.log())],
@@ -69,7 +102,14 @@ fn a_hundred_concurrent_socks_connections_all_succeed() {
     let curls: Vec<_> = (0..100)
         .map(|i| {
             Command::new("curl")
-                .args(["--silent", "--show-error", "--fail", "--max-time", "60", "--socks5-hostname"])
+                .args([
+                    "--silent",
+                    "--show-error",
+                    "--fail",
+                    "--max-time",
+                    "60",
+                    "--socks5-hostname",
+                ])
                 .arg(client.socks_addr.to_string())
                 .arg("--output")
                 .arg(dir.join(&format!("out{i}")))
@@ -85,8 +125,16 @@ fn a_hundred_concurrent_socks_connections_all_succeed() {
         let output = curl.wait_with_output().unwrap();
         let body = std::fs::read(dir.join(&format!("out{i}"))).unwrap_or_default();
         if !output.status.success() || body != expected {
-            failures.push(format!("#{i}: {} {}", output.status, String::from_utf8_lossy(&output.stderr)));
+            failures.push(format!(
+                "#{i}: {} {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} of 100 failed: {failures:#?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of 100 failed: {failures:#?}",
+        failures.len()
+    );
 }
