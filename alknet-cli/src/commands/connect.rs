@@ -3,10 +3,8 @@
 use std::sync::Arc;
 
 use alknet::auth::load_private_key;
-use alknet::proxy::Socks5Server;
 use alknet::transport::{TcpTransport, Transport};
 use alknet::{Client, ConnectOptions};
-use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::cli::ConnectArgs;
@@ -17,16 +15,7 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<(), CliError> {
     let identity = load_private_key(args.identity.as_path(), super::passphrase().as_deref())?;
     let user = args.user.unwrap_or_else(whoami::username);
     // Claim the local port first: if it is taken, say so before touching the network.
-    let listener = TcpListener::bind(args.socks5)
-        .await
-        .map_err(|error| CliError::SocksBind {
-            addr: args.socks5.to_string(),
-            error,
-        })?;
-    let socks_addr = listener.local_addr().map_err(|error| CliError::SocksBind {
-        addr: args.socks5.to_string(),
-        error,
-    })?;
+    let (listener, socks_addr) = super::bind_socks5(args.socks5).await?;
     let shutdown = shutdown_signal()?;
     tokio::pin!(shutdown);
 
@@ -44,14 +33,7 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<(), CliError> {
         "connected; SOCKS5 ready"
     );
 
-    let socks = Socks5Server::new(client.clone());
-    tokio::select! {
-        () = socks.serve(listener) => Ok(()),
-        () = client.closed() => Err(CliError::ConnectionLost),
-        () = shutdown => {
-            client.disconnect().await;
-            info!("disconnected");
-            Ok(())
-        }
-    }
+    super::serve_socks5(client, listener, shutdown).await?;
+    info!("disconnected");
+    Ok(())
 }

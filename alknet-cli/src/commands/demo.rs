@@ -3,26 +3,15 @@
 use std::sync::Arc;
 
 use alknet::auth::{AuthorizedKeys, generate_ed25519};
-use alknet::proxy::Socks5Server;
 use alknet::transport::{TcpAcceptor, TcpTransport};
 use alknet::{Client, ConnectOptions, ServeOptions, Server};
-use tokio::net::TcpListener;
 
 use crate::cli::DemoArgs;
 use crate::error::CliError;
 use crate::signals::shutdown_signal;
 
 pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
-    let listener = TcpListener::bind(args.socks5)
-        .await
-        .map_err(|error| CliError::SocksBind {
-            addr: args.socks5.to_string(),
-            error,
-        })?;
-    let socks_addr = listener.local_addr().map_err(|error| CliError::SocksBind {
-        addr: args.socks5.to_string(),
-        error,
-    })?;
+    let (listener, socks_addr) = super::bind_socks5(args.socks5).await?;
     let shutdown = shutdown_signal()?;
 
     let host_key = generate_ed25519("alknet-demo-server")?;
@@ -53,13 +42,7 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), CliError> {
     println!();
     println!("Press Ctrl-C to stop.");
 
-    let socks = Socks5Server::new(client.clone());
-    let result = tokio::select! {
-        () = socks.serve(listener) => Ok(()),
-        () = client.closed() => Err(CliError::ConnectionLost),
-        () = shutdown => Ok(()),
-    };
-    client.disconnect().await;
+    let result = super::serve_socks5(client, listener, shutdown).await;
     let _ = stop_server.send(());
     let _ = serving.await;
     result

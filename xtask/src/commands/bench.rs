@@ -7,13 +7,12 @@
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use xtask::{
-    AlknetClient, AlknetServer, HttpTarget, Profile, Result, Spawned, Sshd, Workdir, XtaskError,
-    free_port, require_tool, socks5_connect, wait_until,
+    AlknetClient, AlknetServer, HttpTarget, Profile, Result, SshDynamicForward, Sshd, Workdir,
+    XtaskError, current_user, require_tool, socks5_connect,
 };
 
 struct Settings {
@@ -75,13 +74,24 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
         &["--host-key", &server.fingerprint],
     )?;
     let sshd = Sshd::start(&dir, &dir.join("alknet_user.pub"))?;
-    let (ssh_default_process, ssh_default) =
-        start_ssh_dynamic(&dir, &sshd, &server.user_key, None)?;
-    let (ssh_gcm_process, ssh_gcm) = start_ssh_dynamic(
+    let user = current_user()?;
+    let ssh_default = SshDynamicForward::start(
         &dir,
-        &sshd,
+        "ssh-default",
+        sshd.port,
+        &user,
         &server.user_key,
-        Some("aes128-gcm@openssh.com"),
+        None,
+        &[],
+    )?;
+    let ssh_gcm = SshDynamicForward::start(
+        &dir,
+        "ssh-aes128-gcm",
+        sshd.port,
+        &user,
+        &server.user_key,
+        None,
+        &["-c", "aes128-gcm@openssh.com"],
     )?;
 
     let tunnels = [
@@ -92,13 +102,13 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
         },
         Tunnel {
             name: "OpenSSH (default cipher)",
-            socks: ssh_default,
-            pids: vec![ssh_default_process.pid(), sshd.process.pid()],
+            socks: ssh_default.socks_addr,
+            pids: vec![ssh_default.process.pid(), sshd.process.pid()],
         },
         Tunnel {
             name: "OpenSSH aes128-gcm",
-            socks: ssh_gcm,
-            pids: vec![ssh_gcm_process.pid(), sshd.process.pid()],
+            socks: ssh_gcm.socks_addr,
+            pids: vec![ssh_gcm.process.pid(), sshd.process.pid()],
         },
     ];
 
@@ -202,65 +212,6 @@ fn best_of(runs: usize, mut measure: impl FnMut() -> Result<f64>) -> Result<f64>
         best = best.max(measure()?);
     }
     Ok(best)
-}
-
-/// Starts `ssh -N -D` to the test sshd; returns it and its SOCKS address.
-fn start_ssh_dynamic(
-    dir: &Workdir,
-    sshd: &Sshd,
-    key: &Path,
-    cipher: Option<&str>,
-) -> Result<(Spawned, SocketAddr)> {
-    let port = free_port()?;
-    let socks: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
-    let user = String::from_utf8_lossy(
-        &Command::new("id")
-            .arg("-un")
-            .output()
-            .map_err(XtaskError::io("running id -un"))?
-            .stdout,
-    )
-    .trim()
-    .to_owned();
-    let mut command = Command::new("ssh");
-    command
-        .args([
-            "-F",
-            "/dev/null",
-            "-N",
-            "-D",
-            &socks.to_string(),
-            "-p",
-            &sshd.port.to_string(),
-            "-i",
-        ])
-        .arg(key)
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-        ])
-        .args([
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "ExitOnForwardFailure=yes",
-        ]);
-    if let Some(cipher) = cipher {
-        command.args(["-c", cipher]);
-    }
-    command.arg(format!("{user}@127.0.0.1"));
-    let name = format!("ssh-{}", cipher.unwrap_or("default"));
-    let process = Spawned::start(&name, dir.path(), command)?;
-    wait_until(
-        &format!("{name} to listen"),
-        Duration::from_secs(30),
-        || std::net::TcpStream::connect(socks).ok(),
-    )?;
-    Ok((process, socks))
 }
 
 /// Downloads `bytes` with curl (through `socks` if given); bytes per second.

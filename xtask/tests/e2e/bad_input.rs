@@ -13,6 +13,14 @@ use xtask::{
 
 use crate::fetch;
 
+/// Fetches a small body through `socks`, proving the session is healthy.
+fn assert_tunnel_still_works(socks: std::net::SocketAddr, dir: &Workdir) {
+    let target = HttpTarget::start("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}/1000", target.addr().port());
+    let body = fetch(socks, &url, &dir.join("after")).unwrap();
+    assert_eq!(body, HttpTarget::body(1000));
+}
+
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn alknet() -> Command {
@@ -93,12 +101,7 @@ fn a_closed_port_gets_connection_refused_and_the_session_lives_on() {
         2
     );
 
-    let target = HttpTarget::start("127.0.0.1:0").unwrap();
-    let url = format!("http://127.0.0.1:{}/1000", target.addr().port());
-    assert_eq!(
-        fetch(client.socks_addr, &url, &dir.join("after")).unwrap(),
-        HttpTarget::body(1000)
-    );
+    assert_tunnel_still_works(client.socks_addr, &dir);
 }
 
 #[test]
@@ -123,12 +126,7 @@ fn garbage_on_the_socks_port_closes_only_that_connection() {
         "{ended:?}"
     );
 
-    let target = HttpTarget::start("127.0.0.1:0").unwrap();
-    let url = format!("http://127.0.0.1:{}/1000", target.addr().port());
-    assert_eq!(
-        fetch(client.socks_addr, &url, &dir.join("after")).unwrap(),
-        HttpTarget::body(1000)
-    );
+    assert_tunnel_still_works(client.socks_addr, &dir);
 }
 
 #[test]

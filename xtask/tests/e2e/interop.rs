@@ -1,21 +1,14 @@
 //! Interoperability with OpenSSH, in both directions.
 
-use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
-use std::time::Duration;
-
 use xtask::{
-    AlknetClient, AlknetServer, HttpTarget, Spawned, Sshd, Workdir, free_port, require_tool,
-    socks5_connect_reply, ssh_keygen_ed25519, wait_until,
+    AlknetClient, AlknetServer, HttpTarget, SshDynamicForward, Sshd, Workdir, free_port,
+    socks5_connect_reply, ssh_keygen_ed25519,
 };
 
 use crate::fetch;
 
-const LIMIT: Duration = Duration::from_secs(30);
-
 #[test]
 fn openssh_ssh_dash_d_tunnels_through_alknet_serve() {
-    require_tool("ssh").unwrap();
     let dir = Workdir::new().unwrap();
     let server = AlknetServer::start(&dir, &[]).unwrap();
     // OpenSSH checks alknet's host key strictly against a known_hosts entry.
@@ -26,39 +19,17 @@ fn openssh_ssh_dash_d_tunnels_through_alknet_serve() {
         format!("[127.0.0.1]:{} {host_pub}", server.port),
     )
     .unwrap();
-    let socks_port = free_port().unwrap();
-
-    let mut ssh = Command::new("ssh");
-    ssh.args([
-        "-F",
-        "/dev/null",
-        "-N",
-        "-D",
-        &format!("127.0.0.1:{socks_port}"),
-    ])
-    .args(["-p", &server.port.to_string(), "-i"])
-    .arg(&server.user_key)
-    .args([
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "StrictHostKeyChecking=yes",
-    ])
-    .arg("-o")
-    .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
-    .args(["-o", "ExitOnForwardFailure=yes", "tester@127.0.0.1"]);
-    let mut ssh = Spawned::start("ssh", dir.path(), ssh).unwrap();
-
-    let socks: SocketAddr = format!("127.0.0.1:{socks_port}").parse().unwrap();
-    wait_until("ssh -D to listen", LIMIT, || TcpStream::connect(socks).ok()).unwrap_or_else(|e| {
-        panic!(
-            "{e}\nssh log:\n{}\nserver log:\n{}",
-            ssh.stderr(),
-            server.log()
-        );
-    });
+    let ssh = SshDynamicForward::start(
+        &dir,
+        "ssh",
+        server.port,
+        "tester",
+        &server.user_key,
+        Some(&known_hosts),
+        &[],
+    )
+    .unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", server.log()));
+    let socks = ssh.socks_addr;
     let target = HttpTarget::start("127.0.0.1:0").unwrap();
     let size = 4 * 1024 * 1024;
     let url = format!("http://localhost:{}/{size}", target.addr().port());
@@ -68,7 +39,6 @@ fn openssh_ssh_dash_d_tunnels_through_alknet_serve() {
     let log = server.log();
     assert!(log.contains("user=\"tester\""), "{log}");
     assert!(log.contains("result=accept"), "{log}");
-    ssh.terminate(LIMIT).unwrap();
 }
 
 #[test]

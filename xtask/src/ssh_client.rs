@@ -1,0 +1,81 @@
+//! OpenSSH's `ssh -N -D`: a SOCKS5 proxy through an SSH server.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{Result, Spawned, Workdir, XtaskError, free_port, require_tool, wait_until};
+
+/// A running `ssh -N -D 127.0.0.1:<port>`.
+#[derive(Debug)]
+pub struct SshDynamicForward {
+    /// The ssh process; its stderr is ssh's log.
+    pub process: Spawned,
+    /// Where ssh's SOCKS5 server listens.
+    pub socks_addr: SocketAddr,
+}
+
+impl SshDynamicForward {
+    /// Connects as `user` to `127.0.0.1:<server_port>` with `key`.
+    ///
+    /// With `known_hosts`, the server's key is checked strictly against it;
+    /// without, any host key is accepted. `extra_args` go before the
+    /// destination (for example `-c aes128-gcm@openssh.com`).
+    pub fn start(
+        dir: &Workdir,
+        name: &str,
+        server_port: u16,
+        user: &str,
+        key: &Path,
+        known_hosts: Option<&Path>,
+        extra_args: &[&str],
+    ) -> Result<Self> {
+        require_tool("ssh")?;
+        let socks_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let mut command = Command::new("ssh");
+        command
+            .args(["-F", "/dev/null", "-N", "-D", &socks_addr.to_string()])
+            .args(["-p", &server_port.to_string(), "-i"])
+            .arg(key)
+            .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
+            .args(["-o", "ExitOnForwardFailure=yes"]);
+        match known_hosts {
+            Some(file) => command
+                .args(["-o", "StrictHostKeyChecking=yes", "-o"])
+                .arg(format!("UserKnownHostsFile={}", file.display())),
+            None => command.args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ]),
+        };
+        command.args(extra_args).arg(format!("{user}@127.0.0.1"));
+        let process = Spawned::start(name, dir.path(), command)?;
+        let listening = wait_until(
+            &format!("{name} to listen"),
+            Duration::from_secs(30),
+            || TcpStream::connect(socks_addr).ok(),
+        );
+        if let Err(error) = listening {
+            return Err(XtaskError::Failed(format!(
+                "{error}; ssh's log:\n{}",
+                process.stderr()
+            )));
+        }
+        Ok(Self {
+            process,
+            socks_addr,
+        })
+    }
+}
+
+/// The name of the user running the tests, as sshd sees it.
+pub fn current_user() -> Result<String> {
+    let output = Command::new("id")
+        .arg("-un")
+        .output()
+        .map_err(XtaskError::io("running id -un"))?;
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
