@@ -72,6 +72,11 @@ pub(crate) struct ConnectArgs {
     /// or `ssh-keygen -lf`). Without it, any host key is accepted with a warning.
     #[arg(long, value_name = "SHA256:…")]
     pub(crate) host_key: Option<String>,
+
+    /// Seconds between SSH keepalives. A server that answers none of three
+    /// in a row is considered gone, and the client reconnects.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) keepalive_interval: u64,
 }
 
 #[derive(Debug, Args)]

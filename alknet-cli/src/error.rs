@@ -11,6 +11,9 @@ pub(crate) enum CliError {
     Alknet(#[from] alknet::Error),
 
     #[error(transparent)]
+    Session(std::sync::Arc<alknet::Error>),
+
+    #[error(transparent)]
     Auth(#[from] AuthError),
 
     #[error(transparent)]

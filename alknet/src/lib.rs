@@ -9,7 +9,9 @@
 //! - [`proxy`]: the SOCKS5 server, outbound dialing and the relay.
 //!
 //! A [`Client`] is a [`proxy::StreamOpener`], so putting a SOCKS5 server in
-//! front of it is one line.
+//! front of it is one line. A [`ReconnectingClient`] is the same with a
+//! session that is re-established whenever it ends, which is what
+//! `alknet connect` runs.
 //!
 //! # Example
 //!
@@ -53,10 +55,12 @@
 
 #![forbid(unsafe_code)]
 
+mod backoff;
 mod channel_failure;
 mod client;
 mod error;
 mod kill_switch;
+mod reconnect;
 mod server;
 mod tuning;
 
@@ -66,4 +70,5 @@ pub use alknet_transport as transport;
 
 pub use client::{Client, ConnectOptions};
 pub use error::Error;
+pub use reconnect::{ReconnectingClient, SessionState};
 pub use server::{RESERVED_HOST_PREFIX, ServeOptions, Server};

@@ -49,6 +49,47 @@ pub struct AlknetServer {
     pub user_key: PathBuf,
     /// Its authorized_keys file.
     pub authorized_keys: PathBuf,
+    launch: Launch,
+}
+
+/// What it takes to start the same server again.
+#[derive(Debug)]
+struct Launch {
+    dir: PathBuf,
+    profile: Profile,
+    host_key: PathBuf,
+    authorized_keys: PathBuf,
+    extra_args: Vec<String>,
+    count: usize,
+}
+
+impl Launch {
+    /// Starts `alknet serve` on `port` (0: any); returns the process, its
+    /// port and its host key fingerprint.
+    fn start(&mut self, port: u16) -> Result<(Spawned, u16, String)> {
+        let mut command = alknet_command(self.profile)?;
+        command
+            .arg("serve")
+            .arg("--key")
+            .arg(&self.host_key)
+            .arg("--authorized-keys")
+            .arg(&self.authorized_keys)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(&self.extra_args);
+        let name = match self.count {
+            0 => "alknet-serve".to_owned(),
+            n => format!("alknet-serve-{n}"),
+        };
+        self.count += 1;
+        let mut process = Spawned::start(&name, &self.dir, command)?;
+        let ready = process.wait_for_log("alknet server ready", STARTUP)?;
+        let port = field(&ready, "listen")
+            .and_then(|listen| listen.rsplit(':').next().and_then(|p| p.parse().ok()))
+            .ok_or_else(|| XtaskError::Failed(format!("no port in {ready:?}")))?;
+        let fingerprint = field(&ready, "host_key")
+            .ok_or_else(|| XtaskError::Failed(format!("no host key in {ready:?}")))?;
+        Ok((process, port, fingerprint))
+    }
 }
 
 impl AlknetServer {
@@ -64,32 +105,35 @@ impl AlknetServer {
         let authorized_keys = dir.join("authorized_keys");
         std::fs::copy(dir.join("alknet_user.pub"), &authorized_keys)
             .map_err(XtaskError::io("writing authorized_keys"))?;
-        let mut command = alknet_command(profile)?;
-        command
-            .arg("serve")
-            .arg("--key")
-            .arg(&host_key)
-            .arg("--authorized-keys")
-            .arg(&authorized_keys)
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra_args);
-        let mut process = Spawned::start("alknet-serve", dir.path(), command)?;
-        let ready = process.wait_for_log("alknet server ready", STARTUP)?;
-        let port = field(&ready, "listen")
-            .and_then(|listen| listen.rsplit(':').next().and_then(|p| p.parse().ok()))
-            .ok_or_else(|| XtaskError::Failed(format!("no port in {ready:?}")))?;
-        let fingerprint = field(&ready, "host_key")
-            .ok_or_else(|| XtaskError::Failed(format!("no host key in {ready:?}")))?;
+        let mut launch = Launch {
+            dir: dir.path().to_path_buf(),
+            profile,
+            host_key,
+            authorized_keys: authorized_keys.clone(),
+            extra_args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
+            count: 0,
+        };
+        let (process, port, fingerprint) = launch.start(0)?;
         Ok(Self {
             process,
             port,
             fingerprint,
             user_key,
             authorized_keys,
+            launch,
         })
     }
 
-    /// The server log so far.
+    /// Kills the server with SIGKILL (no goodbye to its clients) and starts
+    /// it again on the same port with the same keys.
+    pub fn kill_and_restart(&mut self) -> Result<()> {
+        self.process.kill()?;
+        let (process, _, _) = self.launch.start(self.port)?;
+        self.process = process;
+        Ok(())
+    }
+
+    /// The log of the current server process so far.
     pub fn log(&self) -> String {
         self.process.stderr()
     }
@@ -127,10 +171,11 @@ impl AlknetClient {
             .args(["--socks5", "127.0.0.1:0"])
             .args(extra_args);
         let mut process = Spawned::start("alknet-connect", dir.path(), command)?;
-        let ready = process.wait_for_log("SOCKS5 ready", STARTUP)?;
-        let socks_addr = field(&ready, "socks5")
+        let listening = process.wait_for_log("SOCKS5 listening", STARTUP)?;
+        let socks_addr = field(&listening, "socks5")
             .and_then(|addr| addr.parse().ok())
-            .ok_or_else(|| XtaskError::Failed(format!("no SOCKS5 address in {ready:?}")))?;
+            .ok_or_else(|| XtaskError::Failed(format!("no SOCKS5 address in {listening:?}")))?;
+        process.wait_for_log("connected", STARTUP)?;
         Ok(Self {
             process,
             socks_addr,

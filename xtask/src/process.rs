@@ -130,6 +130,27 @@ impl Spawned {
         wait_until(&what, limit, || self.child.try_wait().ok().flatten())
     }
 
+    /// Kills the process with SIGKILL and reaps it.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child
+            .kill()
+            .map_err(XtaskError::io(format!("killing {}", self.name)))?;
+        self.child
+            .wait()
+            .map_err(XtaskError::io(format!("reaping {}", self.name)))?;
+        Ok(())
+    }
+
+    /// Sends SIGSTOP (by PID): the process freezes, its sockets stay open.
+    pub fn freeze(&self) -> Result<()> {
+        signal(self.pid(), "STOP")
+    }
+
+    /// Sends SIGCONT (by PID) to a frozen process.
+    pub fn thaw(&self) -> Result<()> {
+        signal(self.pid(), "CONT")
+    }
+
     /// Sends SIGTERM (by PID) and waits for the exit, for at most `limit`.
     pub fn terminate(&mut self, limit: Duration) -> Result<ExitStatus> {
         signal(self.pid(), "TERM")?;

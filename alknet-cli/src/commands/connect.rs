@@ -1,10 +1,12 @@
 //! `alknet connect`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use alknet::auth::load_private_key;
-use alknet::transport::{TcpTransport, Transport};
-use alknet::{Client, ConnectOptions};
+use alknet::proxy::Socks5Server;
+use alknet::transport::TcpTransport;
+use alknet::{ConnectOptions, ReconnectingClient};
 use tracing::info;
 
 use crate::cli::ConnectArgs;
@@ -14,26 +16,26 @@ use crate::signals::shutdown_signal;
 pub(crate) async fn run(args: ConnectArgs) -> Result<(), CliError> {
     let identity = load_private_key(args.identity.as_path(), super::passphrase().as_deref())?;
     let user = args.user.unwrap_or_else(whoami::username);
-    // Claim the local port first: if it is taken, say so before touching the network.
-    let (listener, socks_addr) = super::bind_socks5(args.socks5).await?;
-    let shutdown = shutdown_signal()?;
-    tokio::pin!(shutdown);
-
-    let transport = TcpTransport::new(args.server);
     let mut options = ConnectOptions::new(identity, user);
     options.host_key = args.host_key;
-    let client = tokio::select! {
-        client = Client::connect(&transport, options) => Arc::new(client?),
-        () = &mut shutdown => return Ok(()),
-    };
-    info!(
-        server = %transport.describe(),
-        host_key = %client.server_fingerprint(),
-        socks5 = %socks_addr,
-        "connected; SOCKS5 ready"
-    );
+    options.keepalive_interval = Duration::from_secs(args.keepalive_interval);
+    // Claim the local port first: if it is taken, say so before touching the
+    // network. It stays open while the session comes and goes.
+    let (listener, socks_addr) = super::bind_socks5(args.socks5).await?;
+    info!(socks5 = %socks_addr, "SOCKS5 listening");
+    let shutdown = shutdown_signal()?;
 
-    super::serve_socks5(client, listener, shutdown).await?;
+    let tunnel = Arc::new(ReconnectingClient::start(
+        Arc::new(TcpTransport::new(args.server)),
+        options,
+    ));
+    let socks = Socks5Server::new(tunnel.clone());
+    let result = tokio::select! {
+        () = socks.serve(listener) => Ok(()),
+        error = tunnel.failed() => Err(CliError::Session(error)),
+        () = shutdown => Ok(()),
+    };
+    tunnel.shutdown().await;
     info!("disconnected");
-    Ok(())
+    result
 }

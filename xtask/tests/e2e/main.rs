@@ -5,6 +5,7 @@
 mod bad_input;
 mod cli;
 mod interop;
+mod reconnect;
 mod tidy;
 mod tunnel;
 

@@ -1,0 +1,178 @@
+//! A client that never gives up: whenever its SSH session ends, it opens a
+//! new one (new transport connection, new handshake), backing off 1 s, 2 s,
+//! 4 s … up to 30 s between failed attempts, forever.
+//!
+//! Only errors that retrying cannot fix end it: the server refusing our
+//! key, or presenting a host key other than the pinned one.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alknet_proxy::{BoxStream, OpenError, OpenErrorKind, StreamOpener, TargetAddr};
+use alknet_transport::Transport;
+use async_trait::async_trait;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::backoff::Backoff;
+use crate::{Client, ConnectOptions, Error};
+
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// Where a [`ReconnectingClient`] stands.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum SessionState {
+    /// No session right now; one is being set up.
+    Connecting,
+    /// A session is up.
+    Connected(Arc<Client>),
+    /// An error retrying cannot fix ended the client.
+    Failed(Arc<Error>),
+}
+
+impl fmt::Debug for SessionState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SessionState::Connecting => f.write_str("Connecting"),
+            SessionState::Connected(client) => {
+                write!(f, "Connected({})", client.server_fingerprint())
+            }
+            SessionState::Failed(error) => write!(f, "Failed({error})"),
+        }
+    }
+}
+
+/// An SSH session to one server, re-established whenever it ends.
+///
+/// Implements [`StreamOpener`]: while a session is up, streams open through
+/// it; while not, opening fails at once with [`OpenErrorKind::TunnelDown`],
+/// so listeners in front of it stay open and work again once it is back.
+pub struct ReconnectingClient {
+    state: watch::Receiver<SessionState>,
+    stop: CancellationToken,
+}
+
+impl ReconnectingClient {
+    /// Starts connecting in the background. Needs a tokio runtime.
+    pub fn start(transport: Arc<dyn Transport>, options: ConnectOptions) -> Self {
+        let (state, receiver) = watch::channel(SessionState::Connecting);
+        let stop = CancellationToken::new();
+        tokio::spawn(keep_connected(transport, options, state, stop.clone()));
+        Self {
+            state: receiver,
+            stop,
+        }
+    }
+
+    /// The current session, if one is up.
+    pub fn current(&self) -> Option<Arc<Client>> {
+        match &*self.state.borrow() {
+            SessionState::Connected(client) if !client.is_closed() => Some(client.clone()),
+            _ => None,
+        }
+    }
+
+    /// A receiver that sees every state change, for code that must act on
+    /// each new session (such as re-requesting remote forwards).
+    pub fn states(&self) -> watch::Receiver<SessionState> {
+        self.state.clone()
+    }
+
+    /// Completes with the error if the client gives up (see the module
+    /// docs); never completes otherwise.
+    pub async fn failed(&self) -> Arc<Error> {
+        let mut state = self.state.clone();
+        loop {
+            if let SessionState::Failed(error) = &*state.borrow_and_update() {
+                return error.clone();
+            }
+            if state.changed().await.is_err() {
+                // The task ended without failing: it was stopped.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Stops reconnecting and says goodbye to the server.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        if let Some(client) = self.current() {
+            client.disconnect().await;
+        }
+    }
+}
+
+impl Drop for ReconnectingClient {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[async_trait]
+impl StreamOpener for ReconnectingClient {
+    async fn open(&self, target: &TargetAddr) -> Result<BoxStream, OpenError> {
+        match self.current() {
+            Some(client) => client.open(target).await,
+            None => Err(OpenError::new(OpenErrorKind::TunnelDown)),
+        }
+    }
+}
+
+/// Errors that a new attempt would only repeat.
+fn is_permanent(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::AuthRejected { .. }
+            | Error::HostKeyMismatch { .. }
+            | Error::InvalidFingerprint(_)
+            | Error::Auth(_)
+    )
+}
+
+async fn keep_connected(
+    transport: Arc<dyn Transport>,
+    options: ConnectOptions,
+    state: watch::Sender<SessionState>,
+    stop: CancellationToken,
+) {
+    let mut backoff = Backoff::new(FIRST_RETRY, MAX_RETRY);
+    let server = transport.describe();
+    loop {
+        let attempt = tokio::select! {
+            attempt = Client::connect(transport.as_ref(), options.clone()) => attempt,
+            () = stop.cancelled() => return,
+        };
+        match attempt {
+            Ok(client) => {
+                backoff.reset();
+                let client = Arc::new(client);
+                info!(server = %server, host_key = %client.server_fingerprint(), "connected");
+                state.send_replace(SessionState::Connected(client.clone()));
+                tokio::select! {
+                    () = client.closed() => {}
+                    () = stop.cancelled() => return,
+                }
+                state.send_replace(SessionState::Connecting);
+                warn!(server = %server, "connection to the server lost");
+            }
+            Err(error) if is_permanent(&error) => {
+                state.send_replace(SessionState::Failed(Arc::new(error)));
+                return;
+            }
+            Err(error) => warn!(server = %server, %error, "cannot reach the server"),
+        }
+        let delay = backoff.next_delay(fastrand::f64());
+        info!(
+            retry_in = %format_args!("{:.1}s", delay.as_secs_f64()),
+            "reconnecting"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}

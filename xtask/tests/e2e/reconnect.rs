@@ -1,0 +1,80 @@
+//! A client that never gives up: the same `alknet connect` process keeps
+//! serving SOCKS5 across server crashes and freezes.
+
+use std::time::Duration;
+
+use xtask::{AlknetClient, AlknetServer, HttpTarget, Workdir, wait_until};
+
+use crate::{assert_logs_do_not_mention, fetch};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Waits until the client has logged its `count`-th new session.
+fn wait_for_session(client: &AlknetClient, count: usize) {
+    let sessions = || client.log().matches(" connected server=").count();
+    wait_until(&format!("session #{count}"), LIMIT, || {
+        (sessions() >= count).then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\nclient log:\n{}", client.log()));
+}
+
+#[test]
+fn the_same_client_serves_again_after_the_server_is_killed_and_restarted() {
+    let dir = Workdir::new().unwrap();
+    let mut server = AlknetServer::start(&dir, &[]).unwrap();
+    let client = AlknetClient::start(&dir, server.port, &server.user_key, &[]).unwrap();
+    let target = HttpTarget::start("127.0.0.1:0").unwrap();
+    let port = target.addr().port();
+    let url = format!("http://localhost:{port}/100000");
+    assert_eq!(
+        fetch(client.socks_addr, &url, &dir.join("before")).unwrap(),
+        HttpTarget::body(100_000)
+    );
+
+    server.kill_and_restart().unwrap();
+    wait_for_session(&client, 2);
+    assert_eq!(
+        fetch(client.socks_addr, &url, &dir.join("after")).unwrap(),
+        HttpTarget::body(100_000)
+    );
+
+    let log = client.log();
+    assert!(log.contains("connection to the server lost"), "{log}");
+    assert!(log.contains("reconnecting retry_in="), "{log}");
+    assert_logs_do_not_mention(
+        &[("client", log)],
+        &["localhost".into(), format!(":{port}")],
+    );
+}
+
+#[test]
+fn a_frozen_server_is_detected_by_keepalives_and_the_client_returns_when_it_thaws() {
+    let dir = Workdir::new().unwrap();
+    let server = AlknetServer::start(&dir, &[]).unwrap();
+    let client = AlknetClient::start(
+        &dir,
+        server.port,
+        &server.user_key,
+        &["--keepalive-interval", "1"],
+    )
+    .unwrap();
+
+    // SIGSTOP keeps the server's sockets open: only keepalives can tell.
+    server.process.freeze().unwrap();
+    let lost = wait_until("the client to notice the frozen server", LIMIT, || {
+        client
+            .log()
+            .contains("connection to the server lost")
+            .then_some(())
+    });
+    server.process.thaw().unwrap();
+    lost.unwrap_or_else(|e| panic!("{e}\nclient log:\n{}", client.log()));
+
+    wait_for_session(&client, 2);
+    let target = HttpTarget::start("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}/1000", target.addr().port());
+    assert_eq!(
+        fetch(client.socks_addr, &url, &dir.join("after")).unwrap(),
+        HttpTarget::body(1000)
+    );
+}
