@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use alknet_transport::BoxStream;
@@ -70,6 +71,30 @@ impl DirectOpener {
 impl StreamOpener for DirectOpener {
     async fn open(&self, target: &TargetAddr) -> Result<BoxStream, OpenError> {
         Ok(Box::new(connect_direct(target, self.timeout).await?))
+    }
+
+    async fn open_unix(&self, path: &Path) -> Result<BoxStream, OpenError> {
+        connect_unix(path, self.timeout).await
+    }
+}
+
+/// Connects to a Unix-domain socket within `timeout`.
+pub async fn connect_unix(path: &Path, timeout: Duration) -> Result<BoxStream, OpenError> {
+    #[cfg(unix)]
+    {
+        match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(path)).await {
+            Ok(Ok(stream)) => Ok(Box::new(stream)),
+            Ok(Err(error)) => Err(OpenError::from(error)),
+            Err(_) => Err(OpenError::new(OpenErrorKind::TimedOut)),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, timeout);
+        Err(OpenError::with_detail(
+            OpenErrorKind::NotAllowed,
+            "Unix sockets exist only on Unix",
+        ))
     }
 }
 

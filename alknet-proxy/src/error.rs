@@ -25,6 +25,25 @@ pub enum ProxyError {
     #[error("the SOCKS5 client did not finish its request in time")]
     HandshakeTimeout,
 
+    /// A forward specification could not be parsed.
+    #[error("invalid forward {spec:?}: {reason}")]
+    InvalidForward {
+        /// The specification as given.
+        spec: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {error}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The operating system's error.
+        #[source]
+        error: io::Error,
+    },
+
     /// The target could not be reached through the tunnel.
     #[error("could not open a stream to the target: {0}")]
     Open(#[source] OpenError),

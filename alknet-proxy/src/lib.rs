@@ -32,13 +32,17 @@
 
 mod dial;
 mod error;
+mod forward_spec;
+mod local_forward;
 mod opener;
 mod relay;
 mod socks5;
 mod target;
 
-pub use dial::{DirectOpener, connect_direct};
+pub use dial::{DirectOpener, connect_direct, connect_unix};
 pub use error::ProxyError;
+pub use forward_spec::{ForwardSpec, ForwardTarget};
+pub use local_forward::LocalForward;
 pub use opener::{OpenError, OpenErrorKind, StreamOpener};
 pub use relay::relay;
 pub use socks5::{Socks5Config, Socks5Server};

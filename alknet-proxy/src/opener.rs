@@ -1,5 +1,6 @@
 use std::fmt;
 use std::io;
+use std::path::Path;
 
 use alknet_transport::BoxStream;
 use async_trait::async_trait;
@@ -14,6 +15,16 @@ use crate::TargetAddr;
 pub trait StreamOpener: Send + Sync + 'static {
     /// Opens one stream to `target`.
     async fn open(&self, target: &TargetAddr) -> Result<BoxStream, OpenError>;
+
+    /// Opens one stream to a Unix-domain socket. Openers that cannot reach
+    /// Unix sockets keep this default, which refuses.
+    async fn open_unix(&self, path: &Path) -> Result<BoxStream, OpenError> {
+        let _ = path;
+        Err(OpenError::with_detail(
+            OpenErrorKind::NotAllowed,
+            "Unix-socket targets are not supported here",
+        ))
+    }
 }
 
 /// Why a stream could not be opened, in terms a SOCKS5 client understands.

@@ -2,6 +2,7 @@
 //! opening a `direct-tcpip` channel per tunnelled connection.
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -165,11 +166,27 @@ impl StreamOpener for Client {
             .handle
             .channel_open_direct_tcpip(target.host(), u32::from(target.port()), "127.0.0.1", 0)
             .await;
-        match opened {
-            Ok(channel) => Ok(Box::new(channel.into_stream())),
-            Err(russh::Error::ChannelOpenFailure(failure)) => Err(open_error_for(&failure)),
-            Err(_) => Err(OpenError::new(OpenErrorKind::TunnelDown)),
+        channel_stream(opened)
+    }
+
+    async fn open_unix(&self, path: &Path) -> Result<BoxStream, OpenError> {
+        if self.is_closed() {
+            return Err(OpenError::new(OpenErrorKind::TunnelDown));
         }
+        let path = path.to_str().ok_or_else(|| {
+            OpenError::with_detail(OpenErrorKind::Other, "the socket path is not UTF-8")
+        })?;
+        channel_stream(self.handle.channel_open_direct_streamlocal(path).await)
+    }
+}
+
+fn channel_stream(
+    opened: Result<russh::Channel<russh::client::Msg>, russh::Error>,
+) -> Result<BoxStream, OpenError> {
+    match opened {
+        Ok(channel) => Ok(Box::new(channel.into_stream())),
+        Err(russh::Error::ChannelOpenFailure(failure)) => Err(open_error_for(&failure)),
+        Err(_) => Err(OpenError::new(OpenErrorKind::TunnelDown)),
     }
 }
 

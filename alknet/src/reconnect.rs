@@ -6,6 +6,7 @@
 //! key, or presenting a host key other than the pinned one.
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,6 +118,13 @@ impl StreamOpener for ReconnectingClient {
     async fn open(&self, target: &TargetAddr) -> Result<BoxStream, OpenError> {
         match self.current() {
             Some(client) => client.open(target).await,
+            None => Err(OpenError::new(OpenErrorKind::TunnelDown)),
+        }
+    }
+
+    async fn open_unix(&self, path: &Path) -> Result<BoxStream, OpenError> {
+        match self.current() {
+            Some(client) => client.open_unix(path).await,
             None => Err(OpenError::new(OpenErrorKind::TunnelDown)),
         }
     }

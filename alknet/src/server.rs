@@ -4,11 +4,12 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alknet_auth::{AuthorizedKeys, PrivateKey, fingerprint};
-use alknet_proxy::{OpenErrorKind, TargetAddr, connect_direct, relay};
+use alknet_proxy::{OpenError, OpenErrorKind, TargetAddr, connect_direct, connect_unix, relay};
 use alknet_transport::{BoxStream, TransportAcceptor, TransportInfo};
 use russh::keys::PublicKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
@@ -351,11 +352,46 @@ impl russh::server::Handler for SessionHandler {
         }
         let target = TargetAddr::from_host_port(host, port);
         let dial_timeout = self.server.dial_timeout;
+        let dial = async move {
+            connect_direct(&target, dial_timeout)
+                .await
+                .map(|stream| Box::new(stream) as BoxStream)
+        };
+        self.spawn_channel(channel, reply, alknet_peer, dial);
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        channel: Channel<Msg>,
+        socket_path: &str,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let alknet_peer = peer_is_alknet(session.remote_sshid());
+        let path = PathBuf::from(socket_path);
+        let dial_timeout = self.server.dial_timeout;
+        self.spawn_channel(channel, reply, alknet_peer, async move {
+            connect_unix(&path, dial_timeout).await
+        });
+        Ok(())
+    }
+}
+
+impl SessionHandler {
+    /// Dials off the session loop (a slow target must not stall the session
+    /// or its other channels), then accepts the channel and relays, or
+    /// rejects it with the reason.
+    fn spawn_channel(
+        &self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        alknet_peer: bool,
+        dial: impl Future<Output = Result<BoxStream, OpenError>> + Send + 'static,
+    ) {
         let done = self.channels.clone();
-        // Dial off the session loop: a slow target must not stall the
-        // session or its other channels.
         tokio::spawn(async move {
-            match connect_direct(&target, dial_timeout).await {
+            match dial.await {
                 Ok(mut outbound) => {
                     reply.accept().await;
                     let mut inbound = channel.into_stream();
@@ -374,7 +410,6 @@ impl russh::server::Handler for SessionHandler {
                 }
             }
         });
-        Ok(())
     }
 }
 

@@ -264,3 +264,28 @@ async fn a_client_that_never_speaks_is_dropped_after_the_login_grace() {
     );
     serving.abort();
 }
+
+#[tokio::test]
+async fn unix_socket_targets_are_reached_with_direct_streamlocal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("greeter.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        socket.write_all(b"hello over a unix socket").await.unwrap();
+    });
+    let server = TestServer::start().await;
+    let client = server.client().await;
+
+    let mut stream = client.open_unix(&path).await.expect("streamlocal open failed");
+    let mut greeting = Vec::new();
+    tokio::time::timeout(LIMIT, stream.read_to_end(&mut greeting))
+        .await
+        .expect("read hung")
+        .unwrap();
+    assert_eq!(greeting, b"hello over a unix socket");
+
+    let missing = client.open_unix(&dir.path().join("missing.sock")).await;
+    assert!(missing.is_err(), "a missing socket must fail the open");
+    server.shutdown().await;
+}

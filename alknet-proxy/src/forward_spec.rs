@@ -1,0 +1,199 @@
+//! Parsing `-L`-style forward specifications, as OpenSSH writes them:
+//! `[bind:]port:host:hostport` or `[bind:]port:/path/to/unix.sock`, with
+//! IPv6 addresses in brackets. Pure string handling; no sockets.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use crate::{ProxyError, TargetAddr};
+
+/// Where a forwarded connection goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForwardTarget {
+    /// A TCP host and port, resolved by the far side.
+    Tcp(TargetAddr),
+    /// A Unix-domain socket on the far side.
+    Unix(PathBuf),
+}
+
+/// One local forward: listen on `bind_host:bind_port`, send each accepted
+/// connection to `target`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardSpec {
+    /// The local address to listen on (default `127.0.0.1`; `*` means all
+    /// interfaces), without brackets.
+    pub bind_host: String,
+    /// The local port (0: any free port).
+    pub bind_port: u16,
+    /// Where connections go.
+    pub target: ForwardTarget,
+}
+
+impl ForwardSpec {
+    /// The listen address in a form `TcpListener::bind` accepts.
+    pub fn bind_addr(&self) -> String {
+        if self.bind_host.contains(':') {
+            format!("[{}]:{}", self.bind_host, self.bind_port)
+        } else {
+            format!("{}:{}", self.bind_host, self.bind_port)
+        }
+    }
+}
+
+impl FromStr for ForwardSpec {
+    type Err = ProxyError;
+
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let invalid = |why: &str| ProxyError::InvalidForward {
+            spec: spec.to_owned(),
+            reason: why.to_owned(),
+        };
+        // A Unix-socket target is everything from the first ":/" on.
+        let (listen_part, unix_path) = match spec.find(":/") {
+            Some(at) => (&spec[..at], Some(&spec[at + 1..])),
+            None => (spec, None),
+        };
+        let mut fields = split_fields(listen_part).map_err(|why| invalid(&why))?;
+        let target = match unix_path {
+            Some(path) => ForwardTarget::Unix(PathBuf::from(path)),
+            None => {
+                if !(3..=4).contains(&fields.len()) {
+                    return Err(invalid(
+                        "expected [bind:]port:host:hostport or [bind:]port:/socket/path",
+                    ));
+                }
+                let port = fields.pop().unwrap_or_default();
+                let host = fields.pop().unwrap_or_default();
+                let port = parse_port(&port).map_err(|why| invalid(&why))?;
+                if host.is_empty() {
+                    return Err(invalid("the target host is empty"));
+                }
+                ForwardTarget::Tcp(TargetAddr::from_host_port(&host, port))
+            }
+        };
+        let (bind_host, bind_port) = match fields.as_slice() {
+            [port] => ("127.0.0.1".to_owned(), port),
+            [host, port] => {
+                let host = match host.as_str() {
+                    "*" | "" => "0.0.0.0".to_owned(),
+                    other => other.to_owned(),
+                };
+                (host, port)
+            }
+            _ => {
+                return Err(invalid(
+                    "expected [bind:]port:host:hostport or [bind:]port:/socket/path",
+                ));
+            }
+        };
+        let bind_port = parse_port(bind_port).map_err(|why| invalid(&why))?;
+        Ok(ForwardSpec {
+            bind_host,
+            bind_port,
+            target,
+        })
+    }
+}
+
+impl fmt::Display for ForwardSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Used in error messages the user typed themselves; never logged.
+        f.write_str(&self.bind_addr())?;
+        match &self.target {
+            ForwardTarget::Tcp(target) => write!(f, ":{target}"),
+            ForwardTarget::Unix(path) => write!(f, ":{}", path.display()),
+        }
+    }
+}
+
+/// Splits on ':' outside brackets, removing the brackets.
+fn split_fields(text: &str) -> Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut current = String::new();
+    let mut in_brackets = false;
+    for c in text.chars() {
+        match c {
+            '[' if !in_brackets && current.is_empty() => in_brackets = true,
+            ']' if in_brackets => in_brackets = false,
+            ':' if !in_brackets => fields.push(std::mem::take(&mut current)),
+            other => current.push(other),
+        }
+    }
+    if in_brackets {
+        return Err("unclosed '['".to_owned());
+    }
+    fields.push(current);
+    Ok(fields)
+}
+
+fn parse_port(text: &str) -> Result<u16, String> {
+    text.parse::<u16>()
+        .map_err(|_| format!("{text:?} is not a port number (0-65535)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(spec: &str) -> ForwardSpec {
+        spec.parse().unwrap_or_else(|e| panic!("{spec}: {e}"))
+    }
+
+    fn tcp(host: &str, port: u16) -> ForwardTarget {
+        ForwardTarget::Tcp(TargetAddr::from_host_port(host, port))
+    }
+
+    #[test]
+    fn port_host_port_binds_loopback() {
+        let spec = parse("8080:example.com:80");
+        assert_eq!(spec.bind_addr(), "127.0.0.1:8080");
+        assert_eq!(spec.target, tcp("example.com", 80));
+    }
+
+    #[test]
+    fn explicit_and_wildcard_binds() {
+        assert_eq!(parse("0.0.0.0:1:h:2").bind_addr(), "0.0.0.0:1");
+        assert_eq!(parse("*:1:h:2").bind_addr(), "0.0.0.0:1");
+        assert_eq!(parse("localhost:1:h:2").bind_addr(), "localhost:1");
+    }
+
+    #[test]
+    fn ipv6_in_brackets_on_either_side() {
+        let spec = parse("[::1]:8080:[2001:db8::1]:443");
+        assert_eq!(spec.bind_addr(), "[::1]:8080");
+        assert_eq!(spec.target, tcp("2001:db8::1", 443));
+        assert_eq!(parse("0:[::1]:22").target, tcp("::1", 22));
+    }
+
+    #[test]
+    fn unix_socket_targets() {
+        let spec = parse("5432:/run/postgresql/.s.PGSQL.5432");
+        assert_eq!(spec.bind_addr(), "127.0.0.1:5432");
+        assert_eq!(
+            spec.target,
+            ForwardTarget::Unix("/run/postgresql/.s.PGSQL.5432".into())
+        );
+        let spec = parse("[::1]:0:/tmp/a:b.sock");
+        assert_eq!(spec.bind_addr(), "[::1]:0");
+        assert_eq!(spec.target, ForwardTarget::Unix("/tmp/a:b.sock".into()));
+    }
+
+    #[test]
+    fn malformed_specs_name_the_problem() {
+        for (spec, expected) in [
+            ("8080", "expected [bind:]port"),
+            ("8080:host", "expected [bind:]port"),
+            ("a:b:c:d:e", "expected [bind:]port"),
+            ("99999:h:80", "not a port number"),
+            ("80:h:http", "not a port number"),
+            ("80::80", "host is empty"),
+            ("[::1:80:h:80", "unclosed"),
+            ("", "expected [bind:]port"),
+        ] {
+            let error = spec.parse::<ForwardSpec>().unwrap_err().to_string();
+            assert!(error.contains(expected), "{spec:?}: {error}");
+            assert!(error.contains(&format!("{spec:?}")), "{spec:?}: {error}");
+        }
+    }
+}

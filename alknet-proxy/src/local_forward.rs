@@ -1,0 +1,152 @@
+//! `-L`-style local forwards: a listener whose every connection is sent
+//! through a [`StreamOpener`] to one fixed target.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::{ForwardSpec, ForwardTarget, ProxyError, StreamOpener, relay};
+
+/// How long opening the far end of one forwarded connection may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A bound local forward, ready to [`serve`](LocalForward::serve).
+#[derive(Debug)]
+pub struct LocalForward {
+    listener: TcpListener,
+    target: ForwardTarget,
+}
+
+impl LocalForward {
+    /// Binds the listening side of `spec`.
+    pub async fn bind(spec: &ForwardSpec) -> Result<Self, ProxyError> {
+        let addr = spec.bind_addr();
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|error| ProxyError::Bind { addr, error })?;
+        Ok(Self {
+            listener,
+            target: spec.target.clone(),
+        })
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Forwards connections until the returned future is dropped. A
+    /// connection whose target cannot be opened is closed; the listener
+    /// carries on.
+    pub async fn serve(self, opener: Arc<dyn StreamOpener>) {
+        let target = Arc::new(self.target);
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        let (opener, target) = (opener.clone(), target.clone());
+                        connections.spawn(async move { forward(stream, opener.as_ref(), &target).await });
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "local forward cannot accept");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+    }
+}
+
+async fn forward(mut local: TcpStream, opener: &dyn StreamOpener, target: &ForwardTarget) {
+    let _ = local.set_nodelay(true);
+    let open = async {
+        match target {
+            ForwardTarget::Tcp(addr) => opener.open(addr).await,
+            ForwardTarget::Unix(path) => opener.open_unix(path).await,
+        }
+    };
+    match tokio::time::timeout(OPEN_TIMEOUT, open).await {
+        Ok(Ok(mut remote)) => {
+            if let Err(error) = relay(&mut local, &mut remote).await {
+                tracing::debug!(%error, "forwarded connection ended with an error");
+            }
+        }
+        Ok(Err(error)) => tracing::debug!(%error, "forward target not reached"),
+        Err(_) => tracing::debug!("forward target not reached in time"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DirectOpener;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn forwards_tcp_and_unix_targets_and_survives_a_dead_one() {
+        // A TCP echo target and a Unix echo target.
+        let tcp_target = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp_port = tcp_target.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = tcp_target.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = socket.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let socket_path = dir.path().join("echo.sock");
+        let unix_target = tokio::net::UnixListener::bind(&socket_path).unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = unix_target.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = socket.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let opener: Arc<dyn StreamOpener> = Arc::new(DirectOpener::new(Duration::from_secs(5)));
+
+        for spec in [
+            format!("0:127.0.0.1:{tcp_port}"),
+            format!("0:{}", socket_path.display()),
+        ] {
+            let forward = LocalForward::bind(&spec.parse().unwrap()).await.unwrap();
+            let addr = forward.local_addr().unwrap();
+            tokio::spawn(forward.serve(opener.clone()));
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            client.write_all(b"ping").await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut echoed = Vec::new();
+            tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut echoed))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(echoed, b"ping", "{spec}");
+        }
+
+        // A target that is gone: that connection closes, the listener stays.
+        let gone = dir.path().join("gone.sock");
+        let forward = LocalForward::bind(&format!("0:{}", gone.display()).parse().unwrap())
+            .await
+            .unwrap();
+        let addr = forward.local_addr().unwrap();
+        tokio::spawn(forward.serve(opener));
+        for _ in 0..2 {
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let mut rest = Vec::new();
+            let read =
+                tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut rest)).await;
+            assert!(
+                read.is_ok(),
+                "a dead target must close the connection, not hang"
+            );
+        }
+    }
+}
