@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use alknet::proxy::ForwardSpec;
 use clap::{Args, Parser, Subcommand};
 
 /// SSH tunnels over any byte pipe.
@@ -72,6 +73,12 @@ pub(crate) struct ConnectArgs {
     /// or `ssh-keygen -lf`). Without it, any host key is accepted with a warning.
     #[arg(long, value_name = "SHA256:…")]
     pub(crate) host_key: Option<String>,
+
+    /// Forward a local port through the tunnel, as `ssh -L`:
+    /// `[bind:]port:host:hostport` or `[bind:]port:/path/to/unix.sock`
+    /// (IPv6 in brackets; bind defaults to 127.0.0.1). Repeatable.
+    #[arg(long = "forward", short = 'L', value_name = "SPEC")]
+    pub(crate) forwards: Vec<ForwardSpec>,
 
     /// Seconds between SSH keepalives. A server that answers none of three
     /// in a row is considered gone, and the client reconnects.

@@ -19,6 +19,9 @@ pub(crate) enum CliError {
     #[error(transparent)]
     Transport(#[from] TransportError),
 
+    #[error(transparent)]
+    Proxy(#[from] alknet::proxy::ProxyError),
+
     #[error("cannot listen for SOCKS5 on {addr}: {error}")]
     SocksBind { addr: String, error: io::Error },
 

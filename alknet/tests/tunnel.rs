@@ -277,7 +277,10 @@ async fn unix_socket_targets_are_reached_with_direct_streamlocal() {
     let server = TestServer::start().await;
     let client = server.client().await;
 
-    let mut stream = client.open_unix(&path).await.expect("streamlocal open failed");
+    let mut stream = client
+        .open_unix(&path)
+        .await
+        .expect("streamlocal open failed");
     let mut greeting = Vec::new();
     tokio::time::timeout(LIMIT, stream.read_to_end(&mut greeting))
         .await

@@ -186,6 +186,16 @@ impl AlknetClient {
     pub fn log(&self) -> String {
         self.process.stderr()
     }
+
+    /// Where the `index`-th `--forward` (1-based, in the order given) listens.
+    pub fn forward_addr(&self, index: usize) -> Result<SocketAddr> {
+        let tag = format!("forward={index} ");
+        self.log()
+            .lines()
+            .filter(|line| line.contains("local forward listening") && line.contains(&tag))
+            .find_map(|line| field(line, "listen")?.parse().ok())
+            .ok_or_else(|| XtaskError::Failed(format!("no listen address for forward {index}")))
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alknet::auth::load_private_key;
-use alknet::proxy::Socks5Server;
+use alknet::proxy::{LocalForward, Socks5Server};
 use alknet::transport::TcpTransport;
 use alknet::{ConnectOptions, ReconnectingClient};
 use tracing::info;
@@ -23,12 +23,25 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<(), CliError> {
     // network. It stays open while the session comes and goes.
     let (listener, socks_addr) = super::bind_socks5(args.socks5).await?;
     info!(socks5 = %socks_addr, "SOCKS5 listening");
+    let mut forwards = Vec::with_capacity(args.forwards.len());
+    for (index, spec) in args.forwards.iter().enumerate() {
+        let forward = LocalForward::bind(spec).await?;
+        // The index, not the target: destinations are never logged.
+        if let Ok(addr) = forward.local_addr() {
+            info!(forward = index + 1, listen = %addr, "local forward listening");
+        }
+        forwards.push(forward);
+    }
     let shutdown = shutdown_signal()?;
 
     let tunnel = Arc::new(ReconnectingClient::start(
         Arc::new(TcpTransport::new(args.server)),
         options,
     ));
+    let mut forwarding = tokio::task::JoinSet::new();
+    for forward in forwards {
+        forwarding.spawn(forward.serve(tunnel.clone()));
+    }
     let socks = Socks5Server::new(tunnel.clone());
     let result = tokio::select! {
         () = socks.serve(listener) => Ok(()),

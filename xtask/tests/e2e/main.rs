@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod cli;
+mod forwards;
 mod interop;
 mod reconnect;
 mod tidy;
