@@ -7,6 +7,7 @@ mod cli;
 mod forwards;
 mod interop;
 mod reconnect;
+mod shutdown;
 mod tidy;
 mod tunnel;
 
