@@ -48,6 +48,12 @@ pub(crate) struct ServeArgs {
     /// Failed authentications allowed per connection before disconnecting.
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub(crate) max_auth_attempts: usize,
+
+    /// Let remote forwards (`ssh -R`, `alknet connect -R`) listen on the
+    /// address the client names, as OpenSSH's `GatewayPorts yes`. Without
+    /// it they listen on loopback only.
+    #[arg(long)]
+    pub(crate) gateway_ports: bool,
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +85,14 @@ pub(crate) struct ConnectArgs {
     /// (IPv6 in brackets; bind defaults to 127.0.0.1). Repeatable.
     #[arg(long = "forward", short = 'L', value_name = "SPEC")]
     pub(crate) forwards: Vec<ForwardSpec>,
+
+    /// Ask the server to listen and forward connections back here, as
+    /// `ssh -R`: `[bind:]port:host:hostport` or `[bind:]port:/path/to/unix.sock`.
+    /// Port 0 lets the server choose (the client logs it). The server
+    /// listens on loopback unless it runs with --gateway-ports. Requested
+    /// again after every reconnection. Repeatable.
+    #[arg(long = "remote-forward", short = 'R', value_name = "SPEC")]
+    pub(crate) remote_forwards: Vec<ForwardSpec>,
 
     /// Seconds between SSH keepalives. A server that answers none of three
     /// in a row is considered gone, and the client reconnects.

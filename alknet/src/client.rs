@@ -7,18 +7,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alknet_auth::{PrivateKey, fingerprint};
-use alknet_proxy::{BoxStream, OpenError, OpenErrorKind, StreamOpener, TargetAddr};
+use alknet_proxy::{
+    BoxStream, ForwardSpec, OpenError, OpenErrorKind, StreamOpener, TargetAddr, relay,
+};
 use alknet_transport::Transport;
 use async_trait::async_trait;
-use russh::Disconnect;
 use russh::client::{AuthResult, Handle};
 use russh::keys::{PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::{ChannelOpenFailure, Disconnect};
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::warn;
+use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::channel_failure::open_error_for;
+use crate::remote_forward::{RemoteForwardPort, RemoteForwardTable, dial_local};
 use crate::tuning::client_config;
+
+/// How long connecting a remote forward's local target may take.
+const FORWARD_DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How an alknet client connects. Build with [`ConnectOptions::new`] and
 /// adjust the public fields.
@@ -36,6 +42,10 @@ pub struct ConnectOptions {
     pub handshake_timeout: Duration,
     /// Interval between keepalives; three unanswered ones end the session.
     pub keepalive_interval: Duration,
+    /// Remote (`-R`) forwards, requested on every new session: the server
+    /// listens on `bind_host:bind_port` and connections reach `target` on
+    /// this side.
+    pub remote_forwards: Vec<ForwardSpec>,
 }
 
 impl ConnectOptions {
@@ -48,6 +58,7 @@ impl ConnectOptions {
             host_key: None,
             handshake_timeout: Duration::from_secs(30),
             keepalive_interval: Duration::from_secs(15),
+            remote_forwards: Vec::new(),
         }
     }
 
@@ -67,6 +78,8 @@ impl fmt::Debug for ConnectOptions {
             .field("host_key", &self.host_key)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("keepalive_interval", &self.keepalive_interval)
+            // Targets are private; only how many.
+            .field("remote_forwards", &self.remote_forwards.len())
             .finish()
     }
 }
@@ -79,6 +92,7 @@ pub struct Client {
     handle: Handle<ClientHandler>,
     closed: CancellationToken,
     server_fingerprint: String,
+    remote_forward_ports: Vec<RemoteForwardPort>,
 }
 
 impl Client {
@@ -100,9 +114,11 @@ impl Client {
 
     async fn handshake(stream: BoxStream, options: ConnectOptions) -> Result<Self, Error> {
         let closed = CancellationToken::new();
+        let remote_forwards = RemoteForwardTable::default();
         let handler = ClientHandler {
             host_key: options.host_key.clone(),
             seen_host_key: Arc::default(),
+            remote_forwards: remote_forwards.clone(),
             _session_alive: closed.clone().drop_guard(),
         };
         let seen_host_key = handler.seen_host_key.clone();
@@ -123,11 +139,45 @@ impl Client {
             }
         }
         let server_fingerprint = seen_host_key.lock().map(|f| f.clone()).unwrap_or_default();
+        let mut remote_forward_ports = Vec::new();
+        for (index, spec) in options.remote_forwards.iter().enumerate() {
+            // Known ports are registered first, so a connection arriving
+            // the moment the server listens finds its target.
+            let requested = u32::from(spec.bind_port);
+            if requested != 0 {
+                remote_forwards.insert(&spec.bind_host, requested, spec.target.clone());
+            }
+            match handle
+                .tcpip_forward(spec.bind_host.clone(), requested)
+                .await
+            {
+                Ok(granted) => {
+                    let port = if requested == 0 { granted } else { requested };
+                    remote_forwards.insert(&spec.bind_host, port, spec.target.clone());
+                    let port = u16::try_from(port).unwrap_or_default();
+                    info!(
+                        forward = index + 1,
+                        port, "remote forward listening on the server"
+                    );
+                    remote_forward_ports.push(RemoteForwardPort { index, port });
+                }
+                Err(error) => {
+                    warn!(forward = index + 1, %error, "the server refused a remote forward")
+                }
+            }
+        }
         Ok(Self {
             handle,
             closed,
             server_fingerprint,
+            remote_forward_ports,
         })
+    }
+
+    /// Where this session's remote forwards listen on the server (refused
+    /// ones are missing).
+    pub fn remote_forward_ports(&self) -> &[RemoteForwardPort] {
+        &self.remote_forward_ports
     }
 
     /// The fingerprint of the host key the server presented.
@@ -210,11 +260,50 @@ fn validate_fingerprint(pin: &str) -> Result<(), Error> {
 struct ClientHandler {
     host_key: Option<String>,
     seen_host_key: Arc<std::sync::Mutex<String>>,
+    remote_forwards: RemoteForwardTable,
     _session_alive: DropGuard,
 }
 
 impl russh::client::Handler for ClientHandler {
     type Error = Error;
+
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<russh::client::Msg>,
+        connected_address: &str,
+        connected_port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: russh::client::ChannelOpenHandle,
+        _session: &mut russh::client::Session,
+    ) -> Result<(), Self::Error> {
+        let Some(target) = self
+            .remote_forwards
+            .lookup(connected_address, connected_port)
+        else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        // Dial off the session loop, as the server does.
+        tokio::spawn(async move {
+            match dial_local(&target, FORWARD_DIAL_TIMEOUT).await {
+                Ok(mut local) => {
+                    reply.accept().await;
+                    let mut channel = channel.into_stream();
+                    if let Err(error) = relay(&mut channel, &mut local).await {
+                        debug!(%error, "forwarded connection ended with an error");
+                    }
+                }
+                Err(error) => {
+                    debug!(%error, "remote forward target not reached");
+                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                }
+            }
+        });
+        Ok(())
+    }
 
     async fn check_server_key(
         &mut self,

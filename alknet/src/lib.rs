@@ -61,6 +61,7 @@ mod client;
 mod error;
 mod kill_switch;
 mod reconnect;
+mod remote_forward;
 mod server;
 mod tuning;
 
@@ -71,4 +72,5 @@ pub use alknet_transport as transport;
 pub use client::{Client, ConnectOptions};
 pub use error::Error;
 pub use reconnect::{ReconnectingClient, SessionState};
+pub use remote_forward::RemoteForwardPort;
 pub use server::{RESERVED_HOST_PREFIX, ServeOptions, Server};

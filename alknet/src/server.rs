@@ -1,6 +1,7 @@
 //! The alknet SSH server: authenticates clients against an authorized set
 //! and turns their `direct-tcpip` channels into outbound TCP connections.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use alknet_transport::{BoxStream, TransportAcceptor, TransportInfo};
 use russh::keys::PublicKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelOpenFailure, Disconnect, MethodKind, MethodSet};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -21,6 +23,7 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::channel_failure::{failure_for, peer_is_alknet};
 use crate::kill_switch::KillableStream;
+use crate::remote_forward::{serve_on_server, server_bind_host};
 use crate::tuning::{ServerTuning, server_config};
 
 /// Host names with this prefix are reserved for alknet's own services and
@@ -47,6 +50,9 @@ pub struct ServeOptions {
     /// Interval between keepalives to the client; three unanswered ones
     /// end the session.
     pub keepalive_interval: Duration,
+    /// Whether remote (`-R`) forwards may listen on the address the client
+    /// names. Off (OpenSSH's `GatewayPorts no`): they listen on loopback only.
+    pub gateway_ports: bool,
 }
 
 impl ServeOptions {
@@ -60,6 +66,7 @@ impl ServeOptions {
             login_grace: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(2),
             keepalive_interval: Duration::from_secs(30),
+            gateway_ports: false,
         }
     }
 }
@@ -75,6 +82,7 @@ impl fmt::Debug for ServeOptions {
             .field("login_grace", &self.login_grace)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("keepalive_interval", &self.keepalive_interval)
+            .field("gateway_ports", &self.gateway_ports)
             .finish()
     }
 }
@@ -91,6 +99,7 @@ struct ServerInner {
     dial_timeout: Duration,
     login_grace: Duration,
     shutdown_grace: Duration,
+    gateway_ports: bool,
 }
 
 impl Server {
@@ -107,6 +116,7 @@ impl Server {
                 dial_timeout: options.dial_timeout,
                 login_grace: options.login_grace,
                 shutdown_grace: options.shutdown_grace,
+                gateway_ports: options.gateway_ports,
             }),
         }
     }
@@ -192,6 +202,7 @@ impl Server {
             peer,
             authenticated: authenticated.clone(),
             channels: kill.clone(),
+            remote_forwards: HashMap::new(),
         };
         let stream = KillableStream::new(stream, kill.clone());
         let grace = self.inner.login_grace;
@@ -269,6 +280,9 @@ struct SessionHandler {
     authenticated: CancellationToken,
     /// Cancelled when the connection ends; stops this connection's relays.
     channels: CancellationToken,
+    /// This session's remote forwards, by the (address, port) the client
+    /// uses to cancel them.
+    remote_forwards: HashMap<(String, u32), CancellationToken>,
 }
 
 impl SessionHandler {
@@ -375,6 +389,57 @@ impl russh::server::Handler for SessionHandler {
             connect_unix(&path, dial_timeout).await
         });
         Ok(())
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        let Ok(requested) = u16::try_from(*port) else {
+            return Ok(false);
+        };
+        let host = server_bind_host(address, self.server.gateway_ports);
+        let listener = match TcpListener::bind((host, requested)).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                info!(remote_addr = %self.peer, port = requested, %error, "remote forward refused");
+                return Ok(false);
+            }
+        };
+        let Ok(bound) = listener.local_addr() else {
+            return Ok(false);
+        };
+        *port = u32::from(bound.port());
+        let stop = self.channels.child_token();
+        self.remote_forwards
+            .insert((address.to_owned(), *port), stop.clone());
+        info!(remote_addr = %self.peer, listen = %bound, "remote forward listening");
+        tokio::spawn(serve_on_server(
+            listener,
+            session.handle(),
+            address.to_owned(),
+            *port,
+            stop,
+        ));
+        Ok(true)
+    }
+
+    async fn cancel_tcpip_forward(
+        &mut self,
+        address: &str,
+        port: u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        match self.remote_forwards.remove(&(address.to_owned(), port)) {
+            Some(stop) => {
+                stop.cancel();
+                info!(remote_addr = %self.peer, port, "remote forward closed");
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 }
 

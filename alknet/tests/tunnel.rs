@@ -292,3 +292,59 @@ async fn unix_socket_targets_are_reached_with_direct_streamlocal() {
     assert!(missing.is_err(), "a missing socket must fail the open");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn remote_forwards_bring_server_side_connections_to_client_side_targets() {
+    let TargetAddr::Ip(greeter_addr) = greeter(b"reached the client side").await else {
+        unreachable!("greeter listens on an IP")
+    };
+    let server = TestServer::start().await;
+    let mut options = server.options();
+    options.remote_forwards = vec![
+        format!("0:127.0.0.1:{}", greeter_addr.port())
+            .parse()
+            .unwrap(),
+    ];
+    let client = Client::connect(&server.transport, options).await.unwrap();
+    let [forward] = client.remote_forward_ports() else {
+        panic!(
+            "expected one remote forward, got {:?}",
+            client.remote_forward_ports()
+        )
+    };
+    assert_ne!(forward.port, 0, "the server's chosen port is reported");
+
+    // A connection to the server-side port comes out at the greeter.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", forward.port))
+        .await
+        .unwrap();
+    let mut greeting = Vec::new();
+    tokio::time::timeout(LIMIT, stream.read_to_end(&mut greeting))
+        .await
+        .expect("read hung")
+        .unwrap();
+    assert_eq!(greeting, b"reached the client side");
+
+    // The server stops listening when the session ends.
+    client.disconnect().await;
+    tokio::time::timeout(LIMIT, client.closed()).await.unwrap();
+    let gone =
+        alknet::proxy::TargetAddr::Ip(std::net::SocketAddr::from(([127, 0, 0, 1], forward.port)));
+    let refused = tokio::time::timeout(LIMIT, async {
+        loop {
+            if tokio::net::TcpStream::connect(gone.to_string())
+                .await
+                .is_err()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        refused.is_ok(),
+        "the forward's port stayed open after the session ended"
+    );
+    server.shutdown().await;
+}

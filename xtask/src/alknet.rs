@@ -187,6 +187,20 @@ impl AlknetClient {
         self.process.stderr()
     }
 
+    /// The server-side port of the `index`-th `--remote-forward` (1-based),
+    /// from the most recent session's log line.
+    pub fn remote_forward_port(&self, index: usize) -> Result<u16> {
+        let tag = format!("forward={index} ");
+        self.log()
+            .lines()
+            .filter(|line| {
+                line.contains("remote forward listening on the server") && line.contains(&tag)
+            })
+            .filter_map(|line| field(line, "port")?.parse().ok())
+            .next_back()
+            .ok_or_else(|| XtaskError::Failed(format!("no server port for remote forward {index}")))
+    }
+
     /// Where the `index`-th `--forward` (1-based, in the order given) listens.
     pub fn forward_addr(&self, index: usize) -> Result<SocketAddr> {
         let tag = format!("forward={index} ");

@@ -36,7 +36,7 @@ pub use error::XtaskError;
 pub use http_target::HttpTarget;
 pub use process::{Spawned, wait_until};
 pub use socks::{socks5_connect, socks5_connect_reply};
-pub use ssh_client::{SshDynamicForward, current_user};
+pub use ssh_client::{SshDynamicForward, current_user, openssh_client};
 pub use sshd::Sshd;
 pub use tools::{
     Workdir, free_port, require_tool, sha256_hex, ssh_keygen_ed25519, ssh_public_key_fingerprint,

@@ -31,27 +31,12 @@ impl SshDynamicForward {
         known_hosts: Option<&Path>,
         extra_args: &[&str],
     ) -> Result<Self> {
-        require_tool("ssh")?;
         let socks_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let mut command = Command::new("ssh");
+        let mut command = openssh_client(server_port, key, known_hosts)?;
         command
-            .args(["-F", "/dev/null", "-N", "-D", &socks_addr.to_string()])
-            .args(["-p", &server_port.to_string(), "-i"])
-            .arg(key)
-            .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
-            .args(["-o", "ExitOnForwardFailure=yes"]);
-        match known_hosts {
-            Some(file) => command
-                .args(["-o", "StrictHostKeyChecking=yes", "-o"])
-                .arg(format!("UserKnownHostsFile={}", file.display())),
-            None => command.args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-            ]),
-        };
-        command.args(extra_args).arg(format!("{user}@127.0.0.1"));
+            .args(["-D", &socks_addr.to_string()])
+            .args(extra_args)
+            .arg(format!("{user}@127.0.0.1"));
         let process = Spawned::start(name, dir.path(), command)?;
         let listening = wait_until(
             &format!("{name} to listen"),
@@ -69,6 +54,40 @@ impl SshDynamicForward {
             socks_addr,
         })
     }
+}
+
+/// `ssh -N` to `127.0.0.1:<server_port>` with `key` and no user config,
+/// ready for forwarding flags and then the destination.
+///
+/// With `known_hosts`, the server's key is checked strictly against it;
+/// without, any host key is accepted.
+pub fn openssh_client(server_port: u16, key: &Path, known_hosts: Option<&Path>) -> Result<Command> {
+    require_tool("ssh")?;
+    let mut command = Command::new("ssh");
+    command
+        .args([
+            "-F",
+            "/dev/null",
+            "-N",
+            "-p",
+            &server_port.to_string(),
+            "-i",
+        ])
+        .arg(key)
+        .args(["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"])
+        .args(["-o", "ExitOnForwardFailure=yes"]);
+    match known_hosts {
+        Some(file) => command
+            .args(["-o", "StrictHostKeyChecking=yes", "-o"])
+            .arg(format!("UserKnownHostsFile={}", file.display())),
+        None => command.args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ]),
+    };
+    Ok(command)
 }
 
 /// The name of the user running the tests, as sshd sees it.

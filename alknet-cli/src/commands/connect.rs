@@ -19,6 +19,7 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<(), CliError> {
     let mut options = ConnectOptions::new(identity, user);
     options.host_key = args.host_key;
     options.keepalive_interval = Duration::from_secs(args.keepalive_interval);
+    options.remote_forwards = args.remote_forwards;
     // Claim the local port first: if it is taken, say so before touching the
     // network. It stays open while the session comes and goes.
     let (listener, socks_addr) = super::bind_socks5(args.socks5).await?;

@@ -42,6 +42,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
     let acceptor = Arc::new(TcpAcceptor::bind(&args.listen).await?);
     let mut options = ServeOptions::new(host_key, authorized_keys);
     options.max_auth_attempts = args.max_auth_attempts;
+    options.gateway_ports = args.gateway_ports;
     let server = Server::new(options);
     info!(
         listen = %acceptor.describe(),

@@ -1,11 +1,15 @@
-//! `-L` local forwards, to TCP and to Unix-socket targets.
+//! `-L` local forwards (to TCP and Unix-socket targets) and `-R` remote
+//! forwards, between alknet and OpenSSH in every combination.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixListener;
 use std::time::Duration;
 
-use xtask::{AlknetClient, AlknetServer, HttpTarget, Workdir, require_tool};
+use xtask::{
+    AlknetClient, AlknetServer, HttpTarget, Spawned, Sshd, Workdir, openssh_client, require_tool,
+    ssh_keygen_ed25519, wait_until,
+};
 
 use crate::assert_logs_do_not_mention;
 
@@ -70,4 +74,84 @@ fn local_forwards_reach_an_http_server_and_a_unix_socket() {
             "echo.sock".into(),
         ],
     );
+}
+
+/// Fetches `/len` from an HTTP target reachable at `127.0.0.1:port`.
+fn curl_direct(port: u16, len: usize) -> Vec<u8> {
+    let output = std::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--fail", "--max-time", "60"])
+        .arg(format!("http://127.0.0.1:{port}/{len}"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+#[test]
+fn alknet_remote_forward_through_alknet_serve() {
+    require_tool("curl").unwrap();
+    let dir = Workdir::new().unwrap();
+    let target = HttpTarget::start("127.0.0.1:0").unwrap();
+    let server = AlknetServer::start(&dir, &[]).unwrap();
+    let spec = format!("0:localhost:{}", target.addr().port());
+    let client = AlknetClient::start(&dir, server.port, &server.user_key, &["-R", &spec]).unwrap();
+    let port = wait_until("the remote forward", Duration::from_secs(30), || {
+        client.remote_forward_port(1).ok()
+    })
+    .unwrap();
+    assert_eq!(curl_direct(port, 200_000), HttpTarget::body(200_000));
+    assert!(
+        server.log().contains("remote forward listening"),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn openssh_ssh_dash_r_against_alknet_serve() {
+    require_tool("curl").unwrap();
+    let dir = Workdir::new().unwrap();
+    let target = HttpTarget::start("127.0.0.1:0").unwrap();
+    let server = AlknetServer::start(&dir, &[]).unwrap();
+    let mut ssh = openssh_client(server.port, &server.user_key, None).unwrap();
+    ssh.args(["-R", &format!("0:127.0.0.1:{}", target.addr().port())])
+        .arg("tester@127.0.0.1");
+    let mut ssh = Spawned::start("ssh-R", dir.path(), ssh).unwrap();
+    // ssh reports the port the server chose: "Allocated port N for remote forward to …".
+    let line = ssh
+        .wait_for_log("Allocated port", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", server.log()));
+    let port: u16 = line
+        .split_whitespace()
+        .skip_while(|word| *word != "port")
+        .nth(1)
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {line:?}"));
+    assert_eq!(curl_direct(port, 100_000), HttpTarget::body(100_000));
+}
+
+#[test]
+fn alknet_remote_forward_through_openssh_sshd() {
+    require_tool("curl").unwrap();
+    let dir = Workdir::new().unwrap();
+    let target = HttpTarget::start("127.0.0.1:0").unwrap();
+    let user_key = ssh_keygen_ed25519(&dir, "user").unwrap();
+    let sshd = Sshd::start(&dir, &dir.join("user.pub")).unwrap();
+    let spec = format!("0:127.0.0.1:{}", target.addr().port());
+    let client = AlknetClient::start(
+        &dir,
+        sshd.port,
+        &user_key,
+        &["--host-key", &sshd.fingerprint, "-R", &spec],
+    )
+    .unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", sshd.process.stderr()));
+    let port = wait_until("the remote forward", Duration::from_secs(30), || {
+        client.remote_forward_port(1).ok()
+    })
+    .unwrap_or_else(|e| panic!("{e}\nclient log:\n{}", client.log()));
+    assert_eq!(curl_direct(port, 100_000), HttpTarget::body(100_000));
 }

@@ -1,9 +1,11 @@
 //! A client that never gives up: the same `alknet connect` process keeps
-//! serving SOCKS5 across server crashes and freezes.
+//! serving SOCKS5, and its `-R` forwards come back, across server crashes
+//! and freezes.
 
+use std::io::{Read, Write};
 use std::time::Duration;
 
-use xtask::{AlknetClient, AlknetServer, HttpTarget, Workdir, wait_until};
+use xtask::{AlknetClient, AlknetServer, HttpTarget, Workdir, free_port, wait_until};
 
 use crate::{assert_logs_do_not_mention, fetch};
 
@@ -22,9 +24,13 @@ fn wait_for_session(client: &AlknetClient, count: usize) {
 fn the_same_client_serves_again_after_the_server_is_killed_and_restarted() {
     let dir = Workdir::new().unwrap();
     let mut server = AlknetServer::start(&dir, &[]).unwrap();
-    let client = AlknetClient::start(&dir, server.port, &server.user_key, &[]).unwrap();
     let target = HttpTarget::start("127.0.0.1:0").unwrap();
     let port = target.addr().port();
+    // A remote forward on a fixed server port, to see it come back.
+    let forward_port = free_port().unwrap();
+    let remote = format!("{forward_port}:localhost:{port}");
+    let client =
+        AlknetClient::start(&dir, server.port, &server.user_key, &["-R", &remote]).unwrap();
     let url = format!("http://localhost:{port}/100000");
     assert_eq!(
         fetch(client.socks_addr, &url, &dir.join("before")).unwrap(),
@@ -36,6 +42,18 @@ fn the_same_client_serves_again_after_the_server_is_killed_and_restarted() {
     assert_eq!(
         fetch(client.socks_addr, &url, &dir.join("after")).unwrap(),
         HttpTarget::body(100_000)
+    );
+    // The -R forward was requested again on the new session.
+    let mut via_forward = std::net::TcpStream::connect(("127.0.0.1", forward_port)).unwrap();
+    via_forward.set_read_timeout(Some(LIMIT)).unwrap();
+    via_forward
+        .write_all(b"GET /1000 HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let mut response = Vec::new();
+    via_forward.read_to_end(&mut response).unwrap();
+    assert!(
+        response.ends_with(&HttpTarget::body(1000)),
+        "no answer through the -R port after reconnecting"
     );
 
     let log = client.log();
