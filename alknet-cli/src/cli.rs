@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use alknet::proxy::ForwardSpec;
+use alknet::proxy::{ForwardSpec, UpstreamProxy};
 use clap::{Args, Parser, Subcommand};
 
 /// SSH tunnels over any byte pipe.
@@ -54,6 +54,11 @@ pub(crate) struct ServeArgs {
     /// it they listen on loopback only.
     #[arg(long)]
     pub(crate) gateway_ports: bool,
+
+    /// Reach tunnel targets through this proxy instead of directly:
+    /// socks5://host:port or http://host:port (HTTP CONNECT).
+    #[arg(long, value_name = "URL")]
+    pub(crate) proxy: Option<UpstreamProxy>,
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +98,11 @@ pub(crate) struct ConnectArgs {
     /// again after every reconnection. Repeatable.
     #[arg(long = "remote-forward", short = 'R', value_name = "SPEC")]
     pub(crate) remote_forwards: Vec<ForwardSpec>,
+
+    /// Reach the server through this proxy: socks5://host:port or
+    /// http://host:port (HTTP CONNECT).
+    #[arg(long, value_name = "URL")]
+    pub(crate) proxy: Option<UpstreamProxy>,
 
     /// Seconds between SSH keepalives. A server that answers none of three
     /// in a row is considered gone, and the client reconnects.

@@ -34,6 +34,15 @@ pub enum ProxyError {
         reason: String,
     },
 
+    /// An outbound proxy URL could not be parsed.
+    #[error("invalid proxy {url:?}: {reason}")]
+    InvalidProxy {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {error}")]
     Bind {

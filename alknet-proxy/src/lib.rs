@@ -38,6 +38,7 @@ mod opener;
 mod relay;
 mod socks5;
 mod target;
+mod upstream;
 
 pub use dial::{DirectOpener, connect_direct, connect_unix};
 pub use error::ProxyError;
@@ -47,6 +48,7 @@ pub use opener::{OpenError, OpenErrorKind, StreamOpener};
 pub use relay::relay;
 pub use socks5::{Socks5Config, Socks5Server};
 pub use target::TargetAddr;
+pub use upstream::{ProxiedOpener, UpstreamProxy};
 
 /// The stream type openers return, re-exported from alknet-transport.
 pub use alknet_transport::BoxStream;

@@ -48,7 +48,7 @@ use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use error::TransportError;
-pub use tcp::{TcpAcceptor, TcpTransport};
+pub use tcp::{TcpAcceptor, TcpTransport, split_host_port};
 
 /// Any duplex byte stream a transport can hand out.
 ///
@@ -92,6 +92,18 @@ pub struct TransportInfo {
     pub remote_addr: Option<SocketAddr>,
     /// Which transport carried the stream.
     pub kind: TransportKind,
+}
+
+/// Opens the TCP connection a transport runs over: directly, or through a
+/// proxy (alknet-proxy implements this for SOCKS5 and HTTP CONNECT
+/// proxies, for `alknet connect --proxy`).
+#[async_trait]
+pub trait TcpConnector: Send + Sync + 'static {
+    /// Connects to `host:port`; `host` is a name or an IP literal without brackets.
+    async fn connect(&self, host: &str, port: u16) -> std::io::Result<tokio::net::TcpStream>;
+
+    /// A short description for logs and errors, such as `socks5://127.0.0.1:1080`.
+    fn describe(&self) -> String;
 }
 
 /// The kind of transport that produced a stream.

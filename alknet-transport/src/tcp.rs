@@ -1,12 +1,15 @@
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::{
-    BoxStream, Transport, TransportAcceptor, TransportError, TransportInfo, TransportKind,
+    BoxStream, TcpConnector, Transport, TransportAcceptor, TransportError, TransportInfo,
+    TransportKind,
 };
 
 /// How long [`TcpTransport`] waits for a server by default.
@@ -16,10 +19,21 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// Every resolved address is tried in turn; the stream has `TCP_NODELAY`
 /// set, because SSH packets are latency-sensitive and already coalesced.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TcpTransport {
     server: String,
     connect_timeout: Duration,
+    connector: Option<Arc<dyn TcpConnector>>,
+}
+
+impl fmt::Debug for TcpTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpTransport")
+            .field("server", &self.server)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("via", &self.connector.as_ref().map(|c| c.describe()))
+            .finish()
+    }
 }
 
 impl TcpTransport {
@@ -28,7 +42,15 @@ impl TcpTransport {
         Self {
             server: server.into(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            connector: None,
         }
+    }
+
+    /// Makes the connection through `connector` (a proxy, say) instead of
+    /// connecting directly.
+    pub fn with_connector(mut self, connector: Arc<dyn TcpConnector>) -> Self {
+        self.connector = Some(connector);
+        self
     }
 
     /// Sets how long one [`connect`](Transport::connect) may take in total.
@@ -43,6 +65,20 @@ impl TcpTransport {
     }
 
     async fn connect_any(&self) -> Result<TcpStream, TransportError> {
+        if let Some(connector) = &self.connector {
+            let (host, port) =
+                split_host_port(&self.server).ok_or_else(|| TransportError::Connect {
+                    server: self.server.clone(),
+                    source: io::Error::new(io::ErrorKind::InvalidInput, "expected host:port"),
+                })?;
+            return connector
+                .connect(host, port)
+                .await
+                .map_err(|source| TransportError::Connect {
+                    server: format!("{} via {}", self.server, connector.describe()),
+                    source,
+                });
+        }
         let addrs = tokio::net::lookup_host(&self.server)
             .await
             .map_err(|source| TransportError::Resolve {
@@ -79,8 +115,23 @@ impl Transport for TcpTransport {
     }
 
     fn describe(&self) -> String {
-        format!("tcp://{}", self.server)
+        match &self.connector {
+            Some(connector) => format!("tcp://{} via {}", self.server, connector.describe()),
+            None => format!("tcp://{}", self.server),
+        }
     }
+}
+
+/// Splits `host:port` (`[v6]:port` for IPv6) into its parts, without brackets.
+pub fn split_host_port(server: &str) -> Option<(&str, u16)> {
+    let (host, port) = server.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = match host.strip_prefix('[') {
+        Some(rest) => rest.strip_suffix(']')?,
+        None if host.contains(':') => return None,
+        None => host,
+    };
+    (!host.is_empty()).then_some((host, port))
 }
 
 /// Server side of plain TCP: a listening socket.
@@ -140,6 +191,16 @@ impl TransportAcceptor for TcpAcceptor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_and_port_are_split_with_ipv6_brackets() {
+        assert_eq!(split_host_port("example.com:22"), Some(("example.com", 22)));
+        assert_eq!(split_host_port("[::1]:2222"), Some(("::1", 2222)));
+        assert_eq!(split_host_port("::1:22"), None);
+        assert_eq!(split_host_port("example.com"), None);
+        assert_eq!(split_host_port(":22"), None);
+        assert_eq!(split_host_port("h:99999"), None);
+    }
 
     #[tokio::test]
     async fn connect_to_closed_port_names_the_server() {

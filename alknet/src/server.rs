@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alknet_auth::{AuthorizedKeys, PrivateKey, fingerprint};
-use alknet_proxy::{OpenError, OpenErrorKind, TargetAddr, connect_direct, connect_unix, relay};
+use alknet_proxy::{
+    OpenError, OpenErrorKind, TargetAddr, UpstreamProxy, connect_direct, connect_unix, relay,
+};
 use alknet_transport::{BoxStream, TransportAcceptor, TransportInfo};
 use russh::keys::PublicKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
@@ -53,6 +55,9 @@ pub struct ServeOptions {
     /// Whether remote (`-R`) forwards may listen on the address the client
     /// names. Off (OpenSSH's `GatewayPorts no`): they listen on loopback only.
     pub gateway_ports: bool,
+    /// Reach tunnel targets through this proxy instead of directly
+    /// (`alknet serve --proxy`). Unix-socket targets are always local.
+    pub proxy: Option<UpstreamProxy>,
 }
 
 impl ServeOptions {
@@ -67,6 +72,7 @@ impl ServeOptions {
             shutdown_grace: Duration::from_secs(2),
             keepalive_interval: Duration::from_secs(30),
             gateway_ports: false,
+            proxy: None,
         }
     }
 }
@@ -83,6 +89,7 @@ impl fmt::Debug for ServeOptions {
             .field("shutdown_grace", &self.shutdown_grace)
             .field("keepalive_interval", &self.keepalive_interval)
             .field("gateway_ports", &self.gateway_ports)
+            .field("proxy", &self.proxy)
             .finish()
     }
 }
@@ -100,6 +107,7 @@ struct ServerInner {
     login_grace: Duration,
     shutdown_grace: Duration,
     gateway_ports: bool,
+    proxy: Option<UpstreamProxy>,
 }
 
 impl Server {
@@ -117,6 +125,7 @@ impl Server {
                 login_grace: options.login_grace,
                 shutdown_grace: options.shutdown_grace,
                 gateway_ports: options.gateway_ports,
+                proxy: options.proxy,
             }),
         }
     }
@@ -366,10 +375,13 @@ impl russh::server::Handler for SessionHandler {
         }
         let target = TargetAddr::from_host_port(host, port);
         let dial_timeout = self.server.dial_timeout;
+        let server = self.server.clone();
         let dial = async move {
-            connect_direct(&target, dial_timeout)
-                .await
-                .map(|stream| Box::new(stream) as BoxStream)
+            let stream = match &server.proxy {
+                Some(proxy) => proxy.connect(&target, dial_timeout).await?,
+                None => connect_direct(&target, dial_timeout).await?,
+            };
+            Ok(Box::new(stream) as BoxStream)
         };
         self.spawn_channel(channel, reply, alknet_peer, dial);
         Ok(())

@@ -29,6 +29,7 @@ mod socks;
 mod ssh_client;
 mod sshd;
 mod tools;
+mod upstream_proxies;
 
 pub use alknet::{AlknetClient, AlknetServer, TEST_LOG_FILTER};
 pub use cargo::{Profile, alknet_binary};
@@ -41,6 +42,7 @@ pub use sshd::Sshd;
 pub use tools::{
     Workdir, free_port, require_tool, sha256_hex, ssh_keygen_ed25519, ssh_public_key_fingerprint,
 };
+pub use upstream_proxies::UpstreamProxyProcess;
 
 /// Results in this crate.
 pub type Result<T, E = XtaskError> = std::result::Result<T, E>;

@@ -35,10 +35,11 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<(), CliError> {
     }
     let shutdown = shutdown_signal()?;
 
-    let tunnel = Arc::new(ReconnectingClient::start(
-        Arc::new(TcpTransport::new(args.server)),
-        options,
-    ));
+    let mut transport = TcpTransport::new(args.server);
+    if let Some(proxy) = args.proxy {
+        transport = transport.with_connector(Arc::new(proxy));
+    }
+    let tunnel = Arc::new(ReconnectingClient::start(Arc::new(transport), options));
     let mut forwarding = tokio::task::JoinSet::new();
     for forward in forwards {
         forwarding.spawn(forward.serve(tunnel.clone()));

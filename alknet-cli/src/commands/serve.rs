@@ -43,6 +43,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
     let mut options = ServeOptions::new(host_key, authorized_keys);
     options.max_auth_attempts = args.max_auth_attempts;
     options.gateway_ports = args.gateway_ports;
+    options.proxy = args.proxy;
     let server = Server::new(options);
     info!(
         listen = %acceptor.describe(),

@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod forwards;
 mod interop;
+mod proxies;
 mod reconnect;
 mod shutdown;
 mod tidy;
