@@ -93,6 +93,9 @@ pub struct Client {
     closed: CancellationToken,
     server_fingerprint: String,
     remote_forward_ports: Vec<RemoteForwardPort>,
+    /// The address each granted remote forward was requested with, in the
+    /// order of `remote_forward_ports` (needed to cancel it).
+    remote_forward_hosts: Vec<String>,
 }
 
 impl Client {
@@ -140,6 +143,7 @@ impl Client {
         }
         let server_fingerprint = seen_host_key.lock().map(|f| f.clone()).unwrap_or_default();
         let mut remote_forward_ports = Vec::new();
+        let mut remote_forward_hosts = Vec::new();
         for (index, spec) in options.remote_forwards.iter().enumerate() {
             // Known ports are registered first, so a connection arriving
             // the moment the server listens finds its target.
@@ -160,6 +164,7 @@ impl Client {
                         port, "remote forward listening on the server"
                     );
                     remote_forward_ports.push(RemoteForwardPort { index, port });
+                    remote_forward_hosts.push(spec.bind_host.clone());
                 }
                 Err(error) => {
                     warn!(forward = index + 1, %error, "the server refused a remote forward")
@@ -171,6 +176,7 @@ impl Client {
             closed,
             server_fingerprint,
             remote_forward_ports,
+            remote_forward_hosts,
         })
     }
 
@@ -178,6 +184,23 @@ impl Client {
     /// ones are missing).
     pub fn remote_forward_ports(&self) -> &[RemoteForwardPort] {
         &self.remote_forward_ports
+    }
+
+    /// Asks the server to stop listening for the remote forward at
+    /// `index` (its position in [`ConnectOptions::remote_forwards`]).
+    pub async fn cancel_remote_forward(&self, index: usize) -> Result<(), Error> {
+        let granted = self
+            .remote_forward_ports
+            .iter()
+            .zip(&self.remote_forward_hosts)
+            .find(|(forward, _)| forward.index == index);
+        let Some((forward, host)) = granted else {
+            return Err(Error::NoSuchRemoteForward(index));
+        };
+        self.handle
+            .cancel_tcpip_forward(host.clone(), u32::from(forward.port))
+            .await?;
+        Ok(())
     }
 
     /// The fingerprint of the host key the server presented.

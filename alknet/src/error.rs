@@ -52,6 +52,10 @@ pub enum Error {
     #[error("the SSH handshake did not complete within {0:?}; is the server an SSH server?")]
     HandshakeTimeout(Duration),
 
+    /// There is no granted remote forward with this index.
+    #[error("remote forward #{0} was not requested or the server refused it")]
+    NoSuchRemoteForward(usize),
+
     /// An SSH protocol error.
     #[error("SSH: {0}")]
     Ssh(#[from] russh::Error),
