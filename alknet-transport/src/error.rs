@@ -44,6 +44,26 @@ pub enum TransportError {
         after: Duration,
     },
 
+    /// TLS could not be set up: a certificate, key or name is unusable.
+    #[error("{what}: {reason}")]
+    Tls {
+        /// What was being loaded or checked (names the file).
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The TLS handshake with the server failed (for example, its
+    /// certificate is not trusted, or it does not speak TLS).
+    #[error("TLS handshake with {server} failed: {source}")]
+    Handshake {
+        /// The server as given by the user.
+        server: String,
+        /// The TLS error.
+        #[source]
+        source: io::Error,
+    },
+
     /// Accepting one incoming connection failed.
     #[error("accepting a connection failed: {0}")]
     Accept(#[source] io::Error),

@@ -11,8 +11,9 @@
 //! ```
 //!
 //! This crate holds the two traits, the [`TransportInfo`] that travels with
-//! every accepted stream, and the TCP implementation ([`TcpTransport`],
-//! [`TcpAcceptor`]). It knows nothing about SSH.
+//! every accepted stream, and the implementations: TCP ([`TcpTransport`],
+//! [`TcpAcceptor`]) and TLS over TCP ([`TlsTransport`], [`TlsAcceptor`]).
+//! It knows nothing about SSH.
 //!
 //! # Example
 //!
@@ -40,6 +41,7 @@
 
 mod error;
 mod tcp;
+mod tls;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -49,6 +51,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use error::TransportError;
 pub use tcp::{TcpAcceptor, TcpTransport, split_host_port};
+pub use tls::{TlsAcceptor, TlsClientOptions, TlsTransport};
 
 /// Any duplex byte stream a transport can hand out.
 ///
@@ -112,12 +115,15 @@ pub trait TcpConnector: Send + Sync + 'static {
 pub enum TransportKind {
     /// Plain TCP.
     Tcp,
+    /// TLS over TCP.
+    Tls,
 }
 
 impl fmt::Display for TransportKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TransportKind::Tcp => f.write_str("tcp"),
+            TransportKind::Tls => f.write_str("tls"),
         }
     }
 }

@@ -100,9 +100,15 @@ impl TcpTransport {
     }
 }
 
-#[async_trait]
-impl Transport for TcpTransport {
-    async fn connect(&self) -> Result<BoxStream, TransportError> {
+impl TcpTransport {
+    /// How long one connect may take.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Connects and returns the bare TCP stream (for transports layered on
+    /// top, such as TLS).
+    pub async fn connect_tcp(&self) -> Result<TcpStream, TransportError> {
         let stream = tokio::time::timeout(self.connect_timeout, self.connect_any())
             .await
             .map_err(|_| TransportError::Timeout {
@@ -111,7 +117,14 @@ impl Transport for TcpTransport {
             })??;
         // Failing to set NODELAY only costs latency; the stream still works.
         let _ = stream.set_nodelay(true);
-        Ok(Box::new(stream))
+        Ok(stream)
+    }
+}
+
+#[async_trait]
+impl Transport for TcpTransport {
+    async fn connect(&self) -> Result<BoxStream, TransportError> {
+        Ok(Box::new(self.connect_tcp().await?))
     }
 
     fn describe(&self) -> String {
@@ -167,15 +180,24 @@ impl TcpAcceptor {
     }
 }
 
-#[async_trait]
-impl TransportAcceptor for TcpAcceptor {
-    async fn accept(&self) -> Result<(BoxStream, TransportInfo), TransportError> {
+impl TcpAcceptor {
+    /// Accepts the next bare TCP stream (for acceptors layered on top, such
+    /// as TLS), with `TCP_NODELAY` set.
+    pub async fn accept_tcp(&self) -> Result<(TcpStream, SocketAddr), TransportError> {
         let (stream, remote_addr) = self
             .listener
             .accept()
             .await
             .map_err(TransportError::Accept)?;
         let _ = stream.set_nodelay(true);
+        Ok((stream, remote_addr))
+    }
+}
+
+#[async_trait]
+impl TransportAcceptor for TcpAcceptor {
+    async fn accept(&self) -> Result<(BoxStream, TransportInfo), TransportError> {
+        let (stream, remote_addr) = self.accept_tcp().await?;
         let info = TransportInfo {
             remote_addr: Some(remote_addr),
             kind: TransportKind::Tcp,

@@ -1,0 +1,296 @@
+//! Peek-and-branch: one port for SSH and for everyone else.
+//!
+//! [`branch`] reads the first bytes a client sends. A client that speaks
+//! SSH (`SSH-2.0-`, possibly split over several reads) gets back a stream
+//! that replays those bytes, for the SSH server to run on. Anyone else —
+//! a browser, a scanner, a censor's probe — is answered the way a stock
+//! nginx answers a site with nothing configured: `404 Not Found` for
+//! well-formed HTTP (keep-alive honoured), `400 Bad Request` for anything
+//! else, and silence closed after a timeout.
+//!
+//! ```text
+//!  client ──► branch() ──"SSH-2.0-"──► Branch::Ssh(Replay) ──► SSH server
+//!                  └────── anything else ──► nginx-style 404 / 400, then close
+//! ```
+//!
+//! This crate works on any `AsyncRead + AsyncWrite` and depends on no TLS
+//! crate: alknet runs it on the decrypted side of a TLS listener.
+//!
+//! # Example
+//!
+//! ```
+//! use alknet_stealth::{Branch, StealthConfig, branch};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let (mut browser, server_side) = tokio::io::duplex(4096);
+//! browser.write_all(b"GET / HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n").await?;
+//! let outcome = branch(server_side, &StealthConfig::default()).await?;
+//! assert!(matches!(outcome, Branch::Handled));
+//!
+//! let mut answer = String::new();
+//! browser.read_to_string(&mut answer).await?;
+//! assert!(answer.starts_with("HTTP/1.1 404 Not Found\r\nServer: nginx\r\n"));
+//! # Ok(())
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod classify;
+mod nginx;
+mod replay;
+
+use std::io;
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::classify::{Decision, classify};
+pub use crate::replay::Replay;
+
+/// How the non-SSH side behaves.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct StealthConfig {
+    /// How long a client may take to send a complete request head, and
+    /// how long a kept-alive connection may sit idle; then it is closed
+    /// without a word, as nginx does (`client_header_timeout`,
+    /// `keepalive_timeout`).
+    pub idle_timeout: Duration,
+    /// Requests served on one connection before it is closed
+    /// (nginx's `keepalive_requests`).
+    pub max_requests: usize,
+}
+
+impl Default for StealthConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(60),
+            max_requests: 1000,
+        }
+    }
+}
+
+/// Where a connection went.
+#[derive(Debug)]
+pub enum Branch<S> {
+    /// The client speaks SSH; read from this stream to get everything it sent.
+    Ssh(Replay<S>),
+    /// It did not; it was answered as a web server would and is now closed.
+    Handled,
+}
+
+/// Reads until the client's protocol is clear, then either hands the
+/// stream back for SSH or plays web server to the end of the connection.
+pub async fn branch<S>(mut stream: S, config: &StealthConfig) -> io::Result<Branch<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut received = Vec::with_capacity(512);
+    loop {
+        match classify(&received) {
+            Decision::Ssh => return Ok(Branch::Ssh(Replay::new(received, stream))),
+            Decision::Other => {
+                play_web_server(&mut stream, received, config).await;
+                let _ = stream.shutdown().await;
+                return Ok(Branch::Handled);
+            }
+            Decision::NeedMore => {
+                if !read_some(&mut stream, &mut received, config.idle_timeout).await? {
+                    // Closed or silent before saying anything: a web server
+                    // closes such connections without an answer.
+                    let _ = stream.shutdown().await;
+                    return Ok(Branch::Handled);
+                }
+            }
+        }
+    }
+}
+
+/// Appends what the stream has to `buffer`; `false` on EOF or timeout.
+async fn read_some<S>(stream: &mut S, buffer: &mut Vec<u8>, timeout: Duration) -> io::Result<bool>
+where
+    S: AsyncRead + Unpin,
+{
+    let mut chunk = [0u8; 2048];
+    match tokio::time::timeout(timeout, stream.read(&mut chunk)).await {
+        Ok(Ok(0)) | Err(_) => Ok(false),
+        Ok(Ok(n)) => {
+            buffer.extend_from_slice(&chunk[..n]);
+            Ok(true)
+        }
+        // A reset is how many scanners leave; it ends the connection quietly.
+        Ok(Err(error)) if error.kind() == io::ErrorKind::ConnectionReset => Ok(false),
+        Ok(Err(error)) => Err(error),
+    }
+}
+
+/// Answers requests on `stream` until the client closes, misbehaves, goes
+/// quiet, or uses up its requests. `buffered` holds bytes already read.
+async fn play_web_server<S>(stream: &mut S, mut buffered: Vec<u8>, config: &StealthConfig)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    for _ in 0..config.max_requests {
+        // Collect one request head.
+        let head_len = loop {
+            if let Some(end) = nginx::head_end(&buffered) {
+                break Some(end);
+            }
+            if buffered.len() > nginx::MAX_HEAD || nginx::bad_first_line(&buffered) {
+                break None;
+            }
+            match read_some(stream, &mut buffered, config.idle_timeout).await {
+                Ok(true) => {}
+                _ => return,
+            }
+        };
+        let request = head_len.and_then(|end| nginx::parse(&buffered[..end]));
+        let Some(request) = request else {
+            let _ = stream
+                .write_all(&nginx::bad_request(SystemTime::now()))
+                .await;
+            return;
+        };
+        buffered.drain(..head_len.unwrap_or(0));
+        // Read and drop a request body, as nginx does before answering.
+        while buffered.len() < request.body_len {
+            if buffered.len() > 1024 * 1024
+                || !matches!(
+                    read_some(stream, &mut buffered, config.idle_timeout).await,
+                    Ok(true)
+                )
+            {
+                return;
+            }
+        }
+        buffered.drain(..request.body_len.min(buffered.len()));
+        if stream
+            .write_all(&nginx::not_found(&request, SystemTime::now()))
+            .await
+            .is_err()
+            || !request.keep_alive
+        {
+            return;
+        }
+        let _ = stream.flush().await;
+        if buffered.is_empty()
+            && !matches!(
+                read_some(stream, &mut buffered, config.idle_timeout).await,
+                Ok(true)
+            )
+        {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::duplex;
+
+    async fn run(input: &[u8], config: StealthConfig) -> (bool, Vec<u8>) {
+        let (mut client, server) = duplex(64 * 1024);
+        client.write_all(input).await.unwrap();
+        let task = tokio::spawn(async move {
+            let config = config;
+            matches!(branch(server, &config).await.unwrap(), Branch::Ssh(_))
+        });
+        let mut answer = Vec::new();
+        // The client half-closes only for the cases that expect an answer
+        // and then the server's close; reading to the end is bounded.
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut answer))
+            .await
+            .expect("the stealth side never closed")
+            .unwrap();
+        (task.await.unwrap(), answer)
+    }
+
+    fn quick() -> StealthConfig {
+        StealthConfig {
+            idle_timeout: Duration::from_millis(200),
+            ..StealthConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn ssh_split_across_reads_is_handed_back_with_every_byte() {
+        let (mut client, server) = duplex(1024);
+        let task = tokio::spawn(async move { branch(server, &StealthConfig::default()).await });
+        for piece in [&b"SS"[..], b"H-2", b".0-OpenSSH_9.6\r\n"] {
+            client.write_all(piece).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let Branch::Ssh(mut replay) = task.await.unwrap().unwrap() else {
+            panic!("SSH was not recognised");
+        };
+        let mut line = vec![0u8; 21];
+        replay.read_exact(&mut line).await.unwrap();
+        assert_eq!(line, b"SSH-2.0-OpenSSH_9.6\r\n");
+        // And it is a full duplex stream.
+        replay.write_all(b"SSH-2.0-alknet\r\n").await.unwrap();
+        let mut back = vec![0u8; 16];
+        client.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, b"SSH-2.0-alknet\r\n");
+    }
+
+    #[tokio::test]
+    async fn keep_alive_requests_each_get_a_404_until_the_client_asks_to_close() {
+        let requests = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        let (ssh, answer) = run(requests, quick()).await;
+        assert!(!ssh);
+        let text = String::from_utf8(answer).unwrap();
+        assert_eq!(
+            text.matches("HTTP/1.1 404 Not Found\r\n").count(),
+            3,
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("<html>").count(),
+            2,
+            "HEAD has no body: {text}"
+        );
+        assert!(text.contains("Connection: close\r\n"));
+    }
+
+    #[tokio::test]
+    async fn garbage_gets_400_and_silence_is_closed_without_a_word() {
+        let (ssh, answer) = run(b"\x16\x03\x01\x02\x00garbage\r\n\r\n", quick()).await;
+        assert!(!ssh);
+        assert!(answer.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+
+        let (ssh, answer) = run(b"", quick()).await;
+        assert!(!ssh);
+        assert!(answer.is_empty());
+
+        // An unfinished head is closed after the timeout, also silently.
+        let (_, answer) = run(b"GET / HTTP/1.1\r\nHost:", quick()).await;
+        assert!(answer.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_bad_first_line_is_answered_at_once() {
+        let (mut client, server) = duplex(1024);
+        let task = tokio::spawn(async move { branch(server, &StealthConfig::default()).await });
+        // Typed into openssl s_client: one line, then the client waits.
+        client.write_all(b"hello there\n").await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer))
+            .await
+            .expect("a bad line must be answered without waiting for more")
+            .unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+        assert!(matches!(task.await.unwrap().unwrap(), Branch::Handled));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_head_is_refused() {
+        let mut huge = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        huge.extend(std::iter::repeat_n(b'a', 10_000));
+        let (_, answer) = run(&huge, quick()).await;
+        assert!(answer.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+    }
+}
