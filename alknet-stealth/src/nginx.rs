@@ -33,14 +33,22 @@ pub(crate) fn head_end(buffer: &[u8]) -> Option<usize> {
         })
 }
 
-/// Parses a complete request head; `None` if it is not well-formed HTTP/1.x.
-pub(crate) fn parse(head: &[u8]) -> Option<Request> {
-    let text = std::str::from_utf8(head).ok()?;
-    let mut lines = text
-        .split('\n')
-        .map(|line| line.strip_suffix('\r').unwrap_or(line));
-    let request_line = lines.next()?;
-    let mut parts = request_line.split(' ');
+/// Whether the first line of `buffer`, once complete, is already known to
+/// be bad: nginx answers 400 as soon as it has a bad request line, without
+/// waiting for headers.
+pub(crate) fn bad_first_line(buffer: &[u8]) -> bool {
+    match buffer.iter().position(|&b| b == b'\n') {
+        Some(end) => std::str::from_utf8(&buffer[..end])
+            .ok()
+            .and_then(|line| request_line(line.strip_suffix('\r').unwrap_or(line)))
+            .is_none(),
+        None => false,
+    }
+}
+
+/// Parses `METHOD target HTTP/1.x`; returns the method and whether it is HTTP/1.1.
+fn request_line(line: &str) -> Option<(&str, bool)> {
+    let mut parts = line.split(' ');
     let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
     let method_ok = !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
     let target_ok = target.starts_with('/') || target.contains("://") || target == "*";
@@ -49,9 +57,16 @@ pub(crate) fn parse(head: &[u8]) -> Option<Request> {
         "HTTP/1.0" => false,
         _ => return None,
     };
-    if parts.next().is_some() || !method_ok || !target_ok {
-        return None;
-    }
+    (parts.next().is_none() && method_ok && target_ok).then_some((method, http11))
+}
+
+/// Parses a complete request head; `None` if it is not well-formed HTTP/1.x.
+pub(crate) fn parse(head: &[u8]) -> Option<Request> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut lines = text
+        .split('\n')
+        .map(|line| line.strip_suffix('\r').unwrap_or(line));
+    let (method, http11) = request_line(lines.next()?)?;
     let mut keep_alive = http11;
     let mut body_len = 0;
     let mut host_seen = false;
