@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use alknet::proxy::{ForwardSpec, UpstreamProxy};
 use clap::{Args, Parser, Subcommand};
 
+use crate::listen::{ListenSpec, TransportName};
+
 /// SSH tunnels over any byte pipe.
 ///
 /// `alknet serve` runs the server; `alknet connect` opens one SSH session to
@@ -41,9 +43,33 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     pub(crate) authorized_keys: PathBuf,
 
-    /// Address to listen on.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:22")]
-    pub(crate) listen: String,
+    /// Where to listen: `tcp://addr`, `tls://addr`, or a bare `addr` of the
+    /// --transport kind. Repeatable; all listeners share keys, limits and
+    /// shutdown.
+    #[arg(long, value_name = "[SCHEME://]ADDR", default_value = "0.0.0.0:22")]
+    pub(crate) listen: Vec<ListenSpec>,
+
+    /// The transport of bare --listen addresses.
+    #[arg(long, value_name = "KIND", default_value_t = TransportName::Tcp)]
+    pub(crate) transport: TransportName,
+
+    /// The TLS certificate chain (PEM), for tls:// listeners.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) tls_cert: Option<PathBuf>,
+
+    /// The TLS private key (PEM), for tls:// listeners.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) tls_key: Option<PathBuf>,
+
+    /// Make TLS listeners look like an ordinary nginx HTTPS site: clients
+    /// that do not speak SSH get nginx's 404 (or 400), never a hint of SSH.
+    #[arg(long)]
+    pub(crate) stealth: bool,
+
+    /// In stealth mode, seconds a web client may stay silent before it is
+    /// closed (nginx: client_header_timeout, keepalive_timeout).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) stealth_timeout: u64,
 
     /// Failed authentications allowed per connection before disconnecting.
     #[arg(long, value_name = "N", default_value_t = 10)]
@@ -66,6 +92,24 @@ pub(crate) struct ConnectArgs {
     /// The server, as host:port.
     #[arg(long, value_name = "HOST:PORT", env = "ALKNET_SERVER")]
     pub(crate) server: String,
+
+    /// How to reach the server.
+    #[arg(long, value_name = "KIND", default_value_t = TransportName::Tcp)]
+    pub(crate) transport: TransportName,
+
+    /// TLS: the name to send as SNI and to check the certificate against
+    /// [default: the host part of --server].
+    #[arg(long, value_name = "NAME")]
+    pub(crate) tls_server_name: Option<String>,
+
+    /// TLS: also trust the CA certificates in this PEM file. Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) tls_ca: Vec<PathBuf>,
+
+    /// TLS: accept any server certificate. The SSH host key (--host-key) is
+    /// then all that authenticates the server.
+    #[arg(long)]
+    pub(crate) insecure: bool,
 
     /// Your private key (OpenSSH Ed25519). An encrypted key's passphrase is
     /// read from ALKNET_PASSPHRASE.

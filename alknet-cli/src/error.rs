@@ -28,6 +28,9 @@ pub(crate) enum CliError {
     #[error("{path}: no usable keys (an authorized_keys file needs at least one ssh-ed25519 line)")]
     NoAuthorizedKeys { path: String },
 
+    #[error("{0}")]
+    Usage(String),
+
     #[error("connection to the server was lost")]
     ConnectionLost,
 

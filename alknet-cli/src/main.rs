@@ -8,6 +8,7 @@
 mod cli;
 mod commands;
 mod error;
+mod listen;
 mod logging;
 mod signals;
 

@@ -4,9 +4,10 @@
 //! clients and dials their `direct-tcpip` channels, and a [`Client`] that
 //! opens such channels — and re-exports the crates it ties together:
 //!
-//! - [`transport`]: the byte pipes SSH runs over (TCP today),
+//! - [`transport`]: the byte pipes SSH runs over (TCP, TLS),
 //! - [`auth`]: keys, fingerprints and `authorized_keys`,
-//! - [`proxy`]: the SOCKS5 server, outbound dialing and the relay.
+//! - [`proxy`]: the SOCKS5 server, forwards, outbound dialing, proxies and the relay,
+//! - [`stealth`]: telling SSH from web traffic on one port, and playing nginx.
 //!
 //! A [`Client`] is a [`proxy::StreamOpener`], so putting a SOCKS5 server in
 //! front of it is one line. A [`ReconnectingClient`] is the same with a
@@ -67,10 +68,11 @@ mod tuning;
 
 pub use alknet_auth as auth;
 pub use alknet_proxy as proxy;
+pub use alknet_stealth as stealth;
 pub use alknet_transport as transport;
 
 pub use client::{Client, ConnectOptions};
 pub use error::Error;
 pub use reconnect::{ReconnectingClient, SessionState};
 pub use remote_forward::RemoteForwardPort;
-pub use server::{RESERVED_HOST_PREFIX, ServeOptions, Server};
+pub use server::{ListenerOptions, RESERVED_HOST_PREFIX, ServeOptions, Server};

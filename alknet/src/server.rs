@@ -13,6 +13,7 @@ use alknet_auth::{AuthorizedKeys, PrivateKey, fingerprint};
 use alknet_proxy::{
     OpenError, OpenErrorKind, TargetAddr, UpstreamProxy, connect_direct, connect_unix, relay,
 };
+use alknet_stealth::{Branch, StealthConfig, branch};
 use alknet_transport::{BoxStream, TransportAcceptor, TransportInfo};
 use russh::keys::PublicKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
@@ -94,6 +95,25 @@ impl fmt::Debug for ServeOptions {
     }
 }
 
+/// Per-listener settings for [`Server::serve_with`].
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct ListenerOptions {
+    /// Stealth mode: clients that do not speak SSH are answered as nginx
+    /// would answer them. Meant for TLS listeners, where it makes the port
+    /// look like an ordinary HTTPS site.
+    pub stealth: Option<StealthConfig>,
+}
+
+impl ListenerOptions {
+    /// Options with stealth mode on.
+    pub fn stealth(config: StealthConfig) -> Self {
+        Self {
+            stealth: Some(config),
+        }
+    }
+}
+
 /// An alknet SSH server. Cheap to clone; clones share configuration.
 #[derive(Clone)]
 pub struct Server {
@@ -149,6 +169,21 @@ impl Server {
     where
         A: TransportAcceptor + ?Sized,
     {
+        self.serve_with(acceptor, &ListenerOptions::default(), shutdown)
+            .await
+    }
+
+    /// Like [`serve`](Server::serve), with per-listener options (such as
+    /// stealth mode for a TLS listener).
+    pub async fn serve_with<A>(
+        &self,
+        acceptor: &A,
+        listener: &ListenerOptions,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), Error>
+    where
+        A: TransportAcceptor + ?Sized,
+    {
         let stop = CancellationToken::new();
         let kill = CancellationToken::new();
         let connections = TaskTracker::new();
@@ -160,7 +195,10 @@ impl Server {
                     Ok((stream, info)) => {
                         let server = self.clone();
                         let (stop, kill) = (stop.child_token(), kill.child_token());
-                        connections.spawn(async move { server.serve_connection_until(stream, info, stop, kill).await });
+                        let stealth = listener.stealth.clone();
+                        connections.spawn(async move {
+                            server.serve_connection_until(stream, info, stealth, stop, kill).await;
+                        });
                     }
                     Err(error) => {
                         // Usually one failed handshake or a full fd table:
@@ -189,6 +227,7 @@ impl Server {
         self.serve_connection_until(
             stream,
             info,
+            None,
             CancellationToken::new(),
             CancellationToken::new(),
         )
@@ -199,12 +238,43 @@ impl Server {
         &self,
         stream: BoxStream,
         info: TransportInfo,
+        stealth: Option<StealthConfig>,
         stop: CancellationToken,
         kill: CancellationToken,
     ) {
         let peer = Peer(info.remote_addr);
         let started = Instant::now();
         info!(remote_addr = %peer, transport = %info.kind, "connection opened");
+        self.run_connection(stream, peer, stealth, stop, kill).await;
+        info!(remote_addr = %peer, duration = ?started.elapsed(), "connection closed");
+    }
+
+    async fn run_connection(
+        &self,
+        stream: BoxStream,
+        peer: Peer,
+        stealth: Option<StealthConfig>,
+        stop: CancellationToken,
+        kill: CancellationToken,
+    ) {
+        // Every byte, from the first, goes through the kill switch.
+        let stream = KillableStream::new(stream, kill.clone());
+        let stream: BoxStream = match stealth {
+            None => Box::new(stream),
+            Some(config) => {
+                let outcome = tokio::select! {
+                    outcome = branch(stream, &config) => outcome.ok(),
+                    () = stop.cancelled() => None,
+                };
+                match outcome {
+                    Some(Branch::Ssh(replay)) => Box::new(replay),
+                    _ => {
+                        debug!(remote_addr = %peer, "not SSH: answered as a web server");
+                        return;
+                    }
+                }
+            }
+        };
         let authenticated = CancellationToken::new();
         let handler = SessionHandler {
             server: self.inner.clone(),
@@ -213,7 +283,6 @@ impl Server {
             channels: kill.clone(),
             remote_forwards: HashMap::new(),
         };
-        let stream = KillableStream::new(stream, kill.clone());
         let grace = self.inner.login_grace;
 
         // run_stream returns once the client's identification line is read.
@@ -264,7 +333,6 @@ impl Server {
         }
         // Any relay still running belongs to this connection only.
         kill.cancel();
-        info!(remote_addr = %peer, duration = ?started.elapsed(), "connection closed");
     }
 }
 

@@ -49,6 +49,8 @@ pub struct AlknetServer {
     pub user_key: PathBuf,
     /// Its authorized_keys file.
     pub authorized_keys: PathBuf,
+    /// Every listener, as logged: `tcp://127.0.0.1:PORT`, `tls://…`.
+    pub listeners: Vec<String>,
     launch: Launch,
 }
 
@@ -63,19 +65,26 @@ struct Launch {
     count: usize,
 }
 
+/// The port of a listener URL such as `tls://127.0.0.1:4433`.
+pub fn listener_port(url: &str) -> Option<u16> {
+    url.rsplit(':').next()?.parse().ok()
+}
+
 impl Launch {
-    /// Starts `alknet serve` on `port` (0: any); returns the process, its
-    /// port and its host key fingerprint.
-    fn start(&mut self, port: u16) -> Result<(Spawned, u16, String)> {
+    /// Starts `alknet serve` on `listens` (`--listen` values); returns the
+    /// process, its listener URLs and its host key fingerprint.
+    fn start(&mut self, listens: &[String]) -> Result<(Spawned, Vec<String>, String)> {
         let mut command = alknet_command(self.profile)?;
         command
             .arg("serve")
             .arg("--key")
             .arg(&self.host_key)
             .arg("--authorized-keys")
-            .arg(&self.authorized_keys)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(&self.extra_args);
+            .arg(&self.authorized_keys);
+        for listen in listens {
+            command.args(["--listen", listen]);
+        }
+        command.args(&self.extra_args);
         let name = match self.count {
             0 => "alknet-serve".to_owned(),
             n => format!("alknet-serve-{n}"),
@@ -83,12 +92,21 @@ impl Launch {
         self.count += 1;
         let mut process = Spawned::start(&name, &self.dir, command)?;
         let ready = process.wait_for_log("alknet server ready", STARTUP)?;
-        let port = field(&ready, "listen")
-            .and_then(|listen| listen.rsplit(':').next().and_then(|p| p.parse().ok()))
-            .ok_or_else(|| XtaskError::Failed(format!("no port in {ready:?}")))?;
         let fingerprint = field(&ready, "host_key")
             .ok_or_else(|| XtaskError::Failed(format!("no host key in {ready:?}")))?;
-        Ok((process, port, fingerprint))
+        let listeners: Vec<String> = process
+            .stderr()
+            .lines()
+            .filter(|line| line.contains(" listening listen="))
+            .filter_map(|line| field(line, "listen"))
+            .collect();
+        if listeners.is_empty() {
+            return Err(XtaskError::Failed(format!(
+                "no listener logged:\n{}",
+                process.stderr()
+            )));
+        }
+        Ok((process, listeners, fingerprint))
     }
 }
 
@@ -98,8 +116,23 @@ impl AlknetServer {
         Self::start_with(dir, Profile::Dev, extra_args)
     }
 
+    /// Starts a debug-build server on the given `--listen` values (such as
+    /// `tls://127.0.0.1:0`) instead of one TCP listener.
+    pub fn start_listening(dir: &Workdir, listens: &[&str], extra_args: &[&str]) -> Result<Self> {
+        Self::launch(dir, Profile::Dev, listens, extra_args)
+    }
+
     /// Starts a server built with `profile`.
     pub fn start_with(dir: &Workdir, profile: Profile, extra_args: &[&str]) -> Result<Self> {
+        Self::launch(dir, profile, &["127.0.0.1:0"], extra_args)
+    }
+
+    fn launch(
+        dir: &Workdir,
+        profile: Profile,
+        listens: &[&str],
+        extra_args: &[&str],
+    ) -> Result<Self> {
         let host_key = ssh_keygen_ed25519(dir, "alknet_host")?;
         let user_key = ssh_keygen_ed25519(dir, "alknet_user")?;
         let authorized_keys = dir.join("authorized_keys");
@@ -113,13 +146,17 @@ impl AlknetServer {
             extra_args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
             count: 0,
         };
-        let (process, port, fingerprint) = launch.start(0)?;
+        let listens: Vec<String> = listens.iter().map(|l| (*l).to_owned()).collect();
+        let (process, listeners, fingerprint) = launch.start(&listens)?;
+        let port = listener_port(&listeners[0])
+            .ok_or_else(|| XtaskError::Failed(format!("no port in {}", listeners[0])))?;
         Ok(Self {
             process,
             port,
             fingerprint,
             user_key,
             authorized_keys,
+            listeners,
             launch,
         })
     }
@@ -128,7 +165,7 @@ impl AlknetServer {
     /// it again on the same port with the same keys.
     pub fn kill_and_restart(&mut self) -> Result<()> {
         self.process.kill()?;
-        let (process, _, _) = self.launch.start(self.port)?;
+        let (process, _, _) = self.launch.start(&self.listeners)?;
         self.process = process;
         Ok(())
     }

@@ -31,7 +31,7 @@ mod sshd;
 mod tools;
 mod upstream_proxies;
 
-pub use alknet::{AlknetClient, AlknetServer, TEST_LOG_FILTER};
+pub use alknet::{AlknetClient, AlknetServer, TEST_LOG_FILTER, listener_port};
 pub use cargo::{Profile, alknet_binary};
 pub use error::XtaskError;
 pub use http_target::HttpTarget;

@@ -5,15 +5,48 @@ use std::time::Duration;
 
 use alknet::auth::load_private_key;
 use alknet::proxy::{LocalForward, Socks5Server};
-use alknet::transport::TcpTransport;
+use alknet::transport::{TcpTransport, TlsClientOptions, TlsTransport, Transport};
 use alknet::{ConnectOptions, ReconnectingClient};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::cli::ConnectArgs;
 use crate::error::CliError;
+use crate::listen::TransportName;
 use crate::signals::shutdown_signal;
 
+/// The transport `--transport`, `--proxy` and the TLS flags describe.
+fn transport(args: &ConnectArgs) -> Result<Arc<dyn Transport>, CliError> {
+    let mut tcp = TcpTransport::new(args.server.clone());
+    if let Some(proxy) = &args.proxy {
+        tcp = tcp.with_connector(Arc::new(proxy.clone()));
+    }
+    let tls_flags = args.tls_server_name.is_some() || !args.tls_ca.is_empty() || args.insecure;
+    match args.transport {
+        TransportName::Tcp if tls_flags => Err(CliError::Usage(
+            "--tls-server-name, --tls-ca and --insecure need --transport tls".into(),
+        )),
+        TransportName::Tcp => Ok(Arc::new(tcp)),
+        TransportName::Tls => {
+            let mut options = TlsClientOptions::default();
+            options.server_name = args.tls_server_name.clone();
+            options.extra_roots = args.tls_ca.clone();
+            options.insecure = args.insecure;
+            if args.insecure {
+                warn!(
+                    "--insecure: the server's TLS certificate is NOT checked; only the SSH host key \
+                     (--host-key) tells the real server from an impostor"
+                );
+            }
+            Ok(Arc::new(TlsTransport::new(tcp, &options)?))
+        }
+        TransportName::Iroh => Err(CliError::Usage(
+            "the iroh transport is not available in this build yet; use tcp or tls".into(),
+        )),
+    }
+}
+
 pub(crate) async fn run(args: ConnectArgs) -> Result<(), CliError> {
+    let transport = transport(&args)?;
     let identity = load_private_key(args.identity.as_path(), super::passphrase().as_deref())?;
     let user = args.user.unwrap_or_else(whoami::username);
     let mut options = ConnectOptions::new(identity, user);
@@ -35,11 +68,7 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<(), CliError> {
     }
     let shutdown = shutdown_signal()?;
 
-    let mut transport = TcpTransport::new(args.server);
-    if let Some(proxy) = args.proxy {
-        transport = transport.with_connector(Arc::new(proxy));
-    }
-    let tunnel = Arc::new(ReconnectingClient::start(Arc::new(transport), options));
+    let tunnel = Arc::new(ReconnectingClient::start(transport, options));
     let mut forwarding = tokio::task::JoinSet::new();
     for forward in forwards {
         forwarding.spawn(forward.serve(tunnel.clone()));

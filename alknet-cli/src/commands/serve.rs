@@ -11,14 +11,18 @@
 use std::sync::Arc;
 use std::thread;
 
+use std::time::Duration;
+
 use alknet::auth::{AuthorizedKeys, load_private_key};
-use alknet::transport::{TcpAcceptor, TransportAcceptor};
-use alknet::{ServeOptions, Server};
+use alknet::stealth::StealthConfig;
+use alknet::transport::{TcpAcceptor, TlsAcceptor, TransportAcceptor};
+use alknet::{ListenerOptions, ServeOptions, Server};
 use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
 use crate::cli::ServeArgs;
 use crate::error::CliError;
+use crate::listen::TransportName;
 use crate::signals::shutdown_signal;
 
 pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
@@ -39,23 +43,31 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
     }
 
     let shutdown = shutdown_signal()?;
-    let acceptor = Arc::new(TcpAcceptor::bind(&args.listen).await?);
+    let listeners = bind_listeners(&args).await?;
     let mut options = ServeOptions::new(host_key, authorized_keys);
     options.max_auth_attempts = args.max_auth_attempts;
     options.gateway_ports = args.gateway_ports;
     options.proxy = args.proxy;
     let server = Server::new(options);
+    for (acceptor, listener) in &listeners {
+        info!(
+            listen = %acceptor.describe(),
+            stealth = listener.stealth.is_some(),
+            "listening"
+        );
+    }
     info!(
-        listen = %acceptor.describe(),
         host_key = %server.host_key_fingerprint(),
+        listeners = listeners.len(),
         "alknet server ready"
     );
+    let listeners = Arc::new(listeners);
 
     let (stop, stopped) = watch::channel(false);
     let workers = thread::available_parallelism().map_or(1, usize::from);
     let mut finished = Vec::with_capacity(workers);
     for index in 0..workers {
-        let (server, acceptor, mut stopped) = (server.clone(), acceptor.clone(), stopped.clone());
+        let (server, listeners, stopped) = (server.clone(), listeners.clone(), stopped.clone());
         let (done, done_rx) = oneshot::channel::<()>();
         finished.push(done_rx);
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -66,11 +78,24 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
             .name(format!("alknet-serve-{index}"))
             .spawn(move || {
                 runtime.block_on(async move {
-                    let shutdown = async move {
-                        let _ = stopped.wait_for(|stop| *stop).await;
-                    };
-                    if let Err(error) = server.serve(acceptor.as_ref(), shutdown).await {
-                        warn!(%error, "server worker stopped");
+                    let mut serving = tokio::task::JoinSet::new();
+                    for index in 0..listeners.len() {
+                        let (server, listeners, mut stopped) =
+                            (server.clone(), listeners.clone(), stopped.clone());
+                        serving.spawn(async move {
+                            let (acceptor, options) = &listeners[index];
+                            let shutdown = async move {
+                                let _ = stopped.wait_for(|stop| *stop).await;
+                            };
+                            server
+                                .serve_with(acceptor.as_ref(), options, shutdown)
+                                .await
+                        });
+                    }
+                    while let Some(result) = serving.join_next().await {
+                        if let Ok(Err(error)) = result {
+                            warn!(%error, "server worker stopped");
+                        }
                     }
                 });
                 let _ = done.send(());
@@ -86,4 +111,63 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
     }
     info!("server stopped");
     Ok(())
+}
+
+/// A bound listener and its options.
+type Listener = (Box<dyn TransportAcceptor>, ListenerOptions);
+
+/// Checks the listener flags together and binds every listener, so that a
+/// mistake or a busy port is reported before anything is served.
+async fn bind_listeners(args: &ServeArgs) -> Result<Vec<Listener>, CliError> {
+    let kinds: Vec<TransportName> = args
+        .listen
+        .iter()
+        .map(|l| l.kind_or(args.transport))
+        .collect();
+    let any_tls = kinds.contains(&TransportName::Tls);
+    if kinds.contains(&TransportName::Iroh) {
+        return Err(CliError::Usage(
+            "iroh listeners are not available in this build yet; use tcp:// or tls://".into(),
+        ));
+    }
+    if args.stealth && !any_tls {
+        return Err(CliError::Usage(
+            "--stealth needs a TLS listener (--listen tls://ADDR with --tls-cert and --tls-key): \
+             without TLS, anyone watching sees the SSH handshake anyway"
+                .into(),
+        ));
+    }
+    let tls_files = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) if !any_tls => None,
+        _ if any_tls => {
+            return Err(CliError::Usage(
+                "a tls:// listener needs both --tls-cert and --tls-key".into(),
+            ));
+        }
+        _ => {
+            return Err(CliError::Usage(
+                "--tls-cert and --tls-key are only used by tls:// listeners; add one with --listen tls://ADDR"
+                    .into(),
+            ));
+        }
+    };
+    let mut stealth = StealthConfig::default();
+    stealth.idle_timeout = Duration::from_secs(args.stealth_timeout);
+    let mut listeners: Vec<Listener> = Vec::with_capacity(args.listen.len());
+    for (spec, kind) in args.listen.iter().zip(kinds) {
+        let tcp = TcpAcceptor::bind(&spec.addr).await?;
+        match (kind, tls_files) {
+            (TransportName::Tls, Some((cert, key))) => {
+                let options = if args.stealth {
+                    ListenerOptions::stealth(stealth.clone())
+                } else {
+                    ListenerOptions::default()
+                };
+                listeners.push((Box::new(TlsAcceptor::new(tcp, cert, key)?), options));
+            }
+            _ => listeners.push((Box::new(tcp), ListenerOptions::default())),
+        }
+    }
+    Ok(listeners)
 }
