@@ -55,13 +55,27 @@ pub enum TransportError {
 
     /// The TLS handshake with the server failed (for example, its
     /// certificate is not trusted, or it does not speak TLS).
-    #[error("TLS handshake with {server} failed: {source}")]
+    #[error(
+        "TLS handshake with {server} failed: {source} (is it a TLS listener? plain TCP needs --transport tcp)"
+    )]
     Handshake {
         /// The server as given by the user.
         server: String,
         /// The TLS error.
         #[source]
         source: io::Error,
+    },
+
+    /// The server's TLS certificate was not accepted.
+    #[error(
+        "the TLS certificate of {server} was rejected: {reason}; if a private CA signed it, \
+         pass that CA with --tls-ca, or use --insecure and rely on --host-key"
+    )]
+    CertificateRejected {
+        /// The server as given by the user.
+        server: String,
+        /// Why rustls refused it.
+        reason: String,
     },
 
     /// Accepting one incoming connection failed.

@@ -129,10 +129,7 @@ impl Transport for TlsTransport {
         let timeout = self.tcp.connect_timeout();
         match tokio::time::timeout(timeout, handshake).await {
             Ok(Ok(stream)) => Ok(Box::new(stream)),
-            Ok(Err(error)) => Err(TransportError::Handshake {
-                server: self.tcp.server().to_owned(),
-                source: error,
-            }),
+            Ok(Err(error)) => Err(handshake_error(self.tcp.server(), error)),
             Err(_) => Err(TransportError::Timeout {
                 server: self.tcp.server().to_owned(),
                 after: timeout,
@@ -142,6 +139,31 @@ impl Transport for TlsTransport {
 
     fn describe(&self) -> String {
         self.tcp.describe().replacen("tcp://", "tls://", 1)
+    }
+}
+
+/// Tells a rejected certificate (which retrying will not fix) from other
+/// handshake failures.
+fn handshake_error(server: &str, error: io::Error) -> TransportError {
+    let rejected = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .filter(|tls| {
+            matches!(
+                tls,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            )
+        })
+        .map(ToString::to_string);
+    match rejected {
+        Some(reason) => TransportError::CertificateRejected {
+            server: server.to_owned(),
+            reason,
+        },
+        None => TransportError::Handshake {
+            server: server.to_owned(),
+            source: error,
+        },
     }
 }
 

@@ -3,7 +3,8 @@
 //! 4 s … up to 30 s between failed attempts, forever.
 //!
 //! Only errors that retrying cannot fix end it: the server refusing our
-//! key, or presenting a host key other than the pinned one.
+//! key, presenting a host key other than the pinned one, or presenting a
+//! TLS certificate we do not trust.
 
 use std::fmt;
 use std::path::Path;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alknet_proxy::{BoxStream, OpenError, OpenErrorKind, StreamOpener, TargetAddr};
-use alknet_transport::Transport;
+use alknet_transport::{Transport, TransportError};
 use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -138,6 +139,7 @@ fn is_permanent(error: &Error) -> bool {
             | Error::HostKeyMismatch { .. }
             | Error::InvalidFingerprint(_)
             | Error::Auth(_)
+            | Error::Transport(TransportError::CertificateRejected { .. })
     )
 }
 

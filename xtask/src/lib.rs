@@ -22,6 +22,7 @@
 
 mod alknet;
 mod cargo;
+mod certs;
 mod error;
 mod http_target;
 mod process;
@@ -33,6 +34,7 @@ mod upstream_proxies;
 
 pub use alknet::{AlknetClient, AlknetServer, TEST_LOG_FILTER, listener_port};
 pub use cargo::{Profile, alknet_binary};
+pub use certs::{TlsFiles, ca_signed_server_cert, self_signed_cert};
 pub use error::XtaskError;
 pub use http_target::HttpTarget;
 pub use process::{Spawned, wait_until};

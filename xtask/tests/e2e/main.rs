@@ -10,6 +10,7 @@ mod proxies;
 mod reconnect;
 mod shutdown;
 mod tidy;
+mod tls;
 mod tunnel;
 
 use std::net::SocketAddr;
