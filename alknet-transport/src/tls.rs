@@ -228,7 +228,7 @@ impl TlsAcceptor {
 impl TransportAcceptor for TlsAcceptor {
     async fn accept(&self) -> Result<(BoxStream, TransportInfo), TransportError> {
         let (tcp, remote_addr) = self.tcp.accept_tcp().await?;
-        let stream = LazyTlsStream::Handshaking(self.acceptor.accept(tcp));
+        let stream = LazyTlsStream::Handshaking(Box::new(self.acceptor.accept(tcp)));
         let info = TransportInfo {
             remote_addr: Some(remote_addr),
             kind: TransportKind::Tls,
@@ -244,7 +244,7 @@ impl TransportAcceptor for TlsAcceptor {
 /// A server-side TLS stream that completes its handshake when first read
 /// or written.
 enum LazyTlsStream {
-    Handshaking(tokio_rustls::Accept<TcpStream>),
+    Handshaking(Box<tokio_rustls::Accept<TcpStream>>),
     Ready(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     Failed,
 }
@@ -255,7 +255,7 @@ impl LazyTlsStream {
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<&mut tokio_rustls::server::TlsStream<TcpStream>>> {
         if let LazyTlsStream::Handshaking(accept) = self {
-            match Pin::new(accept).poll(cx) {
+            match Pin::new(&mut **accept).poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(stream)) => *self = LazyTlsStream::Ready(Box::new(stream)),
                 Poll::Ready(Err(error)) => {
