@@ -34,24 +34,31 @@ pub(crate) enum Command {
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// The server's host key (OpenSSH Ed25519 private key; `alknet keygen` makes one).
-    /// An encrypted key's passphrase is read from ALKNET_PASSPHRASE.
+    /// Read settings from this TOML file (keys as the long flags, with `_`
+    /// for `-`; relative paths are relative to the file). Flags override it.
     #[arg(long, value_name = "PATH")]
-    pub(crate) key: PathBuf,
+    pub(crate) config: Option<PathBuf>,
 
-    /// The public keys allowed to log in, one per line, as in OpenSSH's authorized_keys.
+    /// The server's host key (OpenSSH Ed25519 private key; `alknet keygen`
+    /// makes one). Required here or in --config. An encrypted key's
+    /// passphrase is read from ALKNET_PASSPHRASE.
     #[arg(long, value_name = "PATH")]
-    pub(crate) authorized_keys: PathBuf,
+    pub(crate) key: Option<PathBuf>,
+
+    /// The public keys allowed to log in, one per line, as in OpenSSH's
+    /// authorized_keys. Required here or in --config.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) authorized_keys: Option<PathBuf>,
 
     /// Where to listen: `tcp://addr`, `tls://addr`, or a bare `addr` of the
     /// --transport kind. Repeatable; all listeners share keys, limits and
-    /// shutdown.
-    #[arg(long, value_name = "[SCHEME://]ADDR", default_value = "0.0.0.0:22")]
+    /// shutdown. [default: 0.0.0.0:22]
+    #[arg(long, value_name = "[SCHEME://]ADDR")]
     pub(crate) listen: Vec<ListenSpec>,
 
-    /// The transport of bare --listen addresses.
-    #[arg(long, value_name = "KIND", default_value_t = TransportName::Tcp)]
-    pub(crate) transport: TransportName,
+    /// The transport of bare --listen addresses. [default: tcp]
+    #[arg(long, value_name = "KIND")]
+    pub(crate) transport: Option<TransportName>,
 
     /// The TLS certificate chain (PEM), for tls:// listeners.
     #[arg(long, value_name = "PATH")]
@@ -67,13 +74,14 @@ pub(crate) struct ServeArgs {
     pub(crate) stealth: bool,
 
     /// In stealth mode, seconds a web client may stay silent before it is
-    /// closed (nginx: client_header_timeout, keepalive_timeout).
-    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub(crate) stealth_timeout: u64,
+    /// closed (nginx: client_header_timeout, keepalive_timeout). [default: 60]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) stealth_timeout: Option<u64>,
 
     /// Failed authentications allowed per connection before disconnecting.
-    #[arg(long, value_name = "N", default_value_t = 10)]
-    pub(crate) max_auth_attempts: usize,
+    /// [default: 10]
+    #[arg(long, value_name = "N")]
+    pub(crate) max_auth_attempts: Option<usize>,
 
     /// Let remote forwards (`ssh -R`, `alknet connect -R`) listen on the
     /// address the client names, as OpenSSH's `GatewayPorts yes`. Without

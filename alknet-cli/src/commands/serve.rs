@@ -21,11 +21,13 @@ use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
 use crate::cli::ServeArgs;
+use crate::config::ServeSettings;
 use crate::error::CliError;
 use crate::listen::TransportName;
 use crate::signals::shutdown_signal;
 
 pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
+    let args = ServeSettings::resolve(args)?;
     let host_key = load_private_key(args.key.as_path(), super::passphrase().as_deref())?;
     let authorized_keys = AuthorizedKeys::load(args.authorized_keys.as_path())?;
     for skipped in authorized_keys.skipped() {
@@ -118,7 +120,7 @@ type Listener = (Box<dyn TransportAcceptor>, ListenerOptions);
 
 /// Checks the listener flags together and binds every listener, so that a
 /// mistake or a busy port is reported before anything is served.
-async fn bind_listeners(args: &ServeArgs) -> Result<Vec<Listener>, CliError> {
+async fn bind_listeners(args: &ServeSettings) -> Result<Vec<Listener>, CliError> {
     let kinds: Vec<TransportName> = args
         .listen
         .iter()

@@ -340,3 +340,38 @@ fn a_tls_client_at_a_plain_tcp_listener_reports_it_and_keeps_trying() {
     assert!(line.contains("--transport tcp"), "{line}");
     assert!(client.terminate(LIMIT).unwrap().success());
 }
+
+#[test]
+fn a_config_file_sets_up_the_listeners_and_flags_override_it() {
+    let dir = Workdir::new().unwrap();
+    let files = ca_signed_server_cert(&dir).unwrap();
+    // Paths relative to the file; a TCP and a stealth TLS listener.
+    std::fs::write(
+        dir.join("alknet.toml"),
+        "listen = [\"tcp://127.0.0.1:0\", \"tls://127.0.0.1:0\"]\ntls_cert = \"server.pem\"\ntls_key = \"server.key\"\n\
+         stealth = true\nmax_auth_attempts = 3\n",
+    )
+    .unwrap();
+    let config = dir.join("alknet.toml").display().to_string();
+    let server = AlknetServer::start_listening(&dir, &[], &["--config", &config]).unwrap();
+    assert_eq!(server.listeners.len(), 2, "{:?}", server.listeners);
+    assert!(server.log().contains("stealth=true"), "{}", server.log());
+    let tls_port = listener_port(&server.listeners[1]).unwrap();
+    let ca = files.ca.display().to_string();
+    let client = AlknetClient::start(
+        &dir,
+        tls_port,
+        &server.user_key,
+        &["--transport", "tls", "--tls-ca", &ca],
+    )
+    .unwrap();
+    assert_tunnel_works(&client, &dir);
+    drop(server);
+
+    // A flag replaces the file's listeners (stealth still needs TLS).
+    let other = Workdir::new().unwrap();
+    let server =
+        AlknetServer::start_listening(&other, &["tls://127.0.0.1:0"], &["--config", &config])
+            .unwrap();
+    assert_eq!(server.listeners.len(), 1, "{:?}", server.listeners);
+}

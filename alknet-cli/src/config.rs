@@ -1,0 +1,221 @@
+//! `alknet serve --config file.toml`: the static settings in a file, with
+//! command-line flags taking precedence.
+
+use std::path::{Path, PathBuf};
+
+use alknet::proxy::UpstreamProxy;
+use serde::Deserialize;
+
+use crate::cli::ServeArgs;
+use crate::error::CliError;
+use crate::listen::{ListenSpec, TransportName};
+
+/// The file's keys: the long flags' names with `_` for `-`. Unknown keys
+/// are errors, so a typo is never silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    key: Option<PathBuf>,
+    authorized_keys: Option<PathBuf>,
+    listen: Option<Vec<String>>,
+    transport: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    stealth: Option<bool>,
+    stealth_timeout: Option<u64>,
+    max_auth_attempts: Option<usize>,
+    gateway_ports: Option<bool>,
+    proxy: Option<String>,
+}
+
+/// Everything `serve` needs, resolved from flags, file and defaults.
+#[derive(Debug)]
+pub(crate) struct ServeSettings {
+    pub(crate) key: PathBuf,
+    pub(crate) authorized_keys: PathBuf,
+    pub(crate) listen: Vec<ListenSpec>,
+    pub(crate) transport: TransportName,
+    pub(crate) tls_cert: Option<PathBuf>,
+    pub(crate) tls_key: Option<PathBuf>,
+    pub(crate) stealth: bool,
+    pub(crate) stealth_timeout: u64,
+    pub(crate) max_auth_attempts: usize,
+    pub(crate) gateway_ports: bool,
+    pub(crate) proxy: Option<UpstreamProxy>,
+}
+
+impl ServeSettings {
+    /// Flags first, then the file named by `--config`, then defaults.
+    pub(crate) fn resolve(args: ServeArgs) -> Result<Self, CliError> {
+        let (file, base) = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| {
+                    CliError::Usage(format!("cannot read {}: {error}", path.display()))
+                })?;
+                let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+                (parse(&text, path)?, base)
+            }
+            None => (ConfigFile::default(), PathBuf::new()),
+        };
+        let bad = |path: &Option<PathBuf>, what: &str, reason: String| {
+            CliError::Usage(format!(
+                "{}: {what}: {reason}",
+                path.as_deref()
+                    .map(Path::display)
+                    .map(|d| d.to_string())
+                    .unwrap_or_default()
+            ))
+        };
+        let from_file = |value: Option<PathBuf>| value.map(|path| base.join(path));
+
+        let listen = if !args.listen.is_empty() {
+            args.listen
+        } else if let Some(values) = file.listen {
+            values
+                .iter()
+                .map(|value| {
+                    value
+                        .parse::<ListenSpec>()
+                        .map_err(|reason| bad(&args.config, "listen", reason))
+                })
+                .collect::<Result<_, _>>()?
+        } else {
+            vec!["0.0.0.0:22".parse().map_err(CliError::Usage)?]
+        };
+        let transport = match (args.transport, file.transport) {
+            (Some(kind), _) => kind,
+            (None, Some(name)) => clap::ValueEnum::from_str(&name, true).map_err(|_| {
+                bad(
+                    &args.config,
+                    "transport",
+                    format!("unknown transport {name:?}"),
+                )
+            })?,
+            (None, None) => TransportName::Tcp,
+        };
+        let proxy = match (args.proxy, file.proxy) {
+            (Some(proxy), _) => Some(proxy),
+            (None, Some(url)) => Some(url.parse().map_err(|e: alknet::proxy::ProxyError| {
+                bad(&args.config, "proxy", e.to_string())
+            })?),
+            (None, None) => None,
+        };
+        Ok(Self {
+            key: args
+                .key
+                .or_else(|| from_file(file.key))
+                .ok_or_else(|| CliError::Usage("the host key is missing: pass --key or set key in --config".into()))?,
+            authorized_keys: args.authorized_keys.or_else(|| from_file(file.authorized_keys)).ok_or_else(|| {
+                CliError::Usage("authorized keys are missing: pass --authorized-keys or set authorized_keys in --config".into())
+            })?,
+            listen,
+            transport,
+            tls_cert: args.tls_cert.or_else(|| from_file(file.tls_cert)),
+            tls_key: args.tls_key.or_else(|| from_file(file.tls_key)),
+            stealth: args.stealth || file.stealth.unwrap_or(false),
+            stealth_timeout: args.stealth_timeout.or(file.stealth_timeout).unwrap_or(60).clamp(1, 3600),
+            max_auth_attempts: args.max_auth_attempts.or(file.max_auth_attempts).unwrap_or(10),
+            gateway_ports: args.gateway_ports || file.gateway_ports.unwrap_or(false),
+            proxy,
+        })
+    }
+}
+
+fn parse(text: &str, path: &Path) -> Result<ConfigFile, CliError> {
+    toml::from_str(text).map_err(|error| {
+        // toml's message names the key and shows the line; keep it on one line.
+        let message = error.message().to_owned();
+        let line = error
+            .span()
+            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+        match line {
+            Some(line) => CliError::Usage(format!("{} line {line}: {message}", path.display())),
+            None => CliError::Usage(format!("{}: {message}", path.display())),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let cli =
+            crate::cli::Cli::try_parse_from([&["alknet", "serve"][..], args].concat()).unwrap();
+        match cli.command {
+            crate::cli::Command::Serve(args) => args,
+            _ => unreachable!(),
+        }
+    }
+
+    fn write(dir: &Path, text: &str) -> String {
+        let path = dir.join("alknet.toml");
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    #[test]
+    fn file_values_apply_and_flags_override_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write(
+            dir.path(),
+            "key = \"host_key\"\nauthorized_keys = \"/etc/ak\"\nlisten = [\"tls://127.0.0.1:443\", \"127.0.0.1:22\"]\n\
+             tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nstealth = true\nmax_auth_attempts = 3\n",
+        );
+        let settings = ServeSettings::resolve(serve_args(&["--config", &config])).unwrap();
+        assert_eq!(
+            settings.key,
+            dir.path().join("host_key"),
+            "relative to the file"
+        );
+        assert_eq!(settings.authorized_keys, PathBuf::from("/etc/ak"));
+        assert_eq!(settings.listen.len(), 2);
+        assert!(settings.stealth);
+        assert_eq!(settings.max_auth_attempts, 3);
+
+        let settings = ServeSettings::resolve(serve_args(&[
+            "--config",
+            &config,
+            "--key",
+            "/other",
+            "--listen",
+            "tcp://127.0.0.1:2222",
+            "--max-auth-attempts",
+            "5",
+        ]))
+        .unwrap();
+        assert_eq!(settings.key, PathBuf::from("/other"));
+        assert_eq!(settings.listen.len(), 1);
+        assert_eq!(settings.max_auth_attempts, 5);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, expected) in [
+            ("key = \"k\"\nlisten_on = [\"x\"]\n", "listen_on"),
+            ("key = \"k\"\nmax_auth_attempts = \"ten\"\n", "line 2"),
+            ("listen = [\"tls://nowhere\"]\n", "listen"),
+            ("transport = \"carrier-pigeon\"\n", "transport"),
+            ("not toml at all", "alknet.toml"),
+        ] {
+            let config = write(dir.path(), text);
+            let error = ServeSettings::resolve(serve_args(&["--config", &config]))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{text:?}: {error}");
+            assert!(!error.contains('\n'), "one line: {error}");
+        }
+    }
+
+    #[test]
+    fn without_a_file_the_key_flags_are_required() {
+        let error = ServeSettings::resolve(serve_args(&["--authorized-keys", "ak"])).unwrap_err();
+        assert!(error.to_string().contains("--key"), "{error}");
+        let settings =
+            ServeSettings::resolve(serve_args(&["--key", "k", "--authorized-keys", "ak"])).unwrap();
+        assert_eq!(settings.listen[0].addr, "0.0.0.0:22");
+        assert_eq!(settings.stealth_timeout, 60);
+    }
+}
