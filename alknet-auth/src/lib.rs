@@ -31,18 +31,20 @@
 #![forbid(unsafe_code)]
 
 mod authorized_keys;
+mod certificate;
 mod error;
 mod keys;
 mod source;
 
 pub use authorized_keys::{AuthorizedKey, AuthorizedKeys, SkippedLine};
+pub use certificate::{CertificateAuthorities, CertificateGrant, CertificateRejection};
 pub use error::AuthError;
 pub use keys::{
-    fingerprint, generate_ed25519, load_private_key, load_public_key, public_key_path,
-    write_key_pair,
+    certificate_path, fingerprint, generate_ed25519, load_certificate, load_private_key,
+    load_public_key, public_key_path, write_key_pair,
 };
 pub use source::KeySource;
 
 /// The key types this crate hands out, re-exported so callers need not
 /// depend on `ssh-key` (and cannot pick a mismatching version of it).
-pub use ssh_key::{PrivateKey, PublicKey};
+pub use ssh_key::{Certificate, PrivateKey, PublicKey};

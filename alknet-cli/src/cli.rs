@@ -46,9 +46,17 @@ pub(crate) struct ServeArgs {
     pub(crate) key: Option<PathBuf>,
 
     /// The public keys allowed to log in, one per line, as in OpenSSH's
-    /// authorized_keys. Required here or in --config.
+    /// authorized_keys. Required (here or in --config) unless
+    /// --cert-authority is given.
     #[arg(long, value_name = "PATH")]
     pub(crate) authorized_keys: Option<PathBuf>,
+
+    /// Accept user certificates signed by the CA public keys in this file
+    /// (as OpenSSH's TrustedUserCAKeys). The login name must be one of the
+    /// certificate's principals; forwarding needs permit-port-forwarding.
+    /// Repeatable.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) cert_authority: Vec<PathBuf>,
 
     /// Where to listen: `tcp://addr`, `tls://addr`, or a bare `addr` of the
     /// --transport kind. Repeatable; all listeners share keys, limits and
@@ -123,6 +131,11 @@ pub(crate) struct ConnectArgs {
     /// read from ALKNET_PASSPHRASE.
     #[arg(long, value_name = "PATH", env = "ALKNET_IDENTITY")]
     pub(crate) identity: PathBuf,
+
+    /// An OpenSSH certificate for --identity [default: <identity>-cert.pub
+    /// when that file exists, as ssh does].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) certificate: Option<PathBuf>,
 
     /// User name to log in as [default: your local user name].
     #[arg(long, value_name = "NAME")]

@@ -17,6 +17,7 @@ use crate::listen::{ListenSpec, TransportName};
 struct ConfigFile {
     key: Option<PathBuf>,
     authorized_keys: Option<PathBuf>,
+    cert_authority: Option<Vec<PathBuf>>,
     listen: Option<Vec<String>>,
     transport: Option<String>,
     tls_cert: Option<PathBuf>,
@@ -32,7 +33,8 @@ struct ConfigFile {
 #[derive(Debug)]
 pub(crate) struct ServeSettings {
     pub(crate) key: PathBuf,
-    pub(crate) authorized_keys: PathBuf,
+    pub(crate) authorized_keys: Option<PathBuf>,
+    pub(crate) cert_authorities: Vec<PathBuf>,
     pub(crate) listen: Vec<ListenSpec>,
     pub(crate) transport: TransportName,
     pub(crate) tls_cert: Option<PathBuf>,
@@ -100,21 +102,43 @@ impl ServeSettings {
             })?),
             (None, None) => None,
         };
+        let authorized_keys = args
+            .authorized_keys
+            .or_else(|| from_file(file.authorized_keys.clone()));
+        let cert_authorities: Vec<PathBuf> = if args.cert_authority.is_empty() {
+            file.cert_authority
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| base.join(p))
+                .collect()
+        } else {
+            args.cert_authority
+        };
+        if authorized_keys.is_none() && cert_authorities.is_empty() {
+            return Err(CliError::Usage(
+                "nobody could log in: pass --authorized-keys or --cert-authority (or set them in --config)".into(),
+            ));
+        }
         Ok(Self {
-            key: args
-                .key
-                .or_else(|| from_file(file.key))
-                .ok_or_else(|| CliError::Usage("the host key is missing: pass --key or set key in --config".into()))?,
-            authorized_keys: args.authorized_keys.or_else(|| from_file(file.authorized_keys)).ok_or_else(|| {
-                CliError::Usage("authorized keys are missing: pass --authorized-keys or set authorized_keys in --config".into())
+            key: args.key.or_else(|| from_file(file.key)).ok_or_else(|| {
+                CliError::Usage("the host key is missing: pass --key or set key in --config".into())
             })?,
+            authorized_keys,
+            cert_authorities,
             listen,
             transport,
             tls_cert: args.tls_cert.or_else(|| from_file(file.tls_cert)),
             tls_key: args.tls_key.or_else(|| from_file(file.tls_key)),
             stealth: args.stealth || file.stealth.unwrap_or(false),
-            stealth_timeout: args.stealth_timeout.or(file.stealth_timeout).unwrap_or(60).clamp(1, 3600),
-            max_auth_attempts: args.max_auth_attempts.or(file.max_auth_attempts).unwrap_or(10),
+            stealth_timeout: args
+                .stealth_timeout
+                .or(file.stealth_timeout)
+                .unwrap_or(60)
+                .clamp(1, 3600),
+            max_auth_attempts: args
+                .max_auth_attempts
+                .or(file.max_auth_attempts)
+                .unwrap_or(10),
             gateway_ports: args.gateway_ports || file.gateway_ports.unwrap_or(false),
             proxy,
         })
@@ -169,7 +193,7 @@ mod tests {
             dir.path().join("host_key"),
             "relative to the file"
         );
-        assert_eq!(settings.authorized_keys, PathBuf::from("/etc/ak"));
+        assert_eq!(settings.authorized_keys, Some(PathBuf::from("/etc/ak")));
         assert_eq!(settings.listen.len(), 2);
         assert!(settings.stealth);
         assert_eq!(settings.max_auth_attempts, 3);

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alknet_auth::{PrivateKey, fingerprint};
+use alknet_auth::{Certificate, PrivateKey, fingerprint};
 use alknet_proxy::{
     BoxStream, ForwardSpec, OpenError, OpenErrorKind, StreamOpener, TargetAddr, relay,
 };
@@ -35,6 +35,9 @@ pub struct ConnectOptions {
     pub identity: Arc<PrivateKey>,
     /// The user name to log in as.
     pub user: String,
+    /// An OpenSSH user certificate for `identity`, offered instead of the
+    /// bare key (as `ssh` does with `<identity>-cert.pub`).
+    pub certificate: Option<Certificate>,
     /// The server's expected host key fingerprint (`SHA256:…`). Without
     /// one, any host key is accepted and its fingerprint logged.
     pub host_key: Option<String>,
@@ -55,6 +58,7 @@ impl ConnectOptions {
         Self {
             identity: Arc::new(identity),
             user: user.into(),
+            certificate: None,
             host_key: None,
             handshake_timeout: Duration::from_secs(30),
             keepalive_interval: Duration::from_secs(15),
@@ -75,6 +79,10 @@ impl fmt::Debug for ConnectOptions {
         f.debug_struct("ConnectOptions")
             .field("identity", &fingerprint(self.identity.public_key()))
             .field("user", &self.user)
+            .field(
+                "certificate",
+                &self.certificate.as_ref().map(|c| c.key_id().to_owned()),
+            )
             .field("host_key", &self.host_key)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("keepalive_interval", &self.keepalive_interval)
@@ -128,16 +136,35 @@ impl Client {
         let config = Arc::new(client_config(options.keepalive_interval));
         let mut handle = russh::client::connect_stream(config, stream, handler).await?;
 
-        let key = PrivateKeyWithHashAlg::new(options.identity.clone(), None);
-        match handle
-            .authenticate_publickey(options.user.clone(), key)
-            .await?
-        {
+        let result = match options.certificate.clone() {
+            Some(certificate) => {
+                handle
+                    .authenticate_openssh_cert(
+                        options.user.clone(),
+                        options.identity.clone(),
+                        certificate,
+                    )
+                    .await?
+            }
+            None => {
+                let key = PrivateKeyWithHashAlg::new(options.identity.clone(), None);
+                handle
+                    .authenticate_publickey(options.user.clone(), key)
+                    .await?
+            }
+        };
+        match result {
             AuthResult::Success => {}
             AuthResult::Failure { .. } => {
-                return Err(Error::AuthRejected {
-                    user: options.user,
-                    fingerprint: fingerprint(options.identity.public_key()),
+                return Err(match &options.certificate {
+                    Some(certificate) => Error::CertificateRejected {
+                        user: options.user,
+                        key_id: certificate.key_id().to_owned(),
+                    },
+                    None => Error::AuthRejected {
+                        user: options.user,
+                        fingerprint: fingerprint(options.identity.public_key()),
+                    },
                 });
             }
         }

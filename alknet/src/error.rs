@@ -48,6 +48,18 @@ pub enum Error {
         fingerprint: String,
     },
 
+    /// The server refused our certificate.
+    #[error(
+        "the server refused certificate {key_id:?} for user {user:?}: check that the server trusts its CA \
+         (--cert-authority), that {user:?} is one of its principals, and that it is valid now"
+    )]
+    CertificateRejected {
+        /// The user name we logged in as.
+        user: String,
+        /// The certificate's key id.
+        key_id: String,
+    },
+
     /// The SSH handshake did not finish in time.
     #[error("the SSH handshake did not complete within {0:?}; is the server an SSH server?")]
     HandshakeTimeout(Duration),

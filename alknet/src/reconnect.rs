@@ -136,6 +136,7 @@ fn is_permanent(error: &Error) -> bool {
     matches!(
         error,
         Error::AuthRejected { .. }
+            | Error::CertificateRejected { .. }
             | Error::HostKeyMismatch { .. }
             | Error::InvalidFingerprint(_)
             | Error::Auth(_)

@@ -7,9 +7,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use alknet_auth::{AuthorizedKeys, PrivateKey, fingerprint};
+use alknet_auth::{AuthorizedKeys, Certificate, CertificateAuthorities, PrivateKey, fingerprint};
 use alknet_proxy::{
     OpenError, OpenErrorKind, TargetAddr, UpstreamProxy, connect_direct, connect_unix, relay,
 };
@@ -42,6 +42,9 @@ pub struct ServeOptions {
     pub host_key: PrivateKey,
     /// Which client keys may log in.
     pub authorized_keys: AuthorizedKeys,
+    /// Which certificate authorities' user certificates may log in
+    /// (OpenSSH's `TrustedUserCAKeys`).
+    pub cert_authorities: CertificateAuthorities,
     /// How long to try reaching a tunnel target before reporting failure.
     pub dial_timeout: Duration,
     /// Failed authentications allowed per connection before disconnecting.
@@ -67,6 +70,7 @@ impl ServeOptions {
         Self {
             host_key,
             authorized_keys,
+            cert_authorities: CertificateAuthorities::default(),
             dial_timeout: Duration::from_secs(10),
             max_auth_attempts: 10,
             login_grace: Duration::from_secs(60),
@@ -84,6 +88,7 @@ impl fmt::Debug for ServeOptions {
         f.debug_struct("ServeOptions")
             .field("host_key", &fingerprint(self.host_key.public_key()))
             .field("authorized_keys", &self.authorized_keys.len())
+            .field("cert_authorities", &self.cert_authorities.len())
             .field("dial_timeout", &self.dial_timeout)
             .field("max_auth_attempts", &self.max_auth_attempts)
             .field("login_grace", &self.login_grace)
@@ -123,6 +128,7 @@ pub struct Server {
 struct ServerInner {
     config: Arc<russh::server::Config>,
     authorized_keys: AuthorizedKeys,
+    cert_authorities: CertificateAuthorities,
     dial_timeout: Duration,
     login_grace: Duration,
     shutdown_grace: Duration,
@@ -141,6 +147,7 @@ impl Server {
             inner: Arc::new(ServerInner {
                 config: Arc::new(server_config(options.host_key, &tuning)),
                 authorized_keys: options.authorized_keys,
+                cert_authorities: options.cert_authorities,
                 dial_timeout: options.dial_timeout,
                 login_grace: options.login_grace,
                 shutdown_grace: options.shutdown_grace,
@@ -282,6 +289,7 @@ impl Server {
             authenticated: authenticated.clone(),
             channels: kill.clone(),
             remote_forwards: HashMap::new(),
+            forwarding_allowed: true,
         };
         let grace = self.inner.login_grace;
 
@@ -360,13 +368,20 @@ struct SessionHandler {
     /// This session's remote forwards, by the (address, port) the client
     /// uses to cancel them.
     remote_forwards: HashMap<(String, u32), CancellationToken>,
+    /// False for a certificate without `permit-port-forwarding`: such a
+    /// session may log in but open nothing.
+    forwarding_allowed: bool,
 }
 
 impl SessionHandler {
     fn check_key(&self, user: &str, key: &PublicKey) -> Auth {
         let accepted = self.server.authorized_keys.contains(key);
-        // The fail2ban line (SPEC §2). `user` is client-chosen text, so it
-        // is logged quoted and escaped.
+        self.log_attempt(user, key, accepted)
+    }
+
+    /// The fail2ban line (SPEC §2). `user` is client-chosen text, so it is
+    /// logged quoted and escaped.
+    fn log_attempt(&self, user: &str, key: &PublicKey, accepted: bool) -> Auth {
         info!(
             remote_addr = %self.peer,
             user = ?user,
@@ -375,6 +390,15 @@ impl SessionHandler {
             "auth attempt"
         );
         if accepted { Auth::Accept } else { reject() }
+    }
+
+    /// Refuses a channel when the session's certificate does not permit
+    /// forwarding.
+    fn forwarding_refused(&self) -> bool {
+        if !self.forwarding_allowed {
+            debug!(remote_addr = %self.peer, "channel refused: the certificate lacks permit-port-forwarding");
+        }
+        !self.forwarding_allowed
     }
 }
 
@@ -399,8 +423,12 @@ impl russh::server::Handler for SessionHandler {
         offer: russh::server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         // Unknown keys are refused (and logged) here, before the client
-        // signs anything; known ones are logged once verified, below.
-        if self.server.authorized_keys.contains(offer.public_key) {
+        // signs anything; known ones are logged once verified, below. With
+        // certificate authorities, the key may be a certificate's (russh
+        // does not say which), so the decision waits for the signature.
+        if self.server.authorized_keys.contains(offer.public_key)
+            || !self.server.cert_authorities.is_empty()
+        {
             Ok(Auth::Accept)
         } else {
             Ok(self.check_key(user, offer.public_key))
@@ -413,6 +441,32 @@ impl russh::server::Handler for SessionHandler {
         key: russh::server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
         Ok(self.check_key(user, key.public_key))
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &Certificate,
+    ) -> Result<Auth, Self::Error> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        let key = PublicKey::new(certificate.public_key().clone(), "");
+        match self.server.cert_authorities.check(
+            certificate,
+            user,
+            self.peer.0.map(|a| a.ip()),
+            now,
+        ) {
+            Ok(grant) => {
+                self.forwarding_allowed = grant.permit_port_forwarding;
+                Ok(self.log_attempt(user, &key, true))
+            }
+            Err(rejection) => {
+                debug!(remote_addr = %self.peer, reason = %rejection, "certificate refused");
+                Ok(self.log_attempt(user, &key, false))
+            }
+        }
     }
 
     async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
@@ -431,6 +485,12 @@ impl russh::server::Handler for SessionHandler {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let alknet_peer = peer_is_alknet(session.remote_sshid());
+        if self.forwarding_refused() {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
         let Ok(port) = u16::try_from(port) else {
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
             return Ok(());
@@ -463,6 +523,12 @@ impl russh::server::Handler for SessionHandler {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let alknet_peer = peer_is_alknet(session.remote_sshid());
+        if self.forwarding_refused() {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
         let path = PathBuf::from(socket_path);
         let dial_timeout = self.server.dial_timeout;
         self.spawn_channel(channel, reply, alknet_peer, async move {
@@ -480,6 +546,9 @@ impl russh::server::Handler for SessionHandler {
         let Ok(requested) = u16::try_from(*port) else {
             return Ok(false);
         };
+        if self.forwarding_refused() {
+            return Ok(false);
+        }
         let host = server_bind_host(address, self.server.gateway_ports);
         let listener = match TcpListener::bind((host, requested)).await {
             Ok(listener) => listener,

@@ -212,7 +212,7 @@ impl AlknetClient {
         let socks_addr = field(&listening, "socks5")
             .and_then(|addr| addr.parse().ok())
             .ok_or_else(|| XtaskError::Failed(format!("no SOCKS5 address in {listening:?}")))?;
-        process.wait_for_log("connected", STARTUP)?;
+        process.wait_for_log(" connected server=", STARTUP)?;
         Ok(Self {
             process,
             socks_addr,

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use alknet::auth::load_private_key;
+use alknet::auth::{certificate_path, load_certificate, load_private_key};
 use alknet::proxy::{LocalForward, Socks5Server};
 use alknet::transport::{TcpTransport, TlsClientOptions, TlsTransport, Transport};
 use alknet::{ConnectOptions, ReconnectingClient};
@@ -50,6 +50,19 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<(), CliError> {
     let identity = load_private_key(args.identity.as_path(), super::passphrase().as_deref())?;
     let user = args.user.unwrap_or_else(whoami::username);
     let mut options = ConnectOptions::new(identity, user);
+    // As ssh does: an explicit certificate, or <identity>-cert.pub if present.
+    let certificate = match &args.certificate {
+        Some(path) => Some(load_certificate(path.as_path())?),
+        None => {
+            let beside = certificate_path(&args.identity);
+            if beside.is_file() {
+                Some(load_certificate(beside.as_path())?)
+            } else {
+                None
+            }
+        }
+    };
+    options.certificate = certificate;
     options.host_key = args.host_key;
     options.keepalive_interval = Duration::from_secs(args.keepalive_interval);
     options.remote_forwards = args.remote_forwards;

@@ -11,9 +11,10 @@
 use std::sync::Arc;
 use std::thread;
 
+use std::path::Path;
 use std::time::Duration;
 
-use alknet::auth::{AuthorizedKeys, load_private_key};
+use alknet::auth::{AuthorizedKeys, CertificateAuthorities, load_private_key};
 use alknet::stealth::StealthConfig;
 use alknet::transport::{TcpAcceptor, TlsAcceptor, TransportAcceptor};
 use alknet::{ListenerOptions, ServeOptions, Server};
@@ -29,24 +30,19 @@ use crate::signals::shutdown_signal;
 pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
     let args = ServeSettings::resolve(args)?;
     let host_key = load_private_key(args.key.as_path(), super::passphrase().as_deref())?;
-    let authorized_keys = AuthorizedKeys::load(args.authorized_keys.as_path())?;
-    for skipped in authorized_keys.skipped() {
-        warn!(
-            file = %args.authorized_keys.display(),
-            line = skipped.line,
-            reason = %skipped.reason,
-            "authorized_keys line ignored"
-        );
-    }
-    if authorized_keys.is_empty() {
-        return Err(CliError::NoAuthorizedKeys {
-            path: args.authorized_keys.display().to_string(),
-        });
+    let authorized_keys = match &args.authorized_keys {
+        Some(path) => load_authorized_keys(path, args.cert_authorities.is_empty())?,
+        None => AuthorizedKeys::default(),
+    };
+    let mut cert_authorities = CertificateAuthorities::default();
+    for path in &args.cert_authorities {
+        cert_authorities.load(path.as_path())?;
     }
 
     let shutdown = shutdown_signal()?;
     let listeners = bind_listeners(&args).await?;
     let mut options = ServeOptions::new(host_key, authorized_keys);
+    options.cert_authorities = cert_authorities;
     options.max_auth_attempts = args.max_auth_attempts;
     options.gateway_ports = args.gateway_ports;
     options.proxy = args.proxy;
@@ -113,6 +109,26 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
     }
     info!("server stopped");
     Ok(())
+}
+
+/// Loads authorized_keys, warning about every line it cannot use. An empty
+/// set is an error when it is the only way in.
+fn load_authorized_keys(path: &Path, only_way_in: bool) -> Result<AuthorizedKeys, CliError> {
+    let authorized_keys = AuthorizedKeys::load(path)?;
+    for skipped in authorized_keys.skipped() {
+        warn!(
+            file = %path.display(),
+            line = skipped.line,
+            reason = %skipped.reason,
+            "authorized_keys line ignored"
+        );
+    }
+    if authorized_keys.is_empty() && only_way_in {
+        return Err(CliError::NoAuthorizedKeys {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(authorized_keys)
 }
 
 /// A bound listener and its options.

@@ -1,0 +1,207 @@
+//! OpenSSH user certificates and the authorities that sign them.
+//!
+//! russh checks a certificate's signature and validity window against the
+//! CA key *embedded in the certificate* — which anyone can make. Everything
+//! that makes a certificate trustworthy is checked here: the signing CA is
+//! one we trust (by fingerprint), it is a user certificate, the login name
+//! is among its principals, its critical options hold, and it is valid now.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ssh_key::certificate::CertType;
+use ssh_key::{Certificate, Fingerprint, HashAlg, PublicKey};
+
+use crate::{AuthError, KeySource};
+
+/// Critical options alknet understands. `force-command` restricts shells,
+/// which alknet never offers, so it cannot be violated.
+const KNOWN_CRITICAL_OPTIONS: [&str; 2] = ["source-address", "force-command"];
+
+/// The extension that allows any forwarding (every alknet channel is one).
+const PERMIT_PORT_FORWARDING: &str = "permit-port-forwarding";
+
+/// The certificate authorities whose user certificates are accepted.
+#[derive(Clone, Debug, Default)]
+pub struct CertificateAuthorities {
+    fingerprints: Vec<Fingerprint>,
+}
+
+/// What an accepted certificate grants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateGrant {
+    /// The certificate's key id (chosen by whoever signed it; for logs).
+    pub key_id: String,
+    /// Whether it carries `permit-port-forwarding`. Without it, the
+    /// session may authenticate but open no channel.
+    pub permit_port_forwarding: bool,
+}
+
+/// Why a certificate was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertificateRejection {
+    /// Not signed by a trusted CA, or the signature does not verify.
+    UntrustedAuthority,
+    /// A host certificate offered for user login.
+    NotAUserCertificate,
+    /// Outside its validity window.
+    NotValidNow,
+    /// The certificate lists no principals (sshd refuses these too).
+    NoPrincipals,
+    /// The login name is not among the principals.
+    WrongPrincipal,
+    /// `source-address` does not include the client's address.
+    SourceAddress,
+    /// A critical option alknet does not understand.
+    UnknownCriticalOption(String),
+}
+
+impl fmt::Display for CertificateRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UntrustedAuthority => {
+                f.write_str("not signed by a trusted certificate authority")
+            }
+            Self::NotAUserCertificate => f.write_str("not a user certificate"),
+            Self::NotValidNow => f.write_str("expired or not yet valid"),
+            Self::NoPrincipals => f.write_str("lists no principals"),
+            Self::WrongPrincipal => f.write_str("the user name is not among its principals"),
+            Self::SourceAddress => f.write_str("source-address does not allow this client"),
+            Self::UnknownCriticalOption(name) => write!(f, "unknown critical option {name:?}"),
+        }
+    }
+}
+
+impl CertificateAuthorities {
+    /// Trusts the given CA public keys.
+    pub fn from_keys(keys: impl IntoIterator<Item = PublicKey>) -> Self {
+        Self {
+            fingerprints: keys
+                .into_iter()
+                .map(|key| key.fingerprint(HashAlg::Sha256))
+                .collect(),
+        }
+    }
+
+    /// Adds the CA keys in an OpenSSH public-key file (one per line, `#`
+    /// comments and blank lines ignored), as `TrustedUserCAKeys` reads.
+    pub fn load(&mut self, source: impl Into<KeySource>) -> Result<(), AuthError> {
+        let source = source.into();
+        let text = source.read_text()?;
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let key =
+                PublicKey::from_openssh(line).map_err(|error| AuthError::AuthorizedKeysLine {
+                    source_name: source.name(),
+                    line: index + 1,
+                    reason: format!("not an OpenSSH CA public key: {error}"),
+                })?;
+            self.fingerprints.push(key.fingerprint(HashAlg::Sha256));
+        }
+        Ok(())
+    }
+
+    /// Whether no CA is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.fingerprints.is_empty()
+    }
+
+    /// How many CAs are trusted.
+    pub fn len(&self) -> usize {
+        self.fingerprints.len()
+    }
+
+    /// Decides whether `certificate` lets `user` log in from `peer` at
+    /// `now` (Unix seconds). The certificate's own signature is checked
+    /// here too, so this does not rely on the caller having done it.
+    pub fn check(
+        &self,
+        certificate: &Certificate,
+        user: &str,
+        peer: Option<IpAddr>,
+        now: u64,
+    ) -> Result<CertificateGrant, CertificateRejection> {
+        let trusted = certificate.signature_key().fingerprint(HashAlg::Sha256);
+        if !self.fingerprints.contains(&trusted) || certificate.verify_signature().is_err() {
+            return Err(CertificateRejection::UntrustedAuthority);
+        }
+        if certificate.cert_type() != CertType::User {
+            return Err(CertificateRejection::NotAUserCertificate);
+        }
+        if certificate.validate_at(now, [&trusted]).is_err() {
+            return Err(CertificateRejection::NotValidNow);
+        }
+        let principals = certificate.valid_principals();
+        if principals.is_empty() {
+            return Err(CertificateRejection::NoPrincipals);
+        }
+        if !principals.iter().any(|principal| principal == user) {
+            return Err(CertificateRejection::WrongPrincipal);
+        }
+        for (name, value) in certificate.critical_options().iter() {
+            match name.as_str() {
+                "source-address" => {
+                    if !source_address_allows(value, peer) {
+                        return Err(CertificateRejection::SourceAddress);
+                    }
+                }
+                known if KNOWN_CRITICAL_OPTIONS.contains(&known) => {}
+                unknown => {
+                    return Err(CertificateRejection::UnknownCriticalOption(
+                        unknown.to_owned(),
+                    ));
+                }
+            }
+        }
+        Ok(CertificateGrant {
+            key_id: certificate.key_id().to_owned(),
+            permit_port_forwarding: certificate
+                .extensions()
+                .contains_key(PERMIT_PORT_FORWARDING),
+        })
+    }
+}
+
+/// `source-address` is a comma-separated list of addresses and CIDR
+/// ranges; a peer without an IP address (iroh, say) never matches.
+fn source_address_allows(list: &str, peer: Option<IpAddr>) -> bool {
+    let Some(peer) = peer else { return false };
+    let peer = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+        v4 => v4,
+    };
+    list.split(',').map(str::trim).any(|entry| {
+        if let Ok(net) = entry.parse::<ipnet::IpNet>() {
+            net.contains(&peer)
+        } else {
+            entry.parse::<IpAddr>().is_ok_and(|ip| ip == peer)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_address_lists() {
+        let local = Some("127.0.0.1".parse().unwrap());
+        assert!(source_address_allows("127.0.0.1", local));
+        assert!(source_address_allows("10.0.0.0/8, 127.0.0.0/8", local));
+        assert!(!source_address_allows("10.0.0.0/8", local));
+        assert!(source_address_allows(
+            "::1/128",
+            Some("::1".parse().unwrap())
+        ));
+        assert!(source_address_allows(
+            "127.0.0.1/32",
+            Some("::ffff:127.0.0.1".parse().unwrap())
+        ));
+        assert!(!source_address_allows("127.0.0.1", None));
+        assert!(!source_address_allows("garbage", local));
+    }
+}
