@@ -196,6 +196,23 @@ fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), AuthErr
         })
 }
 
+/// Loads an OpenSSH certificate (`ssh-ed25519-cert-v01@openssh.com AAAA…`).
+pub fn load_certificate(source: impl Into<KeySource>) -> Result<ssh_key::Certificate, AuthError> {
+    let source = source.into();
+    let text = source.read_text()?;
+    ssh_key::Certificate::from_openssh(text.trim()).map_err(|error| AuthError::Malformed {
+        source_name: source.name(),
+        reason: format!("not an OpenSSH certificate ({error}); `ssh-keygen -s` makes them"),
+    })
+}
+
+/// Where OpenSSH looks for a key's certificate: `<path>-cert.pub`.
+pub fn certificate_path(private_key_path: &Path) -> PathBuf {
+    let mut name = private_key_path.as_os_str().to_owned();
+    name.push("-cert.pub");
+    PathBuf::from(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,21 +247,4 @@ mod tests {
             PathBuf::from("/tmp/id.pub")
         );
     }
-}
-
-/// Loads an OpenSSH certificate (`ssh-ed25519-cert-v01@openssh.com AAAA…`).
-pub fn load_certificate(source: impl Into<KeySource>) -> Result<ssh_key::Certificate, AuthError> {
-    let source = source.into();
-    let text = source.read_text()?;
-    ssh_key::Certificate::from_openssh(text.trim()).map_err(|error| AuthError::Malformed {
-        source_name: source.name(),
-        reason: format!("not an OpenSSH certificate ({error}); `ssh-keygen -s` makes them"),
-    })
-}
-
-/// Where OpenSSH looks for a key's certificate: `<path>-cert.pub`.
-pub fn certificate_path(private_key_path: &Path) -> PathBuf {
-    let mut name = private_key_path.as_os_str().to_owned();
-    name.push("-cert.pub");
-    PathBuf::from(name)
 }
