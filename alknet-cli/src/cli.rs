@@ -91,6 +91,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub(crate) max_auth_attempts: Option<usize>,
 
+    /// Connections one IP address may have open at once; more are closed
+    /// at once. 0 means no limit. [default: 0]
+    #[arg(long, value_name = "N")]
+    pub(crate) max_connections_per_ip: Option<usize>,
+
     /// Let remote forwards (`ssh -R`, `alknet connect -R`) listen on the
     /// address the client names, as OpenSSH's `GatewayPorts yes`. Without
     /// it they listen on loopback only.

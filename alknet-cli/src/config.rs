@@ -25,6 +25,7 @@ struct ConfigFile {
     stealth: Option<bool>,
     stealth_timeout: Option<u64>,
     max_auth_attempts: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     gateway_ports: Option<bool>,
     proxy: Option<String>,
 }
@@ -42,6 +43,7 @@ pub(crate) struct ServeSettings {
     pub(crate) stealth: bool,
     pub(crate) stealth_timeout: u64,
     pub(crate) max_auth_attempts: usize,
+    pub(crate) max_connections_per_ip: usize,
     pub(crate) gateway_ports: bool,
     pub(crate) proxy: Option<UpstreamProxy>,
 }
@@ -139,6 +141,10 @@ impl ServeSettings {
                 .max_auth_attempts
                 .or(file.max_auth_attempts)
                 .unwrap_or(10),
+            max_connections_per_ip: args
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(0),
             gateway_ports: args.gateway_ports || file.gateway_ports.unwrap_or(false),
             proxy,
         })

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -49,6 +49,10 @@ pub struct ServeOptions {
     pub dial_timeout: Duration,
     /// Failed authentications allowed per connection before disconnecting.
     pub max_auth_attempts: usize,
+    /// Connections one IP address may have open at once; 0 means no limit.
+    /// Counted from accept, so clients that never get to SSH (stealth
+    /// visitors, scanners) count too.
+    pub max_connections_per_ip: usize,
     /// How long a client may take from connecting to being authenticated.
     pub login_grace: Duration,
     /// On shutdown, how long clients get to close before being cut off.
@@ -73,6 +77,7 @@ impl ServeOptions {
             cert_authorities: CertificateAuthorities::default(),
             dial_timeout: Duration::from_secs(10),
             max_auth_attempts: 10,
+            max_connections_per_ip: 0,
             login_grace: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(2),
             keepalive_interval: Duration::from_secs(30),
@@ -91,6 +96,7 @@ impl fmt::Debug for ServeOptions {
             .field("cert_authorities", &self.cert_authorities.len())
             .field("dial_timeout", &self.dial_timeout)
             .field("max_auth_attempts", &self.max_auth_attempts)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("login_grace", &self.login_grace)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("keepalive_interval", &self.keepalive_interval)
@@ -134,6 +140,7 @@ struct ServerInner {
     shutdown_grace: Duration,
     gateway_ports: bool,
     proxy: Option<UpstreamProxy>,
+    per_ip: PerIpLimit,
 }
 
 impl Server {
@@ -153,6 +160,7 @@ impl Server {
                 shutdown_grace: options.shutdown_grace,
                 gateway_ports: options.gateway_ports,
                 proxy: options.proxy,
+                per_ip: PerIpLimit::new(options.max_connections_per_ip),
             }),
         }
     }
@@ -200,11 +208,19 @@ impl Server {
                 () = &mut shutdown => break,
                 accepted = acceptor.accept() => match accepted {
                     Ok((stream, info)) => {
+                        let Some(permit) = self.inner.per_ip.admit(info.remote_addr) else {
+                            info!(
+                                remote_addr = %Peer(info.remote_addr),
+                                "connection refused: too many connections from this address"
+                            );
+                            continue;
+                        };
                         let server = self.clone();
                         let (stop, kill) = (stop.child_token(), kill.child_token());
                         let stealth = listener.stealth.clone();
                         connections.spawn(async move {
                             server.serve_connection_until(stream, info, stealth, stop, kill).await;
+                            drop(permit);
                         });
                     }
                     Err(error) => {
@@ -341,6 +357,65 @@ impl Server {
         }
         // Any relay still running belongs to this connection only.
         kill.cancel();
+    }
+}
+
+/// Counts open connections per IP address against a limit.
+#[derive(Clone)]
+struct PerIpLimit {
+    limit: usize,
+    open: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One admitted connection; dropping it frees its place.
+struct PerIpPermit {
+    ip: Option<IpAddr>,
+    open: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl PerIpLimit {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            open: Arc::default(),
+        }
+    }
+
+    /// A permit, or `None` when the address is at its limit. Peers without
+    /// an address (and servers without a limit) are always admitted.
+    fn admit(&self, peer: Option<SocketAddr>) -> Option<PerIpPermit> {
+        let ip = peer.map(|addr| addr.ip()).filter(|_| self.limit > 0);
+        if let Some(ip) = ip {
+            let mut open = self
+                .open
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let count = open.entry(ip).or_insert(0);
+            if *count >= self.limit {
+                return None;
+            }
+            *count += 1;
+        }
+        Some(PerIpPermit {
+            ip,
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for PerIpPermit {
+    fn drop(&mut self) {
+        let Some(ip) = self.ip else { return };
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&ip);
+            }
+        }
     }
 }
 
@@ -635,6 +710,30 @@ fn is_reserved(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_ip_limits_count_open_connections_and_free_them_on_drop() {
+        let limit = PerIpLimit::new(2);
+        let a: SocketAddr = "192.0.2.1:1000".parse().unwrap();
+        let b: SocketAddr = "192.0.2.2:1000".parse().unwrap();
+        let first = limit.admit(Some(a)).unwrap();
+        let _second = limit.admit(Some(a)).unwrap();
+        assert!(
+            limit.admit(Some(a)).is_none(),
+            "a third from the same address"
+        );
+        assert!(
+            limit.admit(Some(b)).is_some(),
+            "another address is not affected"
+        );
+        drop(first);
+        assert!(limit.admit(Some(a)).is_some(), "a place was freed");
+        assert!(
+            PerIpLimit::new(0).admit(Some(a)).is_some(),
+            "0 means no limit"
+        );
+        assert!(limit.admit(None).is_some(), "no address, no limit");
+    }
 
     #[test]
     fn reserved_prefix_is_matched_without_regard_to_case() {

@@ -93,7 +93,9 @@ pub(crate) fn server_config(host_key: PrivateKey, tuning: &ServerTuning) -> russ
         maximum_packet_size: MAX_PACKET_SIZE,
         channel_buffer_size: CHANNEL_BUFFER,
         preferred: preferred(),
-        max_auth_attempts: tuning.max_auth_attempts,
+        // russh counts OpenSSH's opening "none" probe as an attempt; users
+        // count keys tried.
+        max_auth_attempts: tuning.max_auth_attempts.saturating_add(1),
         // Idle tunnels are normal; dead peers are found by keepalives.
         inactivity_timeout: None,
         keepalive_interval: Some(tuning.keepalive_interval),

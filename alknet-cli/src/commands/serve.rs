@@ -44,6 +44,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
     let mut options = ServeOptions::new(host_key, authorized_keys);
     options.cert_authorities = cert_authorities;
     options.max_auth_attempts = args.max_auth_attempts;
+    options.max_connections_per_ip = args.max_connections_per_ip;
     options.gateway_ports = args.gateway_ports;
     options.proxy = args.proxy;
     let server = Server::new(options);

@@ -7,6 +7,7 @@ mod certificates;
 mod cli;
 mod forwards;
 mod interop;
+mod limits;
 mod proxies;
 mod reconnect;
 mod shutdown;
