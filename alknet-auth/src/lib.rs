@@ -35,6 +35,7 @@ mod certificate;
 mod error;
 mod keys;
 mod source;
+mod token;
 
 pub use authorized_keys::{AuthorizedKey, AuthorizedKeys, SkippedLine};
 pub use certificate::{CertificateAuthorities, CertificateGrant, CertificateRejection};
@@ -44,6 +45,10 @@ pub use keys::{
     load_public_key, public_key_path, write_key_pair,
 };
 pub use source::KeySource;
+pub use token::{
+    DEFAULT_TOKEN_WINDOW, TOKEN_BYTES, TokenError, TokenKeySource, TokenVerifier, mint_token,
+    token_key_id,
+};
 
 /// The key types this crate hands out, re-exported so callers need not
 /// depend on `ssh-key` (and cannot pick a mismatching version of it).

@@ -27,6 +27,9 @@ pub(crate) enum Command {
     Connect(ConnectArgs),
     /// Create an OpenSSH Ed25519 key pair (<path> and <path>.pub).
     Keygen(KeygenArgs),
+    /// Print a token proving you hold --identity, for transports that are
+    /// not SSH (valid for about five minutes either side of now).
+    Token(TokenArgs),
     /// Run a server and a client in this process on loopback, with fresh
     /// keys, to try alknet out.
     Demo(DemoArgs),
@@ -190,6 +193,14 @@ pub(crate) struct KeygenArgs {
     /// Comment stored in the key [default: user@host].
     #[arg(long, short = 'C', value_name = "TEXT")]
     pub(crate) comment: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenArgs {
+    /// Your private key (OpenSSH Ed25519). An encrypted key's passphrase is
+    /// read from ALKNET_PASSPHRASE.
+    #[arg(long, value_name = "PATH", env = "ALKNET_IDENTITY")]
+    pub(crate) identity: PathBuf,
 }
 
 #[derive(Debug, Args)]

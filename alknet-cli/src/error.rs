@@ -31,6 +31,9 @@ pub(crate) enum CliError {
     #[error("{0}")]
     Usage(String),
 
+    #[error(transparent)]
+    Token(#[from] alknet::auth::TokenError),
+
     #[error("connection to the server was lost")]
     ConnectionLost,
 

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => block_on(commands::serve::run(args)),
         Command::Connect(args) => block_on(commands::connect::run(args)),
         Command::Keygen(args) => commands::keygen::run(args),
+        Command::Token(args) => commands::token::run(args),
         Command::Demo(args) => block_on(commands::demo::run(args)),
     };
     match result {

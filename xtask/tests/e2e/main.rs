@@ -13,6 +13,7 @@ mod reconnect;
 mod shutdown;
 mod tidy;
 mod tls;
+mod tokens;
 mod tunnel;
 
 use std::net::SocketAddr;
