@@ -34,6 +34,8 @@ mod authorized_keys;
 mod certificate;
 mod error;
 mod keys;
+mod policy;
+mod reload;
 mod source;
 mod token;
 
@@ -44,6 +46,8 @@ pub use keys::{
     certificate_path, fingerprint, generate_ed25519, load_certificate, load_private_key,
     load_public_key, public_key_path, write_key_pair,
 };
+pub use policy::{ForwardRule, ForwardingPolicy, TargetMatch, Verdict, parse_port_range};
+pub use reload::{AuthConfig, ConfigReloadHandle};
 pub use source::KeySource;
 pub use token::{
     DEFAULT_TOKEN_WINDOW, TOKEN_BYTES, TokenError, TokenKeySource, TokenVerifier, mint_token,

@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use alknet_auth::{AuthorizedKeys, Certificate, CertificateAuthorities, PrivateKey, fingerprint};
+use alknet_auth::{
+    AuthConfig, AuthorizedKeys, Certificate, CertificateAuthorities, ConfigReloadHandle,
+    ForwardingPolicy, PrivateKey, Verdict, fingerprint,
+};
 use alknet_proxy::{
     OpenError, OpenErrorKind, TargetAddr, UpstreamProxy, connect_direct, connect_unix, relay,
 };
@@ -45,6 +48,8 @@ pub struct ServeOptions {
     /// Which certificate authorities' user certificates may log in
     /// (OpenSSH's `TrustedUserCAKeys`).
     pub cert_authorities: CertificateAuthorities,
+    /// Where sessions may open channels to.
+    pub forwarding: ForwardingPolicy,
     /// How long to try reaching a tunnel target before reporting failure.
     pub dial_timeout: Duration,
     /// Failed authentications allowed per connection before disconnecting.
@@ -75,6 +80,7 @@ impl ServeOptions {
             host_key,
             authorized_keys,
             cert_authorities: CertificateAuthorities::default(),
+            forwarding: ForwardingPolicy::default(),
             dial_timeout: Duration::from_secs(10),
             max_auth_attempts: 10,
             max_connections_per_ip: 0,
@@ -133,8 +139,7 @@ pub struct Server {
 
 struct ServerInner {
     config: Arc<russh::server::Config>,
-    authorized_keys: AuthorizedKeys,
-    cert_authorities: CertificateAuthorities,
+    auth: ConfigReloadHandle,
     dial_timeout: Duration,
     login_grace: Duration,
     shutdown_grace: Duration,
@@ -153,8 +158,11 @@ impl Server {
         Self {
             inner: Arc::new(ServerInner {
                 config: Arc::new(server_config(options.host_key, &tuning)),
-                authorized_keys: options.authorized_keys,
-                cert_authorities: options.cert_authorities,
+                auth: ConfigReloadHandle::new(AuthConfig::new(
+                    options.authorized_keys,
+                    options.cert_authorities,
+                    options.forwarding,
+                )),
                 dial_timeout: options.dial_timeout,
                 login_grace: options.login_grace,
                 shutdown_grace: options.shutdown_grace,
@@ -163,6 +171,12 @@ impl Server {
                 per_ip: PerIpLimit::new(options.max_connections_per_ip),
             }),
         }
+    }
+
+    /// A handle to replace who may log in and where they may forward while
+    /// the server runs; sessions keep the configuration they started with.
+    pub fn reload_handle(&self) -> ConfigReloadHandle {
+        self.inner.auth.clone()
     }
 
     /// The host key's SHA256 fingerprint, for clients to pin.
@@ -301,6 +315,9 @@ impl Server {
         let authenticated = CancellationToken::new();
         let handler = SessionHandler {
             server: self.inner.clone(),
+            // The session keeps the configuration it started with.
+            auth: self.inner.auth.current(),
+            user: String::new(),
             peer,
             authenticated: authenticated.clone(),
             channels: kill.clone(),
@@ -436,6 +453,9 @@ impl fmt::Display for Peer {
 /// russh's per-connection callbacks.
 struct SessionHandler {
     server: Arc<ServerInner>,
+    auth: Arc<AuthConfig>,
+    /// The login name, once authenticated (what forwarding rules match).
+    user: String,
     peer: Peer,
     authenticated: CancellationToken,
     /// Cancelled when the connection ends; stops this connection's relays.
@@ -450,7 +470,7 @@ struct SessionHandler {
 
 impl SessionHandler {
     fn check_key(&self, user: &str, key: &PublicKey) -> Auth {
-        let accepted = self.server.authorized_keys.contains(key);
+        let accepted = self.auth.authorized_keys.contains(key);
         self.log_attempt(user, key, accepted)
     }
 
@@ -465,6 +485,16 @@ impl SessionHandler {
             "auth attempt"
         );
         if accepted { Auth::Accept } else { reject() }
+    }
+
+    /// Whether the forwarding policy refuses `host:port` to this user. The
+    /// destination is not logged.
+    fn policy_denies(&self, host: &str, port: u16) -> bool {
+        let denied = self.auth.forwarding.decide(host, port, &self.user) == Verdict::Deny;
+        if denied {
+            debug!(remote_addr = %self.peer, "channel refused by the forwarding policy");
+        }
+        denied
     }
 
     /// Refuses a channel when the session's certificate does not permit
@@ -501,8 +531,8 @@ impl russh::server::Handler for SessionHandler {
         // signs anything; known ones are logged once verified, below. With
         // certificate authorities, the key may be a certificate's (russh
         // does not say which), so the decision waits for the signature.
-        if self.server.authorized_keys.contains(offer.public_key)
-            || !self.server.cert_authorities.is_empty()
+        if self.auth.authorized_keys.contains(offer.public_key)
+            || !self.auth.cert_authorities.is_empty()
         {
             Ok(Auth::Accept)
         } else {
@@ -515,7 +545,11 @@ impl russh::server::Handler for SessionHandler {
         user: &str,
         key: russh::server::VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(self.check_key(user, key.public_key))
+        let auth = self.check_key(user, key.public_key);
+        if auth == Auth::Accept {
+            self.user = user.to_owned();
+        }
+        Ok(auth)
     }
 
     async fn auth_openssh_certificate(
@@ -527,14 +561,14 @@ impl russh::server::Handler for SessionHandler {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_secs());
         let key = PublicKey::new(certificate.public_key().clone(), "");
-        match self.server.cert_authorities.check(
-            certificate,
-            user,
-            self.peer.0.map(|a| a.ip()),
-            now,
-        ) {
+        match self
+            .auth
+            .cert_authorities
+            .check(certificate, user, self.peer.0.map(|a| a.ip()), now)
+        {
             Ok(grant) => {
                 self.forwarding_allowed = grant.permit_port_forwarding;
+                self.user = user.to_owned();
                 Ok(self.log_attempt(user, &key, true))
             }
             Err(rejection) => {
@@ -570,7 +604,7 @@ impl russh::server::Handler for SessionHandler {
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
             return Ok(());
         };
-        if is_reserved(host) {
+        if self.policy_denies(host, port) || is_reserved(host) {
             reply
                 .reject(failure_for(OpenErrorKind::NotAllowed, alknet_peer))
                 .await;
@@ -601,6 +635,12 @@ impl russh::server::Handler for SessionHandler {
         if self.forwarding_refused() {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        if self.policy_denies(socket_path, 0) {
+            reply
+                .reject(failure_for(OpenErrorKind::NotAllowed, alknet_peer))
                 .await;
             return Ok(());
         }

@@ -17,17 +17,24 @@ struct TestServer {
     transport: TcpTransport,
     fingerprint: String,
     user_key: PrivateKey,
+    reload: alknet::auth::ConfigReloadHandle,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
 
 impl TestServer {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(adjust: impl FnOnce(&mut ServeOptions)) -> Self {
         let user_key = generate_ed25519("user").unwrap();
         let authorized = AuthorizedKeys::from_keys([user_key.public_key().clone()]);
         let mut options = ServeOptions::new(generate_ed25519("host").unwrap(), authorized);
         options.dial_timeout = Duration::from_secs(2);
+        adjust(&mut options);
         let server = Server::new(options);
+        let reload = server.reload_handle();
         let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
         let transport = TcpTransport::new(acceptor.local_addr().to_string());
         let fingerprint = server.host_key_fingerprint();
@@ -44,6 +51,7 @@ impl TestServer {
             transport,
             fingerprint,
             user_key,
+            reload,
             stop: Some(stop),
             task,
         }
@@ -346,5 +354,50 @@ async fn remote_forwards_bring_server_side_connections_to_client_side_targets() 
         refused.is_ok(),
         "the forward's port stayed open after the session ended"
     );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_reload_refuses_new_logins_while_open_sessions_keep_working() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let target = greeter(b"still served").await;
+
+    server.reload.reload(alknet::auth::AuthConfig::default());
+    let refused = Client::connect(&server.transport, server.options()).await;
+    assert!(
+        matches!(refused, Err(Error::AuthRejected { .. })),
+        "a removed key still logs in"
+    );
+    assert_eq!(read_all(&client, &target).await, b"still served");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_forwarding_policy_decides_which_targets_open() {
+    use alknet::auth::{ForwardRule, ForwardingPolicy, TargetMatch, Verdict};
+    let allowed = greeter(b"allowed").await;
+    let denied = greeter(b"denied").await;
+    let denied_port = denied.port();
+    let server = TestServer::start_with(|options| {
+        options.forwarding = ForwardingPolicy {
+            rules: vec![ForwardRule {
+                verdict: Verdict::Deny,
+                target: TargetMatch::Cidr("127.0.0.0/8".parse().unwrap()),
+                ports: Some(denied_port..=denied_port),
+                principals: None,
+            }],
+            default: Verdict::Allow,
+        };
+    })
+    .await;
+    let client = server.client().await;
+    assert_eq!(read_all(&client, &allowed).await, b"allowed");
+    let refused = client
+        .open(&denied)
+        .await
+        .err()
+        .expect("a denied target opened");
+    assert_eq!(refused.kind(), OpenErrorKind::NotAllowed);
     server.shutdown().await;
 }

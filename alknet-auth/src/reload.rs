@@ -1,0 +1,82 @@
+//! The part of a server's configuration that may change while it runs:
+//! who may log in, and where they may forward. Swapped atomically; each
+//! session keeps the snapshot it started with.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::{AuthorizedKeys, CertificateAuthorities, ForwardingPolicy};
+
+/// Who may log in and where they may go.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct AuthConfig {
+    /// Keys that may log in.
+    pub authorized_keys: AuthorizedKeys,
+    /// Authorities whose user certificates may log in.
+    pub cert_authorities: CertificateAuthorities,
+    /// Where sessions may open channels to.
+    pub forwarding: ForwardingPolicy,
+}
+
+impl AuthConfig {
+    /// A configuration from its parts.
+    pub fn new(
+        authorized_keys: AuthorizedKeys,
+        cert_authorities: CertificateAuthorities,
+        forwarding: ForwardingPolicy,
+    ) -> Self {
+        Self {
+            authorized_keys,
+            cert_authorities,
+            forwarding,
+        }
+    }
+}
+
+/// Replaces a running server's [`AuthConfig`]. Cheap to clone; every
+/// clone reloads the same server. Lock-free for readers.
+#[derive(Clone, Debug)]
+pub struct ConfigReloadHandle {
+    current: Arc<ArcSwap<AuthConfig>>,
+}
+
+impl ConfigReloadHandle {
+    /// A handle holding `config`.
+    pub fn new(config: AuthConfig) -> Self {
+        Self {
+            current: Arc::new(ArcSwap::from_pointee(config)),
+        }
+    }
+
+    /// Makes `config` the one new connections see.
+    pub fn reload(&self, config: AuthConfig) {
+        self.current.store(Arc::new(config));
+    }
+
+    /// The configuration right now (a snapshot that does not change).
+    pub fn current(&self) -> Arc<AuthConfig> {
+        self.current.load_full()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate_ed25519;
+
+    #[test]
+    fn snapshots_taken_before_a_reload_keep_the_old_config() {
+        let key = generate_ed25519("k").unwrap();
+        let handle = ConfigReloadHandle::new(AuthConfig::new(
+            AuthorizedKeys::from_keys([key.public_key().clone()]),
+            CertificateAuthorities::default(),
+            ForwardingPolicy::default(),
+        ));
+        let before = handle.current();
+        handle.clone().reload(AuthConfig::default());
+        assert!(before.authorized_keys.contains(key.public_key()));
+        assert!(!handle.current().authorized_keys.contains(key.public_key()));
+    }
+}
