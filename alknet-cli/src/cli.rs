@@ -94,6 +94,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub(crate) max_auth_attempts: Option<usize>,
 
+    /// The forwarding policy: a TOML file of ordered allow/deny rules (by
+    /// host glob, CIDR, port range, alknet-* names and login name). Re-read
+    /// on SIGHUP, with the key and CA files. [default: allow everything]
+    #[arg(long, value_name = "PATH")]
+    pub(crate) forward_policy: Option<PathBuf>,
+
     /// Connections one IP address may have open at once; more are closed
     /// at once. 0 means no limit. [default: 0]
     #[arg(long, value_name = "N")]

@@ -3,12 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
+use alknet::auth::ForwardingPolicy;
 use alknet::proxy::UpstreamProxy;
 use serde::Deserialize;
 
 use crate::cli::ServeArgs;
 use crate::error::CliError;
 use crate::listen::{ListenSpec, TransportName};
+use crate::policy_file::{PolicyTable, load_policy};
 
 /// The file's keys: the long flags' names with `_` for `-`. Unknown keys
 /// are errors, so a typo is never silently ignored.
@@ -28,6 +30,8 @@ struct ConfigFile {
     max_connections_per_ip: Option<usize>,
     gateway_ports: Option<bool>,
     proxy: Option<String>,
+    forward_policy: Option<PathBuf>,
+    forwarding: Option<PolicyTable>,
 }
 
 /// Everything `serve` needs, resolved from flags, file and defaults.
@@ -46,6 +50,10 @@ pub(crate) struct ServeSettings {
     pub(crate) max_connections_per_ip: usize,
     pub(crate) gateway_ports: bool,
     pub(crate) proxy: Option<UpstreamProxy>,
+    /// A separate policy file (re-read on SIGHUP).
+    pub(crate) forward_policy: Option<PathBuf>,
+    /// The config file, whose `[forwarding]` table is re-read on SIGHUP.
+    pub(crate) config: Option<PathBuf>,
 }
 
 impl ServeSettings {
@@ -104,6 +112,9 @@ impl ServeSettings {
             })?),
             (None, None) => None,
         };
+        let forward_policy = args
+            .forward_policy
+            .or_else(|| from_file(file.forward_policy.clone()));
         let authorized_keys = args
             .authorized_keys
             .or_else(|| from_file(file.authorized_keys.clone()));
@@ -147,7 +158,30 @@ impl ServeSettings {
                 .unwrap_or(0),
             gateway_ports: args.gateway_ports || file.gateway_ports.unwrap_or(false),
             proxy,
+            forward_policy,
+            config: args.config,
         })
+    }
+
+    /// The forwarding policy as configured now: the --forward-policy file,
+    /// else the config file's `[forwarding]` table, else allow everything.
+    /// Read fresh on every call, for SIGHUP.
+    pub(crate) fn forwarding_policy(&self) -> Result<ForwardingPolicy, CliError> {
+        if let Some(path) = &self.forward_policy {
+            return load_policy(path);
+        }
+        match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| {
+                    CliError::Usage(format!("cannot read {}: {error}", path.display()))
+                })?;
+                let file = parse(&text, path)?;
+                file.forwarding
+                    .unwrap_or_default()
+                    .into_policy(&path.display().to_string())
+            }
+            None => Ok(ForwardingPolicy::default()),
+        }
     }
 }
 

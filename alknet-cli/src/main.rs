@@ -11,6 +11,7 @@ mod config;
 mod error;
 mod listen;
 mod logging;
+mod policy_file;
 mod signals;
 
 use std::process::ExitCode;

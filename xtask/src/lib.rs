@@ -37,7 +37,7 @@ pub use cargo::{Profile, alknet_binary};
 pub use certs::{TlsFiles, ca_signed_server_cert, self_signed_cert};
 pub use error::XtaskError;
 pub use http_target::HttpTarget;
-pub use process::{Spawned, wait_until};
+pub use process::{BoundedOutput, OUTPUT_LIMIT, Spawned, wait_until};
 pub use socks::{socks5_connect, socks5_connect_reply};
 pub use ssh_client::{SshDynamicForward, current_user, openssh_client};
 pub use sshd::Sshd;

@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::{Result, XtaskError};
@@ -28,6 +28,70 @@ pub fn wait_until<T>(
     }
 }
 
+/// How long [`BoundedOutput::bounded_output`] lets a program run.
+pub const OUTPUT_LIMIT: Duration = Duration::from_secs(120);
+
+/// `Command::output`, but bounded in time: a program that has not exited
+/// after [`OUTPUT_LIMIT`] is killed and the call fails, so a regression
+/// that makes a command hang fails its test instead of stalling CI.
+pub trait BoundedOutput {
+    /// Runs the command to completion (at most [`OUTPUT_LIMIT`]) and
+    /// collects its exit status and output.
+    fn bounded_output(&mut self) -> std::io::Result<Output>;
+}
+
+impl BoundedOutput for Command {
+    fn bounded_output(&mut self) -> std::io::Result<Output> {
+        let mut child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        // Drain both pipes on their own threads so neither can fill up.
+        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        };
+        let stdout = drain(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        );
+        let stderr = drain(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        );
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if started.elapsed() > OUTPUT_LIMIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("{self:?} did not exit within {OUTPUT_LIMIT:?}"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Ok(Output {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        })
+    }
+}
+
 /// A running child process. Its stdout and stderr go to files (a full pipe
 /// can never block it); dropping it kills the process by PID and reaps it.
 #[derive(Debug)]
@@ -41,6 +105,18 @@ pub struct Spawned {
 impl Spawned {
     /// Starts `command`, capturing its output into `<dir>/<name>.{out,err}`.
     pub fn start(name: &str, dir: &Path, mut command: Command) -> Result<Self> {
+        // Several processes of one name in one directory each get their own files.
+        let name = (1..)
+            .map(|n| {
+                if n == 1 {
+                    name.to_owned()
+                } else {
+                    format!("{name}-{n}")
+                }
+            })
+            .find(|candidate| !dir.join(format!("{candidate}.err")).exists())
+            .unwrap_or_else(|| name.to_owned());
+        let name = name.as_str();
         let stdout_path = dir.join(format!("{name}.out"));
         let stderr_path = dir.join(format!("{name}.err"));
         let stdout = File::create(&stdout_path).map_err(XtaskError::io(format!(
@@ -144,6 +220,11 @@ impl Spawned {
     /// Sends SIGSTOP (by PID): the process freezes, its sockets stay open.
     pub fn freeze(&self) -> Result<()> {
         signal(self.pid(), "STOP")
+    }
+
+    /// Sends SIGHUP (by PID): "re-read your configuration".
+    pub fn hangup(&self) -> Result<()> {
+        signal(self.pid(), "HUP")
     }
 
     /// Sends SIGCONT (by PID) to a frozen process.

@@ -14,7 +14,7 @@ use std::thread;
 use std::path::Path;
 use std::time::Duration;
 
-use alknet::auth::{AuthorizedKeys, CertificateAuthorities, load_private_key};
+use alknet::auth::{AuthConfig, AuthorizedKeys, CertificateAuthorities, load_private_key};
 use alknet::stealth::StealthConfig;
 use alknet::transport::{TcpAcceptor, TlsAcceptor, TransportAcceptor};
 use alknet::{ListenerOptions, ServeOptions, Server};
@@ -30,24 +30,19 @@ use crate::signals::shutdown_signal;
 pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
     let args = ServeSettings::resolve(args)?;
     let host_key = load_private_key(args.key.as_path(), super::passphrase().as_deref())?;
-    let authorized_keys = match &args.authorized_keys {
-        Some(path) => load_authorized_keys(path, args.cert_authorities.is_empty())?,
-        None => AuthorizedKeys::default(),
-    };
-    let mut cert_authorities = CertificateAuthorities::default();
-    for path in &args.cert_authorities {
-        cert_authorities.load(path.as_path())?;
-    }
+    let auth = load_auth_config(&args)?;
 
     let shutdown = shutdown_signal()?;
     let listeners = bind_listeners(&args).await?;
-    let mut options = ServeOptions::new(host_key, authorized_keys);
-    options.cert_authorities = cert_authorities;
+    let mut options = ServeOptions::new(host_key, auth.authorized_keys.clone());
+    options.cert_authorities = auth.cert_authorities.clone();
+    options.forwarding = auth.forwarding.clone();
     options.max_auth_attempts = args.max_auth_attempts;
     options.max_connections_per_ip = args.max_connections_per_ip;
     options.gateway_ports = args.gateway_ports;
-    options.proxy = args.proxy;
+    options.proxy = args.proxy.clone();
     let server = Server::new(options);
+    reload_on_sighup(&server, Arc::new(args))?;
     for (acceptor, listener) in &listeners {
         info!(
             listen = %acceptor.describe(),
@@ -109,6 +104,56 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
         let _ = done.await;
     }
     info!("server stopped");
+    Ok(())
+}
+
+/// Who may log in and where they may forward, read fresh from the files.
+fn load_auth_config(args: &ServeSettings) -> Result<AuthConfig, CliError> {
+    let authorized_keys = match &args.authorized_keys {
+        Some(path) => load_authorized_keys(path, args.cert_authorities.is_empty())?,
+        None => AuthorizedKeys::default(),
+    };
+    let mut cert_authorities = CertificateAuthorities::default();
+    for path in &args.cert_authorities {
+        cert_authorities.load(path.as_path())?;
+    }
+    Ok(AuthConfig::new(
+        authorized_keys,
+        cert_authorities,
+        args.forwarding_policy()?,
+    ))
+}
+
+/// On SIGHUP, re-reads the key, CA and policy files; new connections get
+/// the new configuration, open sessions keep theirs. A file that fails to
+/// load leaves the previous configuration in place.
+fn reload_on_sighup(server: &Server, args: Arc<ServeSettings>) -> Result<(), CliError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = signal(SignalKind::hangup()).map_err(CliError::Signals)?;
+        let reload = server.reload_handle();
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match load_auth_config(&args) {
+                    Ok(config) => {
+                        info!(
+                            authorized_keys = config.authorized_keys.len(),
+                            cert_authorities = config.cert_authorities.len(),
+                            forwarding_rules = config.forwarding.rules.len(),
+                            "configuration reloaded"
+                        );
+                        reload.reload(config);
+                    }
+                    Err(error) => {
+                        warn!(%error, "configuration not reloaded; keeping the previous one")
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (server, args);
     Ok(())
 }
 

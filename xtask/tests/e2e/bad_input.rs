@@ -6,6 +6,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
+use xtask::BoundedOutput as _;
 use xtask::{
     AlknetClient, AlknetServer, HttpTarget, Profile, Workdir, alknet_binary, free_port,
     socks5_connect_reply, ssh_keygen_ed25519, ssh_public_key_fingerprint,
@@ -63,7 +64,7 @@ fn a_key_missing_from_authorized_keys_is_refused_and_logged_for_fail2ban() {
             "--identity",
         ])
         .arg(&stranger)
-        .output()
+        .bounded_output()
         .unwrap();
     assert_clean_failure(&output, "authorized_keys");
 
@@ -149,7 +150,7 @@ fn a_pem_identity_is_refused_with_advice() {
             "--identity",
         ])
         .arg(&pem)
-        .output()
+        .bounded_output()
         .unwrap();
     assert_clean_failure(&output, "OpenSSH");
 }
@@ -167,7 +168,7 @@ fn unreadable_keys_and_busy_ports_are_one_line_errors() {
             "--listen",
             "127.0.0.1:0",
         ])
-        .output()
+        .bounded_output()
         .unwrap();
     assert_clean_failure(&missing, "/nonexistent/key");
 
@@ -181,7 +182,7 @@ fn unreadable_keys_and_busy_ports_are_one_line_errors() {
         .arg("--authorized-keys")
         .arg(dir.join("host.pub"))
         .args(["--listen", &busy_addr])
-        .output()
+        .bounded_output()
         .unwrap();
     assert_clean_failure(&in_use, &busy_addr);
 
@@ -195,7 +196,7 @@ fn unreadable_keys_and_busy_ports_are_one_line_errors() {
             "--identity",
         ])
         .arg(&key)
-        .output()
+        .bounded_output()
         .unwrap();
     assert_clean_failure(&socks_in_use, &busy_addr);
 }
@@ -216,7 +217,7 @@ fn bad_flags_exit_non_zero_without_panicking() {
         &["connect"],
         &["no-such-command"],
     ] {
-        let output = alknet().args(args).output().unwrap();
+        let output = alknet().args(args).bounded_output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{args:?} succeeded");
         assert!(stderr.contains("error:"), "{args:?}: {stderr}");

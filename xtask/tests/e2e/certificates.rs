@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use xtask::BoundedOutput as _;
 use xtask::{
     AlknetClient, AlknetServer, HttpTarget, Profile, SshDynamicForward, Workdir, alknet_binary,
     socks5_connect_reply, ssh_keygen_ed25519,
@@ -50,7 +51,7 @@ fn assert_refused(server: &AlknetServer, key: &PathBuf, why: &str) {
         .arg(format!("127.0.0.1:{}", server.port))
         .arg("--identity")
         .arg(key)
-        .output()
+        .bounded_output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

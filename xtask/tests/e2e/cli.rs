@@ -3,6 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use xtask::BoundedOutput as _;
 use xtask::{HttpTarget, Profile, Spawned, Workdir, alknet_binary, ssh_public_key_fingerprint};
 
 use crate::fetch;
@@ -15,11 +16,11 @@ fn alknet() -> Command {
 
 #[test]
 fn every_command_has_help_and_the_binary_has_a_version() {
-    let version = alknet().arg("--version").output().unwrap();
+    let version = alknet().arg("--version").bounded_output().unwrap();
     assert!(version.status.success());
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("alknet "));
     for command in ["serve", "connect", "keygen", "demo"] {
-        let help = alknet().args([command, "--help"]).output().unwrap();
+        let help = alknet().args([command, "--help"]).bounded_output().unwrap();
         assert!(help.status.success(), "{command} --help failed");
         assert!(
             String::from_utf8_lossy(&help.stdout).contains("Usage: alknet"),
@@ -32,7 +33,7 @@ fn every_command_has_help_and_the_binary_has_a_version() {
 fn keygen_writes_a_pair_that_ssh_keygen_reads_and_never_overwrites() {
     let dir = Workdir::new().unwrap();
     let path = dir.join("id_alknet");
-    let output = alknet().arg("keygen").arg(&path).output().unwrap();
+    let output = alknet().arg("keygen").arg(&path).bounded_output().unwrap();
     assert!(
         output.status.success(),
         "{}",
@@ -50,7 +51,7 @@ fn keygen_writes_a_pair_that_ssh_keygen_reads_and_never_overwrites() {
         .arg("-y")
         .arg("-f")
         .arg(&path)
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(derived.status.success());
     let public = std::fs::read_to_string(dir.join("id_alknet.pub")).unwrap();
@@ -60,7 +61,7 @@ fn keygen_writes_a_pair_that_ssh_keygen_reads_and_never_overwrites() {
         key_part(&public)
     );
 
-    let again = alknet().arg("keygen").arg(&path).output().unwrap();
+    let again = alknet().arg("keygen").arg(&path).bounded_output().unwrap();
     assert!(!again.status.success(), "overwrote an existing key");
     assert_eq!(
         std::fs::read_to_string(dir.join("id_alknet.pub")).unwrap(),

@@ -6,6 +6,7 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixListener;
 use std::time::Duration;
 
+use xtask::BoundedOutput as _;
 use xtask::{
     AlknetClient, AlknetServer, HttpTarget, Spawned, Sshd, Workdir, openssh_client, require_tool,
     ssh_keygen_ed25519, wait_until,
@@ -46,7 +47,7 @@ fn local_forwards_reach_an_http_server_and_a_unix_socket() {
     let output = std::process::Command::new("curl")
         .args(["--silent", "--show-error", "--fail", "--max-time", "60"])
         .arg(format!("http://{local}/300000"))
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(
         output.status.success(),
@@ -81,7 +82,7 @@ fn curl_direct(port: u16, len: usize) -> Vec<u8> {
     let output = std::process::Command::new("curl")
         .args(["--silent", "--show-error", "--fail", "--max-time", "60"])
         .arg(format!("http://127.0.0.1:{port}/{len}"))
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(
         output.status.success(),

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use xtask::BoundedOutput as _;
 use xtask::{
     AlknetClient, AlknetServer, Profile, Workdir, alknet_binary, openssh_client, require_tool,
     ssh_keygen_ed25519, wait_until,
@@ -61,7 +62,7 @@ fn too_many_failed_authentications_end_the_connection() {
     for key in &strangers[1..] {
         ssh.arg("-i").arg(key);
     }
-    let output = ssh.arg("tester@127.0.0.1").output().unwrap();
+    let output = ssh.arg("tester@127.0.0.1").bounded_output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("Too many authentication"), "{stderr}");
@@ -95,7 +96,7 @@ fn the_fail2ban_filter_matches_exactly_the_failed_attempts() {
             .arg(format!("127.0.0.1:{}", server.port))
             .arg("--identity")
             .arg(&stranger)
-            .output()
+            .bounded_output()
             .unwrap();
         assert!(!output.status.success());
     }
@@ -113,7 +114,7 @@ fn the_fail2ban_filter_matches_exactly_the_failed_attempts() {
     let output = Command::new("fail2ban-regex")
         .arg(&log_file)
         .arg(&filter)
-        .output()
+        .bounded_output()
         .unwrap();
     let report = String::from_utf8_lossy(&output.stdout);
     let summary = report

@@ -8,6 +8,7 @@ mod cli;
 mod forwards;
 mod interop;
 mod limits;
+mod policy;
 mod proxies;
 mod reconnect;
 mod shutdown;
@@ -20,6 +21,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use xtask::BoundedOutput as _;
 use xtask::{Result, XtaskError, require_tool};
 
 /// Fetches `url` through a SOCKS5 proxy with curl, letting the proxy
@@ -33,7 +35,7 @@ fn curl_via_socks(proxy: SocketAddr, url: &str, out: &Path) -> Result<Output> {
         .arg("--output")
         .arg(out)
         .arg(url)
-        .output()
+        .bounded_output()
         .map_err(XtaskError::io("running curl"))
 }
 

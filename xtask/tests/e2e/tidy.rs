@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use xtask::BoundedOutput as _;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -35,7 +36,7 @@ fn code_is_formatted() {
     let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(["fmt", "--all", "--check"])
         .current_dir(workspace_root())
-        .output()
+        .bounded_output()
         .expect("cargo fmt runs (rustup component add rustfmt)");
     assert!(
         output.status.success(),

@@ -5,6 +5,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use xtask::BoundedOutput as _;
 use xtask::{
     AlknetClient, AlknetServer, HttpTarget, Profile, Workdir, alknet_binary, ca_signed_server_cert,
     listener_port, require_tool, self_signed_cert,
@@ -84,7 +85,7 @@ fn a_self_signed_certificate_is_refused_unless_insecure() {
         .arg(format!("127.0.0.1:{}", server.port))
         .arg("--identity")
         .arg(&server.user_key)
-        .output()
+        .bounded_output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -132,7 +133,7 @@ fn stealth_mode_passes_for_nginx_and_still_carries_ssh() {
     let curl = Command::new("curl")
         .args(["--silent", "--insecure", "--max-time", "20", "--include"])
         .arg(format!("https://127.0.0.1:{port}/anything"))
-        .output()
+        .bounded_output()
         .unwrap();
     let page = String::from_utf8_lossy(&curl.stdout);
     assert!(page.starts_with("HTTP/1.1 404 Not Found\r\n"), "{page}");
@@ -205,7 +206,7 @@ fn nmap_sees_a_web_server_not_ssh() {
         .args(["-sV", "-Pn", "-n", "--host-timeout", "120s", "-p"])
         .arg(server.port.to_string())
         .arg("127.0.0.1")
-        .output()
+        .bounded_output()
         .unwrap();
     let report = String::from_utf8_lossy(&output.stdout);
     let line = report
@@ -267,7 +268,7 @@ fn tls_configuration_mistakes_are_one_line_errors() {
             .arg("--authorized-keys")
             .arg(dir.join("host.pub"))
             .args(extra)
-            .output()
+            .bounded_output()
             .unwrap()
     };
     let garbled_path = garbled.display().to_string();

@@ -5,6 +5,7 @@ use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use alknet_auth::{PublicKey, TokenVerifier};
+use xtask::BoundedOutput as _;
 use xtask::{Profile, Workdir, alknet_binary, require_tool, ssh_keygen_ed25519};
 
 fn script() -> std::path::PathBuf {
@@ -30,7 +31,7 @@ fn node_verifies_alknet_tokens_and_alknet_verifies_node_tokens() {
         .arg("token")
         .arg("--identity")
         .arg(&key)
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(
         minted.status.success(),
@@ -41,7 +42,7 @@ fn node_verifies_alknet_tokens_and_alknet_verifies_node_tokens() {
     let checked = Command::new("node")
         .arg(script())
         .args(["verify", &token, public_line.trim(), &now().to_string()])
-        .output()
+        .bounded_output()
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&checked.stdout).trim(),
@@ -54,7 +55,7 @@ fn node_verifies_alknet_tokens_and_alknet_verifies_node_tokens() {
     let minted = Command::new("node")
         .arg(script())
         .args(["mint", &now().to_string()])
-        .output()
+        .bounded_output()
         .unwrap();
     let text = String::from_utf8(minted.stdout).unwrap();
     let mut lines = text.lines();
