@@ -487,14 +487,18 @@ impl SessionHandler {
         if accepted { Auth::Accept } else { reject() }
     }
 
-    /// Whether the forwarding policy refuses `host:port` to this user. The
-    /// destination is not logged.
-    fn policy_denies(&self, host: &str, port: u16) -> bool {
-        let denied = self.auth.forwarding.decide(host, port, &self.user) == Verdict::Deny;
+    /// Why a channel to `target:port` may not open, if it may not: the
+    /// certificate forbids forwarding, the policy denies the target, or the
+    /// name is reserved. The destination is not logged.
+    fn refusal(&self, target: &str, port: u16, alknet_peer: bool) -> Option<ChannelOpenFailure> {
+        if self.forwarding_refused() {
+            return Some(ChannelOpenFailure::AdministrativelyProhibited);
+        }
+        let denied = self.auth.forwarding.decide(target, port, &self.user) == Verdict::Deny;
         if denied {
             debug!(remote_addr = %self.peer, "channel refused by the forwarding policy");
         }
-        denied
+        (denied || is_reserved(target)).then(|| failure_for(OpenErrorKind::NotAllowed, alknet_peer))
     }
 
     /// Refuses a channel when the session's certificate does not permit
@@ -594,20 +598,12 @@ impl russh::server::Handler for SessionHandler {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let alknet_peer = peer_is_alknet(session.remote_sshid());
-        if self.forwarding_refused() {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            return Ok(());
-        }
         let Ok(port) = u16::try_from(port) else {
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
             return Ok(());
         };
-        if self.policy_denies(host, port) || is_reserved(host) {
-            reply
-                .reject(failure_for(OpenErrorKind::NotAllowed, alknet_peer))
-                .await;
+        if let Some(failure) = self.refusal(host, port, alknet_peer) {
+            reply.reject(failure).await;
             return Ok(());
         }
         let target = TargetAddr::from_host_port(host, port);
@@ -632,16 +628,8 @@ impl russh::server::Handler for SessionHandler {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         let alknet_peer = peer_is_alknet(session.remote_sshid());
-        if self.forwarding_refused() {
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            return Ok(());
-        }
-        if self.policy_denies(socket_path, 0) {
-            reply
-                .reject(failure_for(OpenErrorKind::NotAllowed, alknet_peer))
-                .await;
+        if let Some(failure) = self.refusal(socket_path, 0, alknet_peer) {
+            reply.reject(failure).await;
             return Ok(());
         }
         let path = PathBuf::from(socket_path);
