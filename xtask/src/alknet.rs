@@ -36,6 +36,25 @@ pub(crate) fn alknet_command(profile: Profile) -> Result<Command> {
     Ok(command)
 }
 
+/// `alknet connect` to `127.0.0.1:<port>` with `identity`, SOCKS5 on a
+/// kernel-chosen port, and `extra_args`; ready to run.
+pub fn connect_command(
+    profile: Profile,
+    port: u16,
+    identity: &Path,
+    extra_args: &[&str],
+) -> Result<Command> {
+    let mut command = alknet_command(profile)?;
+    command
+        .arg("connect")
+        .args(["--server", &format!("127.0.0.1:{port}")])
+        .arg("--identity")
+        .arg(identity)
+        .args(["--socks5", "127.0.0.1:0"])
+        .args(extra_args);
+    Ok(command)
+}
+
 /// A running `alknet serve` with keys made by ssh-keygen.
 #[derive(Debug)]
 pub struct AlknetServer {
@@ -199,14 +218,7 @@ impl AlknetClient {
         identity: &Path,
         extra_args: &[&str],
     ) -> Result<Self> {
-        let mut command = alknet_command(profile)?;
-        command
-            .arg("connect")
-            .args(["--server", &format!("127.0.0.1:{port}")])
-            .arg("--identity")
-            .arg(identity)
-            .args(["--socks5", "127.0.0.1:0"])
-            .args(extra_args);
+        let command = connect_command(profile, port, identity, extra_args)?;
         let mut process = Spawned::start("alknet-connect", dir.path(), command)?;
         let listening = process.wait_for_log("SOCKS5 listening", STARTUP)?;
         let socks_addr = field(&listening, "socks5")

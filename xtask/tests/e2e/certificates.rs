@@ -6,7 +6,7 @@ use std::process::Command;
 
 use xtask::BoundedOutput as _;
 use xtask::{
-    AlknetClient, AlknetServer, HttpTarget, Profile, SshDynamicForward, Workdir, alknet_binary,
+    AlknetClient, AlknetServer, HttpTarget, Profile, SshDynamicForward, Workdir, connect_command,
     socks5_connect_reply, ssh_keygen_ed25519,
 };
 
@@ -39,18 +39,8 @@ fn server_trusting_ca(dir: &Workdir) -> AlknetServer {
 /// Runs `alknet connect` with `key` (its `-cert.pub` is picked up beside
 /// it) and expects a refusal: a non-zero exit naming the certificate.
 fn assert_refused(server: &AlknetServer, key: &PathBuf, why: &str) {
-    let output = Command::new(alknet_binary(Profile::Dev).unwrap())
-        .args([
-            "connect",
-            "--user",
-            "tester",
-            "--socks5",
-            "127.0.0.1:0",
-            "--server",
-        ])
-        .arg(format!("127.0.0.1:{}", server.port))
-        .arg("--identity")
-        .arg(key)
+    let output = connect_command(Profile::Dev, server.port, key, &["--user", "tester"])
+        .unwrap()
         .bounded_output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use xtask::BoundedOutput as _;
 use xtask::{
-    AlknetClient, AlknetServer, Profile, Workdir, alknet_binary, openssh_client, require_tool,
+    AlknetClient, AlknetServer, Profile, Workdir, connect_command, openssh_client, require_tool,
     ssh_keygen_ed25519, wait_until,
 };
 
@@ -91,11 +91,8 @@ fn the_fail2ban_filter_matches_exactly_the_failed_attempts() {
     }
     let stranger = ssh_keygen_ed25519(&dir, "stranger").unwrap();
     for _ in 0..3 {
-        let output = Command::new(alknet_binary(Profile::Dev).unwrap())
-            .args(["connect", "--socks5", "127.0.0.1:0", "--server"])
-            .arg(format!("127.0.0.1:{}", server.port))
-            .arg("--identity")
-            .arg(&stranger)
+        let output = connect_command(Profile::Dev, server.port, &stranger, &[])
+            .unwrap()
             .bounded_output()
             .unwrap();
         assert!(!output.status.success());

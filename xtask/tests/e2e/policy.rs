@@ -1,10 +1,9 @@
 //! Hot reload on SIGHUP and the forwarding policy, through the real binary.
 
-use std::process::Command;
 use std::time::Duration;
 
 use xtask::{
-    AlknetClient, AlknetServer, HttpTarget, Profile, Spawned, Workdir, alknet_binary,
+    AlknetClient, AlknetServer, HttpTarget, Profile, Spawned, Workdir, connect_command,
     socks5_connect_reply, ssh_keygen_ed25519, wait_until,
 };
 
@@ -19,12 +18,7 @@ fn connect_expecting_refusal(
     server: &AlknetServer,
     key: &std::path::Path,
 ) -> String {
-    let mut command = Command::new(alknet_binary(Profile::Dev).unwrap());
-    command
-        .args(["connect", "--socks5", "127.0.0.1:0", "--server"])
-        .arg(format!("127.0.0.1:{}", server.port))
-        .arg("--identity")
-        .arg(key);
+    let command = connect_command(Profile::Dev, server.port, key, &[]).unwrap();
     let mut client = Spawned::start("refused-client", dir.path(), command).unwrap();
     let status = client
         .wait_exit(LIMIT)

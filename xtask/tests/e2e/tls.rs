@@ -8,7 +8,7 @@ use std::time::Duration;
 use xtask::BoundedOutput as _;
 use xtask::{
     AlknetClient, AlknetServer, HttpTarget, Profile, Workdir, alknet_binary, ca_signed_server_cert,
-    listener_port, require_tool, self_signed_cert,
+    connect_command, listener_port, require_tool, self_signed_cert,
 };
 
 use crate::fetch;
@@ -73,20 +73,15 @@ fn a_self_signed_certificate_is_refused_unless_insecure() {
         AlknetServer::start_listening(&dir, &["tls://127.0.0.1:0"], &strs(&tls_args(&files)))
             .unwrap();
 
-    let refused = Command::new(alknet_binary(Profile::Dev).unwrap())
-        .args([
-            "connect",
-            "--transport",
-            "tls",
-            "--socks5",
-            "127.0.0.1:0",
-            "--server",
-        ])
-        .arg(format!("127.0.0.1:{}", server.port))
-        .arg("--identity")
-        .arg(&server.user_key)
-        .bounded_output()
-        .unwrap();
+    let refused = connect_command(
+        Profile::Dev,
+        server.port,
+        &server.user_key,
+        &["--transport", "tls"],
+    )
+    .unwrap()
+    .bounded_output()
+    .unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
         !refused.status.success(),
@@ -323,19 +318,13 @@ fn tls_configuration_mistakes_are_one_line_errors() {
 fn a_tls_client_at_a_plain_tcp_listener_reports_it_and_keeps_trying() {
     let dir = Workdir::new().unwrap();
     let server = AlknetServer::start(&dir, &[]).unwrap();
-    let mut command = Command::new(alknet_binary(Profile::Dev).unwrap());
-    command
-        .args([
-            "connect",
-            "--transport",
-            "tls",
-            "--socks5",
-            "127.0.0.1:0",
-            "--server",
-        ])
-        .arg(format!("127.0.0.1:{}", server.port))
-        .arg("--identity")
-        .arg(&server.user_key);
+    let command = connect_command(
+        Profile::Dev,
+        server.port,
+        &server.user_key,
+        &["--transport", "tls"],
+    )
+    .unwrap();
     let mut client = xtask::Spawned::start("tls-client", dir.path(), command).unwrap();
     let line = client.wait_for_log("TLS handshake", LIMIT).unwrap();
     assert!(line.contains("--transport tcp"), "{line}");
