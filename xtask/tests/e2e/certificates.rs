@@ -1,7 +1,7 @@
 //! OpenSSH user certificates made by the real `ssh-keygen -s`: what
 //! `alknet serve --cert-authority` accepts and refuses.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use xtask::BoundedOutput as _;
@@ -38,7 +38,7 @@ fn server_trusting_ca(dir: &Workdir) -> AlknetServer {
 
 /// Runs `alknet connect` with `key` (its `-cert.pub` is picked up beside
 /// it) and expects a refusal: a non-zero exit naming the certificate.
-fn assert_refused(server: &AlknetServer, key: &PathBuf, why: &str) {
+fn assert_refused(server: &AlknetServer, key: &Path, why: &str) {
     let output = connect_command(Profile::Dev, server.port, key, &["--user", "tester"])
         .unwrap()
         .bounded_output()
