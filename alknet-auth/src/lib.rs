@@ -1,4 +1,12 @@
-//! Key material for alknet: OpenSSH Ed25519 keys and `authorized_keys`.
+//! Authentication for alknet: who may log in, as whom, and where to.
+//!
+//! - keys and `authorized_keys` ([`load_private_key`], [`AuthorizedKeys`]),
+//! - OpenSSH user certificates ([`CertificateAuthorities`]),
+//! - tokens for transports that are not SSH ([`mint_token`], [`TokenVerifier`]),
+//! - the forwarding policy ([`ForwardingPolicy`]),
+//! - identities and their scopes ([`Identity`], [`IdentityProvider`]),
+//! - the part of all this a running server may reload ([`AuthConfig`],
+//!   [`ConfigReloadHandle`]).
 //!
 //! alknet authenticates with Ed25519 keys in OpenSSH's formats only, so
 //! keys made by `ssh-keygen -t ed25519` and `alknet keygen` are
@@ -9,7 +17,8 @@
 //! `authorized_keys` line (with its line number).
 //!
 //! This crate does no I/O beyond reading and writing key files, and knows
-//! nothing about SSH sessions.
+//! nothing about SSH sessions: its checks are functions of their inputs
+//! (a certificate, a login name, a peer address, the time).
 //!
 //! # Example
 //!
@@ -33,6 +42,7 @@
 mod authorized_keys;
 mod certificate;
 mod error;
+mod identity;
 mod keys;
 mod policy;
 mod reload;
@@ -42,6 +52,7 @@ mod token;
 pub use authorized_keys::{AuthorizedKey, AuthorizedKeys, SkippedLine};
 pub use certificate::{CertificateAuthorities, CertificateGrant, CertificateRejection};
 pub use error::AuthError;
+pub use identity::{ConfigIdentityProvider, Identity, IdentityProvider, identity_of};
 pub use keys::{
     certificate_path, fingerprint, generate_ed25519, load_certificate, load_private_key,
     load_public_key, public_key_path, write_key_pair,

@@ -179,6 +179,12 @@ impl Server {
         self.inner.auth.clone()
     }
 
+    /// Resolves [`Identity`](alknet_auth::Identity)s from this server's
+    /// current authorized keys (reloads included).
+    pub fn identity_provider(&self) -> alknet_auth::ConfigIdentityProvider {
+        alknet_auth::ConfigIdentityProvider::new(self.reload_handle())
+    }
+
     /// The host key's SHA256 fingerprint, for clients to pin.
     pub fn host_key_fingerprint(&self) -> String {
         match self.inner.config.keys.first() {
