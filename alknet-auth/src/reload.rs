@@ -1,5 +1,6 @@
 //! The part of a server's configuration that may change while it runs:
-//! who may log in, and where they may forward. Swapped atomically; each
+//! who may log in, where they may forward, and how many connections one
+//! address may hold. Swapped atomically; each
 //! session keeps the snapshot it started with.
 
 use std::sync::Arc;
@@ -18,6 +19,8 @@ pub struct AuthConfig {
     pub cert_authorities: CertificateAuthorities,
     /// Where sessions may open channels to.
     pub forwarding: ForwardingPolicy,
+    /// Connections one IP address may have open at once; 0 means no limit.
+    pub max_connections_per_ip: usize,
 }
 
 impl AuthConfig {
@@ -31,6 +34,7 @@ impl AuthConfig {
             authorized_keys,
             cert_authorities,
             forwarding,
+            max_connections_per_ip: 0,
         }
     }
 }

@@ -47,7 +47,8 @@ pub(crate) struct ServeSettings {
     pub(crate) stealth: bool,
     pub(crate) stealth_timeout: u64,
     pub(crate) max_auth_attempts: usize,
-    pub(crate) max_connections_per_ip: usize,
+    /// The flag's value, which wins over the file at every reload.
+    max_connections_per_ip_flag: Option<usize>,
     pub(crate) gateway_ports: bool,
     pub(crate) proxy: Option<UpstreamProxy>,
     /// A separate policy file (re-read on SIGHUP).
@@ -152,15 +153,29 @@ impl ServeSettings {
                 .max_auth_attempts
                 .or(file.max_auth_attempts)
                 .unwrap_or(10),
-            max_connections_per_ip: args
-                .max_connections_per_ip
-                .or(file.max_connections_per_ip)
-                .unwrap_or(0),
+            max_connections_per_ip_flag: args.max_connections_per_ip,
             gateway_ports: args.gateway_ports || file.gateway_ports.unwrap_or(false),
             proxy,
             forward_policy,
             config: args.config,
         })
+    }
+
+    /// The per-IP connection limit as configured now (the flag, else the
+    /// config file read fresh, else none). For SIGHUP.
+    pub(crate) fn max_connections_per_ip_now(&self) -> Result<usize, CliError> {
+        if let Some(limit) = self.max_connections_per_ip_flag {
+            return Ok(limit);
+        }
+        match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| {
+                    CliError::Usage(format!("cannot read {}: {error}", path.display()))
+                })?;
+                Ok(parse(&text, path)?.max_connections_per_ip.unwrap_or(0))
+            }
+            None => Ok(0),
+        }
     }
 
     /// The forwarding policy as configured now: the --forward-policy file,

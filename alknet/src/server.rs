@@ -158,17 +158,21 @@ impl Server {
         Self {
             inner: Arc::new(ServerInner {
                 config: Arc::new(server_config(options.host_key, &tuning)),
-                auth: ConfigReloadHandle::new(AuthConfig::new(
-                    options.authorized_keys,
-                    options.cert_authorities,
-                    options.forwarding,
-                )),
+                auth: ConfigReloadHandle::new({
+                    let mut auth = AuthConfig::new(
+                        options.authorized_keys,
+                        options.cert_authorities,
+                        options.forwarding,
+                    );
+                    auth.max_connections_per_ip = options.max_connections_per_ip;
+                    auth
+                }),
                 dial_timeout: options.dial_timeout,
                 login_grace: options.login_grace,
                 shutdown_grace: options.shutdown_grace,
                 gateway_ports: options.gateway_ports,
                 proxy: options.proxy,
-                per_ip: PerIpLimit::new(options.max_connections_per_ip),
+                per_ip: PerIpLimit::default(),
             }),
         }
     }
@@ -228,7 +232,9 @@ impl Server {
                 () = &mut shutdown => break,
                 accepted = acceptor.accept() => match accepted {
                     Ok((stream, info)) => {
-                        let Some(permit) = self.inner.per_ip.admit(info.remote_addr) else {
+                        // The limit is read per connection, so a reload applies at once.
+                        let limit = self.inner.auth.current().max_connections_per_ip;
+                        let Some(permit) = self.inner.per_ip.admit(info.remote_addr, limit) else {
                             info!(
                                 remote_addr = %Peer(info.remote_addr),
                                 "connection refused: too many connections from this address"
@@ -384,9 +390,8 @@ impl Server {
 }
 
 /// Counts open connections per IP address against a limit.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct PerIpLimit {
-    limit: usize,
     open: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
 }
 
@@ -397,24 +402,17 @@ struct PerIpPermit {
 }
 
 impl PerIpLimit {
-    fn new(limit: usize) -> Self {
-        Self {
-            limit,
-            open: Arc::default(),
-        }
-    }
-
-    /// A permit, or `None` when the address is at its limit. Peers without
-    /// an address (and servers without a limit) are always admitted.
-    fn admit(&self, peer: Option<SocketAddr>) -> Option<PerIpPermit> {
-        let ip = peer.map(|addr| addr.ip()).filter(|_| self.limit > 0);
+    /// A permit, or `None` when the address has `limit` connections open.
+    /// Peers without an address (and a limit of 0) are always admitted.
+    fn admit(&self, peer: Option<SocketAddr>, limit: usize) -> Option<PerIpPermit> {
+        let ip = peer.map(|addr| addr.ip());
         if let Some(ip) = ip {
             let mut open = self
                 .open
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let count = open.entry(ip).or_insert(0);
-            if *count >= self.limit {
+            if limit > 0 && *count >= limit {
                 return None;
             }
             *count += 1;
@@ -747,26 +745,27 @@ mod tests {
 
     #[test]
     fn per_ip_limits_count_open_connections_and_free_them_on_drop() {
-        let limit = PerIpLimit::new(2);
+        let limit = PerIpLimit::default();
         let a: SocketAddr = "192.0.2.1:1000".parse().unwrap();
         let b: SocketAddr = "192.0.2.2:1000".parse().unwrap();
-        let first = limit.admit(Some(a)).unwrap();
-        let _second = limit.admit(Some(a)).unwrap();
+        let first = limit.admit(Some(a), 2).unwrap();
+        let _second = limit.admit(Some(a), 2).unwrap();
         assert!(
-            limit.admit(Some(a)).is_none(),
+            limit.admit(Some(a), 2).is_none(),
             "a third from the same address"
         );
         assert!(
-            limit.admit(Some(b)).is_some(),
+            limit.admit(Some(b), 2).is_some(),
             "another address is not affected"
         );
-        drop(first);
-        assert!(limit.admit(Some(a)).is_some(), "a place was freed");
         assert!(
-            PerIpLimit::new(0).admit(Some(a)).is_some(),
-            "0 means no limit"
+            limit.admit(Some(a), 3).is_some(),
+            "a raised limit applies at once"
         );
-        assert!(limit.admit(None).is_some(), "no address, no limit");
+        drop(first);
+        assert!(limit.admit(Some(a), 3).is_some(), "a place was freed");
+        assert!(limit.admit(Some(a), 0).is_some(), "0 means no limit");
+        assert!(limit.admit(None, 1).is_some(), "no address, no limit");
     }
 
     #[test]

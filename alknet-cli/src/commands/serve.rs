@@ -38,7 +38,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
     options.cert_authorities = auth.cert_authorities.clone();
     options.forwarding = auth.forwarding.clone();
     options.max_auth_attempts = args.max_auth_attempts;
-    options.max_connections_per_ip = args.max_connections_per_ip;
+    options.max_connections_per_ip = auth.max_connections_per_ip;
     options.gateway_ports = args.gateway_ports;
     options.proxy = args.proxy.clone();
     let server = Server::new(options);
@@ -117,11 +117,9 @@ fn load_auth_config(args: &ServeSettings) -> Result<AuthConfig, CliError> {
     for path in &args.cert_authorities {
         cert_authorities.load(path.as_path())?;
     }
-    Ok(AuthConfig::new(
-        authorized_keys,
-        cert_authorities,
-        args.forwarding_policy()?,
-    ))
+    let mut config = AuthConfig::new(authorized_keys, cert_authorities, args.forwarding_policy()?);
+    config.max_connections_per_ip = args.max_connections_per_ip_now()?;
+    Ok(config)
 }
 
 /// On SIGHUP, re-reads the key, CA and policy files; new connections get
@@ -141,6 +139,7 @@ fn reload_on_sighup(server: &Server, args: Arc<ServeSettings>) -> Result<(), Cli
                             authorized_keys = config.authorized_keys.len(),
                             cert_authorities = config.cert_authorities.len(),
                             forwarding_rules = config.forwarding.rules.len(),
+                            max_connections_per_ip = config.max_connections_per_ip,
                             "configuration reloaded"
                         );
                         reload.reload(config);

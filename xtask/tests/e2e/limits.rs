@@ -125,3 +125,31 @@ fn the_fail2ban_filter_matches_exactly_the_failed_attempts() {
         "no timestamps recognised:\n{report}"
     );
 }
+
+#[test]
+fn the_per_ip_limit_is_reloaded_on_sighup() {
+    let dir = Workdir::new().unwrap();
+    let config = dir.join("alknet.toml");
+    std::fs::write(&config, "max_connections_per_ip = 1\n").unwrap();
+    let config_arg = config.display().to_string();
+    let server = AlknetServer::start(&dir, &["--config", &config_arg]).unwrap();
+    let (_first, banner) = greeting(server.port);
+    assert_eq!(banner, b"SSH-2.0-alknet");
+    let (_second, banner) = greeting(server.port);
+    assert!(
+        banner.is_empty(),
+        "a second connection was served with a limit of 1"
+    );
+
+    std::fs::write(&config, "max_connections_per_ip = 3\n").unwrap();
+    server.process.hangup().unwrap();
+    wait_until("the reload", LIMIT, || {
+        server
+            .log()
+            .contains("configuration reloaded")
+            .then_some(())
+    })
+    .unwrap();
+    let (_third, banner) = greeting(server.port);
+    assert_eq!(banner, b"SSH-2.0-alknet", "the raised limit did not apply");
+}
