@@ -68,6 +68,24 @@ impl ForwardingPolicy {
     }
 }
 
+impl ForwardingPolicy {
+    /// Whether the address-range rules refuse a resolved address: the
+    /// first range rule matching `ip`, `port` and `principal` decides, and
+    /// when none matches the address is not refused (the name was already
+    /// judged by [`decide`](Self::decide)).
+    pub fn refuses_address(&self, ip: IpAddr, port: u16, principal: &str) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.rules
+            .iter()
+            .filter(|rule| matches!(rule.target, TargetMatch::Cidr(_)))
+            .find(|rule| rule.matches(&ip.to_string(), port, principal))
+            .is_some_and(|rule| rule.verdict == Verdict::Deny)
+    }
+}
+
 impl ForwardRule {
     fn matches(&self, host: &str, port: u16, principal: &str) -> bool {
         let port_ok = self
@@ -194,6 +212,35 @@ mod tests {
         assert_eq!(policy.decide("192.168.1.1", 80, "admin"), Verdict::Allow);
         assert_eq!(policy.decide("192.168.1.1", 80, "guest"), Verdict::Deny);
         assert_eq!(policy.decide("[::1]", 80, "u"), Verdict::Allow);
+    }
+
+    #[test]
+    fn resolved_addresses_are_judged_by_the_range_rules_only() {
+        let policy = ForwardingPolicy {
+            rules: vec![
+                rule(
+                    Verdict::Allow,
+                    TargetMatch::HostGlob("*.example.com".into()),
+                ),
+                rule(
+                    Verdict::Deny,
+                    TargetMatch::Cidr("10.0.0.0/8".parse().unwrap()),
+                ),
+                rule(
+                    Verdict::Allow,
+                    TargetMatch::Cidr("192.168.0.0/16".parse().unwrap()),
+                ),
+            ],
+            default: Verdict::Deny,
+        };
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert!(policy.refuses_address(ip("10.1.2.3"), 80, "u"));
+        assert!(policy.refuses_address(ip("::ffff:10.1.2.3"), 80, "u"));
+        assert!(!policy.refuses_address(ip("192.168.1.1"), 80, "u"));
+        assert!(
+            !policy.refuses_address(ip("203.0.113.7"), 80, "u"),
+            "no range rule: the name decided"
+        );
     }
 
     #[test]

@@ -18,6 +18,17 @@ pub async fn connect_direct(
     target: &TargetAddr,
     timeout: Duration,
 ) -> Result<TcpStream, OpenError> {
+    connect_direct_filtered(target, timeout, |_| true).await
+}
+
+/// Like [`connect_direct`], but only to resolved addresses `allowed`
+/// accepts: a policy over address ranges then also covers names that
+/// resolve into them, and no packet is sent to a refused address.
+pub async fn connect_direct_filtered(
+    target: &TargetAddr,
+    timeout: Duration,
+    allowed: impl Fn(SocketAddr) -> bool,
+) -> Result<TcpStream, OpenError> {
     let deadline = Instant::now() + timeout;
     let addrs: Vec<SocketAddr> = match target {
         TargetAddr::Ip(addr) => vec![*addr],
@@ -35,6 +46,14 @@ pub async fn connect_direct(
             }
         }
     };
+    let resolved = addrs.len();
+    let addrs: Vec<SocketAddr> = addrs.into_iter().filter(|addr| allowed(*addr)).collect();
+    if addrs.is_empty() && resolved > 0 {
+        return Err(OpenError::with_detail(
+            OpenErrorKind::NotAllowed,
+            "every address of the target is refused by policy",
+        ));
+    }
     let mut last_error = OpenError::with_detail(OpenErrorKind::HostUnreachable, "no address found");
     for (index, addr) in addrs.iter().enumerate() {
         // Share what is left of the budget among the remaining addresses, so

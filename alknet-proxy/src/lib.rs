@@ -40,7 +40,7 @@ mod socks5;
 mod target;
 mod upstream;
 
-pub use dial::{DirectOpener, connect_direct, connect_unix};
+pub use dial::{DirectOpener, connect_direct, connect_direct_filtered, connect_unix};
 pub use error::ProxyError;
 pub use forward_spec::{ForwardSpec, ForwardTarget};
 pub use local_forward::LocalForward;

@@ -14,7 +14,8 @@ use alknet_auth::{
     ForwardingPolicy, PrivateKey, Verdict, fingerprint,
 };
 use alknet_proxy::{
-    OpenError, OpenErrorKind, TargetAddr, UpstreamProxy, connect_direct, connect_unix, relay,
+    OpenError, OpenErrorKind, TargetAddr, UpstreamProxy, connect_direct_filtered, connect_unix,
+    relay,
 };
 use alknet_stealth::{Branch, StealthConfig, branch};
 use alknet_transport::{BoxStream, TransportAcceptor, TransportInfo};
@@ -613,10 +614,20 @@ impl russh::server::Handler for SessionHandler {
         let target = TargetAddr::from_host_port(host, port);
         let dial_timeout = self.server.dial_timeout;
         let server = self.server.clone();
+        let (auth, user) = (self.auth.clone(), self.user.clone());
         let dial = async move {
             let stream = match &server.proxy {
                 Some(proxy) => proxy.connect(&target, dial_timeout).await?,
-                None => connect_direct(&target, dial_timeout).await?,
+                // Names are checked against the address-range rules once
+                // resolved, before anything is sent.
+                None => {
+                    connect_direct_filtered(&target, dial_timeout, |addr| {
+                        !auth
+                            .forwarding
+                            .refuses_address(addr.ip(), addr.port(), &user)
+                    })
+                    .await?
+                }
             };
             Ok(Box::new(stream) as BoxStream)
         };

@@ -76,9 +76,10 @@ fn the_forwarding_policy_refuses_what_it_denies() {
     std::fs::write(
         &policy,
         format!(
-            "default = \"allow\"\n\n[[rule]]\naction = \"deny\"\ncidr = \"127.0.0.0/8\"\nports = {}\n\n\
+            "default = \"allow\"\n\n[[rule]]\naction = \"deny\"\ncidr = \"127.0.0.0/8\"\nports = {port}\n\n\
+             [[rule]]\naction = \"deny\"\ncidr = \"::1/128\"\nports = {port}\n\n\
              [[rule]]\naction = \"deny\"\nhost = \"*.blocked.invalid\"\n",
-            denied.addr().port()
+            port = denied.addr().port()
         ),
     )
     .unwrap();
@@ -98,6 +99,11 @@ fn the_forwarding_policy_refuses_what_it_denies() {
     );
     assert_eq!(
         socks5_connect_reply(client.socks_addr, "www.blocked.invalid", 80).unwrap(),
+        2
+    );
+    // A name resolving into a denied range is refused too.
+    assert_eq!(
+        socks5_connect_reply(client.socks_addr, "localhost", denied.addr().port()).unwrap(),
         2
     );
     assert_eq!(
