@@ -3,6 +3,7 @@
 //! which builds the binary first).
 
 mod bad_input;
+mod call;
 mod certificates;
 mod cli;
 mod forwards;
