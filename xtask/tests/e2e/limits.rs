@@ -20,9 +20,16 @@ const LIMIT: Duration = Duration::from_secs(30);
 fn greeting(port: u16) -> (TcpStream, Vec<u8>) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(LIMIT)).unwrap();
-    let mut first = vec![0u8; 14];
-    let n = stream.read(&mut first).unwrap_or(0);
-    first.truncate(n);
+    // Up to the 14 bytes of "SSH-2.0-alknet", however they arrive; EOF or
+    // a reset (the server closing at once) ends it early.
+    let mut first = Vec::with_capacity(14);
+    let mut chunk = [0u8; 14];
+    while first.len() < 14 {
+        match stream.read(&mut chunk[..14 - first.len()]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => first.extend_from_slice(&chunk[..n]),
+        }
+    }
     (stream, first)
 }
 
