@@ -31,28 +31,48 @@ impl SshDynamicForward {
         known_hosts: Option<&Path>,
         extra_args: &[&str],
     ) -> Result<Self> {
-        let socks_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let mut command = openssh_client(server_port, key, known_hosts)?;
-        command
-            .args(["-D", &socks_addr.to_string()])
-            .args(extra_args)
-            .arg(format!("{user}@127.0.0.1"));
-        let process = Spawned::start(name, dir.path(), command)?;
-        let listening = wait_until(
-            &format!("{name} to listen"),
-            Duration::from_secs(30),
-            || TcpStream::connect(socks_addr).ok(),
-        );
-        if let Err(error) = listening {
-            return Err(XtaskError::Failed(format!(
-                "{error}; ssh's log:\n{}",
-                process.stderr()
-            )));
+        // The port was free a moment ago; if ssh loses the race for it,
+        // it exits (ExitOnForwardFailure) and we try another.
+        let mut last_error = None;
+        for attempt in 0..3 {
+            let socks_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            let mut command = openssh_client(server_port, key, known_hosts)?;
+            command
+                .args(["-D", &socks_addr.to_string()])
+                .args(extra_args)
+                .arg(format!("{user}@127.0.0.1"));
+            let mut process = Spawned::start(&format!("{name}-{attempt}"), dir.path(), command)?;
+            let mut exited = false;
+            let listening = wait_until(
+                &format!("{name} to listen"),
+                Duration::from_secs(30),
+                || {
+                    if TcpStream::connect(socks_addr).is_ok() {
+                        return Some(true);
+                    }
+                    exited = process.wait_exit(Duration::ZERO).is_ok();
+                    exited.then_some(false)
+                },
+            );
+            match listening {
+                Ok(true) => {
+                    return Ok(Self {
+                        process,
+                        socks_addr,
+                    });
+                }
+                _ => {
+                    last_error = Some(XtaskError::Failed(format!(
+                        "{name} did not start listening; ssh's log:\n{}",
+                        process.stderr()
+                    )));
+                    if !exited {
+                        break;
+                    }
+                }
+            }
         }
-        Ok(Self {
-            process,
-            socks_addr,
-        })
+        Err(last_error.unwrap_or_else(|| XtaskError::Failed(format!("{name} did not start"))))
     }
 }
 
