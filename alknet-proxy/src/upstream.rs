@@ -243,7 +243,14 @@ async fn http_connect(stream: &mut TcpStream, target: &TargetAddr) -> Result<(),
         None => Ok(()),
         Some(kind) => Err(OpenError::with_detail(
             kind,
-            format!("HTTP proxy answered {:?}", status_line.trim_end()),
+            // Only the status code: a proxy's reason phrase may name the target.
+            format!(
+                "HTTP proxy answered {}",
+                status_line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("something that is not HTTP")
+            ),
         )),
     }
 }
