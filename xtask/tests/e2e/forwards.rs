@@ -44,17 +44,10 @@ fn local_forwards_reach_an_http_server_and_a_unix_socket() {
 
     // -L to HTTP: curl talks to the local port, no proxy involved.
     let local = client.forward_addr(1).unwrap();
-    let output = std::process::Command::new("curl")
-        .args(["--silent", "--show-error", "--fail", "--max-time", "60"])
-        .arg(format!("http://{local}/300000"))
-        .bounded_output()
-        .unwrap();
     assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+        curl_direct(local, 300_000) == HttpTarget::body(300_000),
+        "body differs"
     );
-    assert!(output.stdout == HttpTarget::body(300_000), "body differs");
 
     // -L to a Unix socket, with half-close: the echo answers after our EOF.
     let mut stream = TcpStream::connect(client.forward_addr(2).unwrap()).unwrap();
@@ -77,11 +70,11 @@ fn local_forwards_reach_an_http_server_and_a_unix_socket() {
     );
 }
 
-/// Fetches `/len` from an HTTP target reachable at `127.0.0.1:port`.
-fn curl_direct(port: u16, len: usize) -> Vec<u8> {
+/// Fetches `/len` from an HTTP target reachable at `addr`, no proxy.
+fn curl_direct(addr: impl std::fmt::Display, len: usize) -> Vec<u8> {
     let output = std::process::Command::new("curl")
         .args(["--silent", "--show-error", "--fail", "--max-time", "60"])
-        .arg(format!("http://127.0.0.1:{port}/{len}"))
+        .arg(format!("http://{addr}/{len}"))
         .bounded_output()
         .unwrap();
     assert!(
@@ -104,7 +97,10 @@ fn alknet_remote_forward_through_alknet_serve() {
         client.remote_forward_port(1).ok()
     })
     .unwrap();
-    assert_eq!(curl_direct(port, 200_000), HttpTarget::body(200_000));
+    assert_eq!(
+        curl_direct(format!("127.0.0.1:{port}"), 200_000),
+        HttpTarget::body(200_000)
+    );
     assert!(
         server.log().contains("remote forward listening"),
         "{}",
@@ -132,7 +128,10 @@ fn openssh_ssh_dash_r_against_alknet_serve() {
         .nth(1)
         .and_then(|port| port.parse().ok())
         .unwrap_or_else(|| panic!("no port in {line:?}"));
-    assert_eq!(curl_direct(port, 100_000), HttpTarget::body(100_000));
+    assert_eq!(
+        curl_direct(format!("127.0.0.1:{port}"), 100_000),
+        HttpTarget::body(100_000)
+    );
 }
 
 #[test]
@@ -154,5 +153,8 @@ fn alknet_remote_forward_through_openssh_sshd() {
         client.remote_forward_port(1).ok()
     })
     .unwrap_or_else(|e| panic!("{e}\nclient log:\n{}", client.log()));
-    assert_eq!(curl_direct(port, 100_000), HttpTarget::body(100_000));
+    assert_eq!(
+        curl_direct(format!("127.0.0.1:{port}"), 100_000),
+        HttpTarget::body(100_000)
+    );
 }

@@ -28,6 +28,19 @@ fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
+/// A TLS client trusting `ca`, connected to `127.0.0.1:<port>`.
+fn tls_client(
+    dir: &Workdir,
+    port: u16,
+    key: &std::path::Path,
+    ca: &str,
+    extra: &[&str],
+) -> AlknetClient {
+    let mut args = vec!["--transport", "tls", "--tls-ca", ca];
+    args.extend_from_slice(extra);
+    AlknetClient::start(dir, port, key, &args).unwrap()
+}
+
 fn assert_tunnel_works(client: &AlknetClient, dir: &Workdir) {
     let target = HttpTarget::start("127.0.0.1:0").unwrap();
     let url = format!("http://localhost:{}/100000", target.addr().port());
@@ -171,20 +184,13 @@ fn stealth_mode_passes_for_nginx_and_still_carries_ssh() {
 
     // SSH through the same port still works.
     let ca = files.ca.display().to_string();
-    let client = AlknetClient::start(
+    let client = tls_client(
         &dir,
         port,
         &server.user_key,
-        &[
-            "--transport",
-            "tls",
-            "--tls-ca",
-            &ca,
-            "--host-key",
-            &server.fingerprint,
-        ],
-    )
-    .unwrap();
+        &ca,
+        &["--host-key", &server.fingerprint],
+    );
     assert_tunnel_works(&client, &dir);
     assert!(!page.to_lowercase().contains("ssh") && !answer.to_lowercase().contains("ssh"));
 }
@@ -226,13 +232,7 @@ fn one_server_serves_tcp_and_tls_together_and_sigterm_stops_both() {
     let tls_port = listener_port(&server.listeners[1]).unwrap();
     let ca = files.ca.display().to_string();
     let over_tcp = AlknetClient::start(&dir, tcp_port, &server.user_key, &[]).unwrap();
-    let over_tls = AlknetClient::start(
-        &dir,
-        tls_port,
-        &server.user_key,
-        &["--transport", "tls", "--tls-ca", &ca],
-    )
-    .unwrap();
+    let over_tls = tls_client(&dir, tls_port, &server.user_key, &ca, &[]);
     assert_tunnel_works(&over_tcp, &dir);
     assert_tunnel_works(&over_tls, &dir);
 
@@ -348,13 +348,7 @@ fn a_config_file_sets_up_the_listeners_and_flags_override_it() {
     assert!(server.log().contains("stealth=true"), "{}", server.log());
     let tls_port = listener_port(&server.listeners[1]).unwrap();
     let ca = files.ca.display().to_string();
-    let client = AlknetClient::start(
-        &dir,
-        tls_port,
-        &server.user_key,
-        &["--transport", "tls", "--tls-ca", &ca],
-    )
-    .unwrap();
+    let client = tls_client(&dir, tls_port, &server.user_key, &ca, &[]);
     assert_tunnel_works(&client, &dir);
     drop(server);
 
