@@ -1,4 +1,6 @@
-/// What can go wrong with a call-protocol frame.
+use crate::Failure;
+
+/// What can go wrong with a frame, a call or a registration.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CallError {
@@ -28,6 +30,50 @@ pub enum CallError {
     /// Reading or writing the underlying stream failed.
     #[error("connection error: {0}")]
     Io(String),
+    /// The peer answered the call with `call.error`.
+    #[error("call failed: {0}")]
+    Remote(Failure),
+    /// No answer came within the call's time limit.
+    #[error("call timed out")]
+    Timeout,
+    /// The peer's handler cancelled the call (`call.aborted`).
+    #[error("call aborted by the peer{}", reason_suffix(.0))]
+    Aborted(Option<String>),
+    /// The connection closed before the call finished (or before it began).
+    #[error("the call connection is closed")]
+    Closed,
+    /// The peer ended a call that expects one response without sending any.
+    #[error("the peer completed the call without a response")]
+    NoResponse,
+    /// An operation name is not of the form `/segment/…`, or is reserved.
+    #[error("invalid operation name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An operation of that name is already registered.
+    #[error("operation {0:?} is already registered")]
+    Duplicate(String),
+    /// An operation's input schema is not a valid JSON Schema.
+    #[error("the input schema of {name:?} is not a valid JSON Schema: {reason}")]
+    InvalidSchema {
+        /// The operation.
+        name: String,
+        /// The schema compiler's complaint.
+        reason: String,
+    },
+    /// A binary payload is not base64, or not the expected postcard value.
+    #[error("binary payload cannot be decoded: {0}")]
+    Binary(String),
+}
+
+fn reason_suffix(reason: &Option<String>) -> String {
+    reason
+        .as_deref()
+        .map(|reason| format!(": {reason}"))
+        .unwrap_or_default()
 }
 
 impl From<std::io::Error> for CallError {

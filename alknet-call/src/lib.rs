@@ -27,12 +27,24 @@
 
 #![forbid(unsafe_code)]
 
+mod binary;
 mod codec;
+mod connection;
 mod envelope;
 mod error;
+mod failure;
+mod registry;
+mod service;
+mod spec;
 
+pub use binary::{from_binary_payload, to_binary_payload};
 pub use codec::{DEFAULT_MAX_FRAME, EnvelopeCodec};
+pub use connection::{CallConnection, Caller, ConnectionOptions, Subscription};
 pub use envelope::{
     CALL_ABORTED, CALL_COMPLETED, CALL_ERROR, CALL_REQUESTED, CALL_RESPONDED, EventEnvelope,
 };
 pub use error::CallError;
+pub use failure::{ErrorCode, Failure};
+pub use registry::{HUB_REGISTER, Handler, OperationRegistry, SERVICES_LIST, SERVICES_SCHEMA};
+pub use service::{CallContext, Emitter, IncomingCall, Reply, Service};
+pub use spec::{AccessControl, OperationSpec, OperationType, ResourceAccess};

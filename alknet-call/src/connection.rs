@@ -1,0 +1,595 @@
+//! One call connection over any byte stream: both peers call and serve at
+//! the same time.
+//!
+//! Three tasks per connection: a reader that routes incoming envelopes
+//! (responses to the pending map, requests to the [`Service`]), a writer
+//! that drains one outgoing queue (so frames never interleave), and a
+//! sweeper that fails calls whose deadline passed.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use alknet_auth::Identity;
+use futures_util::{SinkExt, Stream, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::service::{CallContext, Emitter, IncomingCall, Reply, Service};
+use crate::{
+    CALL_ABORTED, CALL_COMPLETED, CALL_ERROR, CALL_REQUESTED, CALL_RESPONDED, CallError,
+    DEFAULT_MAX_FRAME, EnvelopeCodec, EventEnvelope, Failure,
+};
+
+/// How a connection behaves; [`Default`] suits most uses.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ConnectionOptions {
+    /// The largest frame sent or accepted.
+    pub max_frame: usize,
+    /// The time limit of [`Caller::call`] (`None`: wait forever).
+    pub call_timeout: Option<Duration>,
+    /// How often expired calls are swept; a call fails at most this long
+    /// after its deadline.
+    pub sweep_interval: Duration,
+    /// Outgoing frames queued before senders wait (backpressure for
+    /// subscriptions that produce faster than the stream drains).
+    pub send_queue: usize,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        Self {
+            max_frame: DEFAULT_MAX_FRAME,
+            call_timeout: Some(Duration::from_secs(30)),
+            sweep_interval: Duration::from_millis(100),
+            send_queue: 256,
+        }
+    }
+}
+
+/// Sets up a connection: what it serves, who the peer is; then
+/// [`spawn`](CallConnection::spawn) it.
+pub struct CallConnection<S> {
+    stream: S,
+    service: Option<Arc<dyn Service>>,
+    peer_identity: Option<Arc<Identity>>,
+    options: ConnectionOptions,
+}
+
+impl<S> CallConnection<S>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    /// A connection over `stream` that serves nothing (incoming calls get
+    /// `not_found`) until [`serve`](Self::serve) says otherwise.
+    pub fn new(stream: S) -> Self {
+        Self {
+            stream,
+            service: None,
+            peer_identity: None,
+            options: ConnectionOptions::default(),
+        }
+    }
+
+    /// Answers the peer's calls with `service` (e.g. an
+    /// [`OperationRegistry`](crate::OperationRegistry)).
+    pub fn serve(mut self, service: impl Service) -> Self {
+        self.service = Some(Arc::new(service));
+        self
+    }
+
+    /// Answers the peer's calls with an already shared `service`.
+    pub fn serve_shared(mut self, service: Arc<dyn Service>) -> Self {
+        self.service = Some(service);
+        self
+    }
+
+    /// Who the peer is, for access checks. Without one, the peer may call
+    /// only operations that require nothing.
+    pub fn peer_identity(mut self, identity: Identity) -> Self {
+        self.peer_identity = Some(Arc::new(identity));
+        self
+    }
+
+    /// Replaces the default options.
+    pub fn options(mut self, options: ConnectionOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Starts the connection's tasks on the current tokio runtime and
+    /// returns the handle for calling the peer.
+    pub fn spawn(self) -> Caller {
+        let (read, write) = tokio::io::split(self.stream);
+        let (outgoing, queue) = mpsc::channel(self.options.send_queue.max(1));
+        let shared = Arc::new(Shared {
+            outgoing,
+            pending: Mutex::new(HashMap::new()),
+            serving: Mutex::new(HashMap::new()),
+            closed: CancellationToken::new(),
+            id_prefix: format!("{:08x}-", fastrand::u32(..)),
+            next_id: AtomicU64::new(1),
+            call_timeout: self.options.call_timeout,
+        });
+        let caller = Caller {
+            shared: shared.clone(),
+        };
+        let codec = EnvelopeCodec::new(self.options.max_frame);
+        tokio::spawn(write_frames(
+            FramedWrite::new(write, codec),
+            queue,
+            shared.clone(),
+        ));
+        tokio::spawn(sweep(shared.clone(), self.options.sweep_interval));
+        tokio::spawn(read_frames(
+            FramedRead::new(read, codec),
+            Router {
+                caller: caller.clone(),
+                service: self.service,
+                peer_identity: self.peer_identity,
+            },
+        ));
+        caller
+    }
+}
+
+/// What a pending call receives.
+enum Event {
+    Item(Value),
+    Completed,
+}
+
+type EventResult = Result<Event, CallError>;
+
+struct Pending {
+    events: mpsc::UnboundedSender<EventResult>,
+    deadline: Option<Instant>,
+}
+
+struct Shared {
+    outgoing: mpsc::Sender<EventEnvelope>,
+    /// Our calls awaiting answers, by request id.
+    pending: Mutex<HashMap<String, Pending>>,
+    /// The peer's calls our service is handling, by request id, each with
+    /// a serial number so a finished handler removes only its own entry.
+    serving: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    closed: CancellationToken,
+    /// Our ids carry a random prefix so they are unlikely to equal the
+    /// peer's (which matters for `call.aborted`, valid in both directions).
+    id_prefix: String,
+    next_id: AtomicU64,
+    call_timeout: Option<Duration>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere never leaves these maps half-updated.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    /// Queues a frame without waiting: from `Drop` and the sweeper.
+    fn send_now(&self, envelope: EventEnvelope) {
+        if let Err(mpsc::error::TrySendError::Full(envelope)) = self.outgoing.try_send(envelope) {
+            let outgoing = self.outgoing.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { outgoing.send(envelope).await });
+            }
+        }
+    }
+
+    fn abort_peer_handler(&self, id: &str) {
+        self.send_now(EventEnvelope::new(CALL_ABORTED, id, Value::Null));
+    }
+
+    /// Ends the connection: every pending call fails with
+    /// [`CallError::Closed`] and every handler is cancelled.
+    fn shut_down(&self) {
+        // Cancel first, then drain under the lock: a call that registers
+        // after the drain sees the cancellation and fails at once.
+        self.closed.cancel();
+        let drained: Vec<Pending> = lock(&self.pending).drain().map(|(_, p)| p).collect();
+        for pending in drained {
+            let _ = pending.events.send(Err(CallError::Closed));
+        }
+    }
+}
+
+/// The handle for calling the peer; cheap to clone, shared by every clone.
+#[derive(Clone)]
+pub struct Caller {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Removes a call from the pending map when its caller stops waiting,
+/// telling the peer to stop too.
+struct PendingGuard {
+    shared: Arc<Shared>,
+    id: String,
+    armed: bool,
+}
+
+impl PendingGuard {
+    fn finish(&mut self) {
+        if self.armed {
+            self.armed = false;
+            lock(&self.shared.pending).remove(&self.id);
+        }
+    }
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        if self.armed && lock(&self.shared.pending).remove(&self.id).is_some() {
+            self.shared.abort_peer_handler(&self.id);
+        }
+    }
+}
+
+impl Caller {
+    /// Calls `name` with `input` and waits for its one response, within the
+    /// connection's default time limit.
+    pub async fn call(&self, name: &str, input: Value) -> Result<Value, CallError> {
+        self.call_with_timeout(name, input, self.shared.call_timeout)
+            .await
+    }
+
+    /// Calls `name` with `input`, waiting at most `timeout` (`None`: no
+    /// limit). On timeout the peer's handler is told to stop.
+    pub async fn call_with_timeout(
+        &self,
+        name: &str,
+        input: Value,
+        timeout: Option<Duration>,
+    ) -> Result<Value, CallError> {
+        let (mut guard, mut events) = self.start(name, input, timeout).await?;
+        let answer = match events.recv().await {
+            Some(Ok(Event::Item(value))) => Ok(value),
+            Some(Ok(Event::Completed)) => Err(CallError::NoResponse),
+            Some(Err(error)) => Err(error),
+            None => Err(CallError::Closed),
+        };
+        guard.finish();
+        answer
+    }
+
+    /// Subscribes to `name` with `input`: a stream of items that ends when
+    /// the peer completes it. Dropping the stream aborts the subscription.
+    pub async fn subscribe(&self, name: &str, input: Value) -> Result<Subscription, CallError> {
+        let (guard, events) = self.start(name, input, None).await?;
+        Ok(Subscription {
+            guard,
+            events,
+            done: false,
+        })
+    }
+
+    async fn start(
+        &self,
+        name: &str,
+        input: Value,
+        timeout: Option<Duration>,
+    ) -> Result<(PendingGuard, mpsc::UnboundedReceiver<EventResult>), CallError> {
+        let shared = &self.shared;
+        let id = format!(
+            "{}{}",
+            shared.id_prefix,
+            shared.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let (events, received) = mpsc::unbounded_channel();
+        {
+            let mut pending = lock(&shared.pending);
+            if shared.closed.is_cancelled() {
+                return Err(CallError::Closed);
+            }
+            let deadline = timeout.map(|timeout| Instant::now() + timeout);
+            pending.insert(id.clone(), Pending { events, deadline });
+        }
+        let guard = PendingGuard {
+            shared: shared.clone(),
+            id: id.clone(),
+            armed: true,
+        };
+        let request = EventEnvelope::new(CALL_REQUESTED, id, json!({"name": name, "input": input}));
+        shared
+            .outgoing
+            .send(request)
+            .await
+            .map_err(|_| CallError::Closed)?;
+        Ok((guard, received))
+    }
+
+    /// Closes the connection: pending calls fail, handlers stop.
+    pub fn close(&self) {
+        self.shared.shut_down();
+    }
+
+    /// Whether the connection has closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.is_cancelled()
+    }
+
+    /// Waits until the connection closes, for whatever reason.
+    pub async fn closed(&self) {
+        self.shared.closed.cancelled().await;
+    }
+
+    /// Whether `self` and `other` call over the same connection.
+    pub fn same_connection(&self, other: &Caller) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// How many of our calls await answers (for tests and metrics).
+    pub fn pending_calls(&self) -> usize {
+        lock(&self.shared.pending).len()
+    }
+}
+
+/// The items of one subscription, in the order the peer sent them. Ends
+/// after `call.completed`; yields one error and ends on `call.error`,
+/// `call.aborted` or a closed connection.
+pub struct Subscription {
+    guard: PendingGuard,
+    events: mpsc::UnboundedReceiver<EventResult>,
+    done: bool,
+}
+
+impl Subscription {
+    /// Stops the subscription now (the peer's handler is told to stop);
+    /// dropping it does the same.
+    pub fn abort(self) {}
+}
+
+impl Stream for Subscription {
+    type Item = Result<Value, CallError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let item = match self.events.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(Event::Item(value)))) => return Poll::Ready(Some(Ok(value))),
+            Poll::Ready(Some(Ok(Event::Completed))) => None,
+            Poll::Ready(Some(Err(error))) => Some(Err(error)),
+            Poll::Ready(None) => Some(Err(CallError::Closed)),
+        };
+        self.done = true;
+        self.guard.finish();
+        Poll::Ready(item)
+    }
+}
+
+async fn write_frames<W>(
+    mut frames: FramedWrite<W, EnvelopeCodec>,
+    mut queue: mpsc::Receiver<EventEnvelope>,
+    shared: Arc<Shared>,
+) where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let closed = shared.closed.clone();
+    loop {
+        let envelope = tokio::select! {
+            _ = closed.cancelled() => break,
+            envelope = queue.recv() => match envelope {
+                Some(envelope) => envelope,
+                None => break,
+            },
+        };
+        // Write everything already queued, then flush once.
+        let mut result = frames.feed(envelope).await;
+        while result.is_ok() {
+            match queue.try_recv() {
+                Ok(next) => result = frames.feed(next).await,
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = result.and(SinkExt::<EventEnvelope>::flush(&mut frames).await) {
+            debug!(%error, "call connection: write failed");
+            break;
+        }
+    }
+    shared.shut_down();
+    let _ = SinkExt::<EventEnvelope>::close(&mut frames).await;
+}
+
+async fn sweep(shared: Arc<Shared>, every: Duration) {
+    let mut ticks = tokio::time::interval(every.max(Duration::from_millis(1)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shared.closed.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let now = Instant::now();
+        let expired: Vec<(String, Pending)> = {
+            let mut pending = lock(&shared.pending);
+            let ids: Vec<String> = pending
+                .iter()
+                .filter(|(_, call)| call.deadline.is_some_and(|deadline| deadline <= now))
+                .map(|(id, _)| id.clone())
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| pending.remove(&id).map(|call| (id, call)))
+                .collect()
+        };
+        for (id, call) in expired {
+            let _ = call.events.send(Err(CallError::Timeout));
+            shared.abort_peer_handler(&id);
+        }
+    }
+}
+
+/// Routes incoming envelopes.
+struct Router {
+    caller: Caller,
+    service: Option<Arc<dyn Service>>,
+    peer_identity: Option<Arc<Identity>>,
+}
+
+async fn read_frames<R>(mut frames: FramedRead<R, EnvelopeCodec>, router: Router)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+{
+    let shared = router.caller.shared.clone();
+    loop {
+        let frame = tokio::select! {
+            _ = shared.closed.cancelled() => break,
+            frame = frames.next() => frame,
+        };
+        match frame {
+            Some(Ok(envelope)) => router.route(envelope),
+            Some(Err(error)) => {
+                // A frame we cannot parse leaves the stream unframed: close.
+                debug!(%error, "call connection: bad frame, closing");
+                break;
+            }
+            None => break,
+        }
+    }
+    shared.shut_down();
+}
+
+impl Router {
+    fn shared(&self) -> &Shared {
+        &self.caller.shared
+    }
+
+    fn route(&self, envelope: EventEnvelope) {
+        let EventEnvelope { kind, id, payload } = envelope;
+        match kind.as_str() {
+            CALL_REQUESTED => self.start_handler(id, payload),
+            CALL_RESPONDED => self.deliver(&id, false, Ok(Event::Item(payload))),
+            CALL_COMPLETED => self.deliver(&id, true, Ok(Event::Completed)),
+            CALL_ERROR => self.deliver(
+                &id,
+                true,
+                Err(CallError::Remote(Failure::from_payload(payload))),
+            ),
+            CALL_ABORTED => {
+                // Either the peer cancels its call to us, or its handler
+                // cancels our call; ids unknown in both maps are ignored.
+                if let Some((_, handler)) = lock(&self.shared().serving).remove(&id) {
+                    handler.cancel();
+                }
+                let reason = payload
+                    .as_str()
+                    .map(str::to_owned)
+                    .or_else(|| payload.get("reason")?.as_str().map(str::to_owned));
+                self.deliver(&id, true, Err(CallError::Aborted(reason)));
+            }
+            // Unknown event types are for future versions: ignore them.
+            _ => {}
+        }
+    }
+
+    fn deliver(&self, id: &str, last: bool, event: EventResult) {
+        let mut pending = lock(&self.shared().pending);
+        let target = if last {
+            pending.remove(id)
+        } else {
+            pending.get(id).map(|call| Pending {
+                events: call.events.clone(),
+                deadline: None,
+            })
+        };
+        drop(pending);
+        if let Some(call) = target {
+            let _ = call.events.send(event);
+        }
+    }
+
+    fn start_handler(&self, id: String, payload: Value) {
+        let shared = self.caller.shared.clone();
+        let request = match parse_request(payload) {
+            Ok(request) => request,
+            Err(failure) => {
+                shared.send_now(EventEnvelope::new(CALL_ERROR, id, failure.to_payload()));
+                return;
+            }
+        };
+        let Some(service) = self.service.clone() else {
+            let failure = Failure::not_found(format!("no operation named {}", request.0));
+            shared.send_now(EventEnvelope::new(CALL_ERROR, id, failure.to_payload()));
+            return;
+        };
+        let cancel = shared.closed.child_token();
+        let serial = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut serving = lock(&shared.serving);
+            if serving.contains_key(&id) {
+                debug!("call connection: peer reused a request id still in use; ignored");
+                return;
+            }
+            serving.insert(id.clone(), (serial, cancel.clone()));
+        }
+        let call = IncomingCall {
+            name: request.0,
+            input: request.1,
+            context: CallContext::new(
+                self.peer_identity.clone(),
+                self.caller.clone(),
+                cancel.clone(),
+            ),
+        };
+        let emitter = Emitter::new(id.clone(), shared.outgoing.clone());
+        tokio::spawn(async move {
+            let outcome = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => None,
+                outcome = service.serve(call, emitter) => Some(outcome),
+            };
+            {
+                let mut serving = lock(&shared.serving);
+                if serving.get(&id).is_some_and(|(entry, _)| *entry == serial) {
+                    serving.remove(&id);
+                }
+            }
+            let envelope = match outcome {
+                None => return,
+                Some(Ok(Reply::Value(value))) => EventEnvelope::new(CALL_RESPONDED, id, value),
+                Some(Ok(Reply::Completed)) => EventEnvelope::new(CALL_COMPLETED, id, Value::Null),
+                Some(Ok(Reply::Aborted(reason))) => EventEnvelope::new(
+                    CALL_ABORTED,
+                    id,
+                    reason.map_or(Value::Null, |reason| json!({ "reason": reason })),
+                ),
+                Some(Err(failure)) => EventEnvelope::new(CALL_ERROR, id, failure.to_payload()),
+            };
+            let _ = shared.outgoing.send(envelope).await;
+        });
+    }
+}
+
+fn parse_request(payload: Value) -> Result<(String, Value), Failure> {
+    let Value::Object(mut fields) = payload else {
+        return Err(Failure::invalid_input(
+            "call.requested payload must be an object {\"name\", \"input\"}",
+        ));
+    };
+    let Some(Value::String(name)) = fields.remove("name") else {
+        return Err(Failure::invalid_input(
+            "call.requested payload needs a string \"name\"",
+        ));
+    };
+    let input = fields.remove("input").unwrap_or(Value::Null);
+    Ok((name, input))
+}

@@ -1,0 +1,490 @@
+//! The call protocol between two peers over an in-memory byte stream.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use alknet_auth::Identity;
+use alknet_call::{
+    AccessControl, CALL_ABORTED, CALL_REQUESTED, CALL_RESPONDED, CallConnection, CallError, Caller,
+    EnvelopeCodec, ErrorCode, EventEnvelope, Handler, OperationRegistry, OperationSpec,
+    OperationType,
+};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::time::timeout;
+use tokio_util::codec::Framed;
+
+const BOUND: Duration = Duration::from_secs(10);
+
+/// Two connected peers, each serving its own registry.
+fn pair(a: &OperationRegistry, b: &OperationRegistry) -> (Caller, Caller) {
+    let (left, right) = tokio::io::duplex(64 * 1024);
+    let a_calls_b = CallConnection::new(left).serve(a.clone()).spawn();
+    let b_calls_a = CallConnection::new(right).serve(b.clone()).spawn();
+    (a_calls_b, b_calls_a)
+}
+
+fn remote_code(result: Result<Value, CallError>) -> ErrorCode {
+    match result {
+        Err(CallError::Remote(failure)) => failure.code,
+        other => panic!("expected a call.error, got {other:?}"),
+    }
+}
+
+fn echo_registry(name: &str) -> OperationRegistry {
+    let registry = OperationRegistry::new();
+    let tag = name.to_owned();
+    registry
+        .register(
+            OperationSpec::new(format!("/{name}/echo"), OperationType::Query),
+            Handler::call(move |_, input| {
+                let tag = tag.clone();
+                async move { Ok(json!({"from": tag, "input": input})) }
+            }),
+        )
+        .unwrap();
+    registry
+}
+
+/// A subscription emitting 0..count, counting what it emitted and noting
+/// when its future is dropped before finishing.
+fn counting_registry(emitted: Arc<AtomicUsize>, stopped: Arc<AtomicBool>) -> OperationRegistry {
+    let registry = OperationRegistry::new();
+    registry
+        .register(
+            OperationSpec::new("/numbers/count", OperationType::Subscription).input_schema(json!({
+                "type": "object",
+                "properties": {"to": {"type": "integer", "minimum": 0}},
+                "required": ["to"]
+            })),
+            Handler::subscription(move |_, input, emitter| {
+                let (emitted, stopped) = (emitted.clone(), stopped.clone());
+                async move {
+                    struct Stopped(Arc<AtomicBool>, bool);
+                    impl Drop for Stopped {
+                        fn drop(&mut self) {
+                            if !self.1 {
+                                self.0.store(true, Ordering::SeqCst);
+                            }
+                        }
+                    }
+                    let mut guard = Stopped(stopped, false);
+                    let to = input["to"].as_u64().unwrap_or(0);
+                    for n in 0..to {
+                        emitter
+                            .emit(json!(n))
+                            .await
+                            .map_err(|e| alknet_call::Failure::internal(e.to_string()))?;
+                        emitted.fetch_add(1, Ordering::SeqCst);
+                        if n % 16 == 0 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    guard.1 = true;
+                    Ok(())
+                }
+            }),
+        )
+        .unwrap();
+    registry
+}
+
+#[tokio::test]
+async fn both_peers_call_and_serve_on_one_connection() {
+    let (a_calls_b, b_calls_a) = pair(&echo_registry("a"), &echo_registry("b"));
+    let (to_b, to_a) = tokio::join!(
+        a_calls_b.call("/b/echo", json!(1)),
+        b_calls_a.call("/a/echo", json!(2)),
+    );
+    assert_eq!(to_b.unwrap(), json!({"from": "b", "input": 1}));
+    assert_eq!(to_a.unwrap(), json!({"from": "a", "input": 2}));
+    // Many at once, answered to the right callers.
+    let calls = (0..64).map(|n| a_calls_b.call("/b/echo", json!(n)));
+    let answers = futures_util::future::join_all(calls).await;
+    for (n, answer) in answers.into_iter().enumerate() {
+        assert_eq!(answer.unwrap()["input"], json!(n));
+    }
+    assert_eq!(a_calls_b.pending_calls(), 0);
+}
+
+#[tokio::test]
+async fn a_thousand_item_subscription_arrives_complete_and_in_order() {
+    let server = counting_registry(Arc::default(), Arc::default());
+    let (caller, _) = pair(&OperationRegistry::new(), &server);
+    let items = caller
+        .subscribe("/numbers/count", json!({"to": 1000}))
+        .await
+        .unwrap();
+    let items: Vec<Value> = timeout(BOUND, items.map(Result::unwrap).collect())
+        .await
+        .unwrap();
+    assert_eq!(items, (0..1000).map(|n| json!(n)).collect::<Vec<_>>());
+    assert_eq!(caller.pending_calls(), 0);
+}
+
+#[tokio::test]
+async fn aborting_a_subscription_stops_its_handler() {
+    let emitted = Arc::new(AtomicUsize::new(0));
+    let stopped = Arc::new(AtomicBool::new(false));
+    let server = counting_registry(emitted.clone(), stopped.clone());
+    let (caller, _) = pair(&OperationRegistry::new(), &server);
+    let mut items = caller
+        .subscribe("/numbers/count", json!({"to": u32::MAX}))
+        .await
+        .unwrap();
+    for expected in 0..10 {
+        assert_eq!(items.next().await.unwrap().unwrap(), json!(expected));
+    }
+    items.abort();
+    timeout(BOUND, async {
+        while !stopped.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the handler was not stopped");
+    let at_stop = emitted.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(emitted.load(Ordering::SeqCst), at_stop);
+    assert!(at_stop < u32::MAX as usize);
+}
+
+#[tokio::test]
+async fn a_call_that_times_out_fails_and_stops_the_handler() {
+    let stopped = Arc::new(AtomicBool::new(false));
+    let server = OperationRegistry::new();
+    let flag = stopped.clone();
+    server
+        .register(
+            OperationSpec::new("/slow/never", OperationType::Query),
+            Handler::call(move |context, _| {
+                let flag = flag.clone();
+                async move {
+                    context.cancelled().await;
+                    flag.store(true, Ordering::SeqCst);
+                    Ok(Value::Null)
+                }
+            }),
+        )
+        .unwrap();
+    let (caller, _) = pair(&OperationRegistry::new(), &server);
+    let started = tokio::time::Instant::now();
+    let result = caller
+        .call_with_timeout("/slow/never", Value::Null, Some(Duration::from_millis(200)))
+        .await;
+    assert_eq!(result, Err(CallError::Timeout));
+    assert!(started.elapsed() < BOUND);
+    assert_eq!(caller.pending_calls(), 0);
+    // The handler's future is dropped on abort, so it never sets the flag.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!stopped.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn access_control_checks_the_callers_identity() {
+    let server = OperationRegistry::new();
+    server
+        .register(
+            OperationSpec::new("/deploy/run", OperationType::Mutation).access_control(
+                AccessControl {
+                    required_scopes: vec!["deploy".into()],
+                    ..AccessControl::default()
+                },
+            ),
+            Handler::call(|context, _| async move {
+                Ok(json!(context.identity().map(|who| who.id.clone())))
+            }),
+        )
+        .unwrap();
+    let connect = |identity: Identity| {
+        let (left, right) = tokio::io::duplex(4096);
+        CallConnection::new(right)
+            .serve(server.clone())
+            .peer_identity(identity)
+            .spawn();
+        CallConnection::new(left).spawn()
+    };
+    let deployer = connect(Identity {
+        id: "alice".into(),
+        scopes: vec!["deploy".into()],
+        resources: vec![],
+    });
+    let visitor = connect(Identity {
+        id: "bob".into(),
+        ..Identity::default()
+    });
+    assert_eq!(
+        deployer.call("/deploy/run", Value::Null).await.unwrap(),
+        json!("alice")
+    );
+    assert_eq!(
+        remote_code(visitor.call("/deploy/run", Value::Null).await),
+        ErrorCode::Forbidden
+    );
+    // Discovery shows each caller only what it may call.
+    let listed = |list: Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|op| op["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(
+        listed(deployer.call("/services/list", Value::Null).await.unwrap())
+            .contains(&"/deploy/run".to_owned())
+    );
+    assert!(
+        !listed(visitor.call("/services/list", Value::Null).await.unwrap())
+            .contains(&"/deploy/run".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn bad_input_unknown_names_and_schema_lookups() {
+    let server = counting_registry(Arc::default(), Arc::default());
+    let (caller, _) = pair(&OperationRegistry::new(), &server);
+    let mut items = caller
+        .subscribe("/numbers/count", json!({"to": -1}))
+        .await
+        .unwrap();
+    match items.next().await {
+        Some(Err(CallError::Remote(failure))) => {
+            assert_eq!(failure.code, ErrorCode::InvalidInput);
+            assert!(failure.message.contains("/to"), "{}", failure.message);
+        }
+        other => panic!("expected invalid_input, got {other:?}"),
+    }
+    assert_eq!(
+        remote_code(caller.call("/no/such", Value::Null).await),
+        ErrorCode::NotFound
+    );
+    let schema = caller
+        .call("/services/schema", json!({"name": "/numbers/count"}))
+        .await
+        .unwrap();
+    assert_eq!(schema["op_type"], "subscription");
+    assert_eq!(schema["input_schema"]["required"], json!(["to"]));
+    assert_eq!(
+        remote_code(
+            caller
+                .call("/services/schema", json!({"name": "/x/y"}))
+                .await
+        ),
+        ErrorCode::NotFound
+    );
+    assert_eq!(
+        remote_code(
+            caller
+                .call("/services/schema", json!("not an object"))
+                .await
+        ),
+        ErrorCode::InvalidInput
+    );
+}
+
+/// A raw peer: frames in and out by hand, as another implementation would.
+async fn raw_peer(server: &OperationRegistry) -> Framed<tokio::io::DuplexStream, EnvelopeCodec> {
+    let (left, right) = tokio::io::duplex(64 * 1024);
+    CallConnection::new(right).serve(server.clone()).spawn();
+    Framed::new(left, EnvelopeCodec::default())
+}
+
+#[tokio::test]
+async fn an_abort_for_an_unknown_id_is_ignored() {
+    let mut peer = raw_peer(&echo_registry("s")).await;
+    peer.send(EventEnvelope::new(CALL_ABORTED, "never-sent", Value::Null))
+        .await
+        .unwrap();
+    peer.send(EventEnvelope::new(
+        CALL_REQUESTED,
+        "7",
+        json!({"name": "/s/echo", "input": 3}),
+    ))
+    .await
+    .unwrap();
+    let answer = timeout(BOUND, peer.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(
+        answer,
+        EventEnvelope::new(CALL_RESPONDED, "7", json!({"from": "s", "input": 3}))
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_request_gets_an_error_and_the_connection_survives() {
+    let mut peer = raw_peer(&echo_registry("s")).await;
+    peer.send(EventEnvelope::new(CALL_REQUESTED, "1", json!({"input": 3})))
+        .await
+        .unwrap();
+    let answer = timeout(BOUND, peer.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(answer.kind, "call.error");
+    assert_eq!(answer.payload["code"], "invalid_input");
+    peer.send(EventEnvelope::new(
+        CALL_REQUESTED,
+        "2",
+        json!({"name": "/s/echo"}),
+    ))
+    .await
+    .unwrap();
+    let answer = timeout(BOUND, peer.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(answer.payload, json!({"from": "s", "input": null}));
+}
+
+#[tokio::test]
+async fn pending_calls_fail_promptly_when_the_connection_drops() {
+    let server = OperationRegistry::new();
+    server
+        .register(
+            OperationSpec::new("/slow/never", OperationType::Query),
+            Handler::call(|_, _| std::future::pending()),
+        )
+        .unwrap();
+    let (caller, server_side) = pair(&OperationRegistry::new(), &server);
+    let pending = tokio::spawn({
+        let caller = caller.clone();
+        async move {
+            caller
+                .call_with_timeout("/slow/never", Value::Null, None)
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    server_side.close();
+    let result = timeout(BOUND, pending)
+        .await
+        .expect("pending call hung")
+        .unwrap();
+    assert_eq!(result, Err(CallError::Closed));
+    timeout(BOUND, caller.closed()).await.unwrap();
+    assert_eq!(
+        caller.call("/slow/never", Value::Null).await,
+        Err(CallError::Closed)
+    );
+}
+
+#[tokio::test]
+async fn garbage_on_the_stream_closes_the_connection_and_fails_callers() {
+    use tokio::io::AsyncWriteExt;
+    let (left, mut right) = tokio::io::duplex(4096);
+    let caller = CallConnection::new(left).spawn();
+    let pending = tokio::spawn({
+        let caller = caller.clone();
+        async move { caller.call_with_timeout("/x/y", Value::Null, None).await }
+    });
+    right
+        .write_all(&[0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o'])
+        .await
+        .unwrap();
+    let result = timeout(BOUND, pending).await.expect("call hung").unwrap();
+    assert_eq!(result, Err(CallError::Closed));
+}
+
+#[tokio::test]
+async fn a_hub_routes_to_its_spokes_and_forgets_them() {
+    let hub = OperationRegistry::new();
+    // The spoke serves /tools/echo and /numbers/count on its hub connection.
+    let spoke_ops = counting_registry(Arc::default(), Arc::default());
+    spoke_ops
+        .register(
+            OperationSpec::new("/tools/echo", OperationType::Query),
+            Handler::call(|_, input| async move { Ok(input) }),
+        )
+        .unwrap();
+    let (spoke_calls_hub, hub_calls_spoke) = pair(&spoke_ops, &hub);
+    let operations: Vec<Value> = spoke_ops
+        .specs()
+        .into_iter()
+        .filter(|spec| !spec.name.starts_with("/services/") && !spec.name.starts_with("/hub/"))
+        .map(|spec| serde_json::to_value(spec).unwrap())
+        .collect();
+    let registered = spoke_calls_hub
+        .call(
+            "/hub/services/register",
+            json!({"spoke": "edge1", "operations": operations}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(registered, json!({"spoke": "edge1", "registered": 2}));
+
+    // The hub calls the spoke on the connection the spoke called it on.
+    assert_eq!(
+        hub_calls_spoke
+            .call("/tools/echo", json!("direct"))
+            .await
+            .unwrap(),
+        json!("direct")
+    );
+
+    // A third party reaches the spoke through the hub, prefix stripped.
+    let (client, _) = pair(&OperationRegistry::new(), &hub);
+    assert_eq!(
+        client
+            .call("/edge1/tools/echo", json!({"k": 1}))
+            .await
+            .unwrap(),
+        json!({"k": 1})
+    );
+    let items: Vec<Value> = client
+        .subscribe("/edge1/numbers/count", json!({"to": 100}))
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(items.len(), 100);
+    assert_eq!(items[99], json!(99));
+    // The hub checks the spoke's schemas before forwarding.
+    let mut rejected = client
+        .subscribe("/edge1/numbers/count", json!({"to": "many"}))
+        .await
+        .unwrap();
+    assert!(
+        matches!(rejected.next().await, Some(Err(CallError::Remote(f))) if f.code == ErrorCode::InvalidInput)
+    );
+    let listed = client.call("/services/list", Value::Null).await.unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|op| op["name"] == "/edge1/tools/echo")
+    );
+    assert_eq!(hub.spokes(), ["edge1"]);
+
+    // Another connection may not take the name while the spoke is live.
+    assert_eq!(
+        remote_code(
+            client
+                .call(
+                    "/hub/services/register",
+                    json!({"spoke": "edge1", "operations": []})
+                )
+                .await
+        ),
+        ErrorCode::Forbidden
+    );
+
+    spoke_calls_hub.close();
+    timeout(BOUND, async {
+        while !hub.spokes().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the hub never forgot the spoke");
+    match client.call("/edge1/tools/echo", json!(1)).await {
+        Err(CallError::Remote(failure)) => {
+            assert_eq!(failure.code, ErrorCode::Unavailable);
+            assert!(failure.retryable);
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    let listed = client.call("/services/list", Value::Null).await.unwrap();
+    assert!(
+        !listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|op| op["name"] == "/edge1/tools/echo")
+    );
+}
