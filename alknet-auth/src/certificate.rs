@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use ssh_key::certificate::CertType;
 use ssh_key::{Certificate, Fingerprint, HashAlg, PublicKey};
 
-use crate::{AuthError, KeySource};
+use crate::{AuthError, Identity, KeySource};
 
 /// Critical options alknet understands. `force-command` restricts shells,
 /// which alknet never offers, so it cannot be violated.
@@ -35,6 +35,49 @@ pub struct CertificateGrant {
     /// Whether it carries `permit-port-forwarding`. Without it, the
     /// session may authenticate but open no channel.
     pub permit_port_forwarding: bool,
+    /// Who the session is, for the call protocol's access checks (see
+    /// [`identity_of_certificate`]).
+    pub identity: Identity,
+}
+
+/// The certificate extension listing the holder's scopes, comma-separated
+/// (`ssh-keygen -O extension:scopes@alknet=deploy,metrics`).
+pub const SCOPES_EXTENSION: &str = "scopes@alknet";
+/// The certificate extension listing the holder's resource grants
+/// (`type:action`), comma-separated.
+pub const RESOURCES_EXTENSION: &str = "resources@alknet";
+
+/// The identity a certificate carries: its key id (or, when empty, the
+/// certified key's fingerprint), and scopes and resources from the
+/// [`SCOPES_EXTENSION`] and [`RESOURCES_EXTENSION`] extensions, which the
+/// CA signed — so a holder cannot grant itself more.
+pub fn identity_of_certificate(certificate: &Certificate) -> Identity {
+    let list = |extension: &str| -> Vec<String> {
+        certificate
+            .extensions()
+            .get(extension)
+            .map(|items| {
+                items
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let id = if certificate.key_id().is_empty() {
+        PublicKey::new(certificate.public_key().clone(), "")
+            .fingerprint(HashAlg::Sha256)
+            .to_string()
+    } else {
+        certificate.key_id().to_owned()
+    };
+    Identity {
+        id,
+        scopes: list(SCOPES_EXTENSION),
+        resources: list(RESOURCES_EXTENSION),
+    }
 }
 
 /// Why a certificate was refused.
@@ -162,6 +205,7 @@ impl CertificateAuthorities {
             permit_port_forwarding: certificate
                 .extensions()
                 .contains_key(PERMIT_PORT_FORWARDING),
+            identity: identity_of_certificate(certificate),
         })
     }
 }

@@ -10,8 +10,15 @@
 //! ssh-ed25519 AAAAC3Nza… alice@laptop scopes=deploy,metrics resources=service:web
 //! ```
 //!
-//! The identity's id is the key's `SHA256:` fingerprint. Other providers
-//! (a database, a directory) implement the trait themselves.
+//! The identity's id is the key's `SHA256:` fingerprint. A certificate
+//! session's identity comes from the certificate instead (its key id, and
+//! the `scopes@alknet` / `resources@alknet` extensions the CA signed; see
+//! [`identity_of_certificate`](crate::identity_of_certificate)). Other
+//! providers (a database, a directory) implement the trait themselves.
+//!
+//! Resources are grants of the form `type:action` (`service:read`), with
+//! `type:*` or `*` granting every action; the call protocol's access
+//! control matches them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +37,7 @@ pub struct Identity {
     pub id: String,
     /// What it may do, for access checks (all-of / any-of).
     pub scopes: Vec<String>,
-    /// Which resources it may touch, as `type:name`.
+    /// Which resources it may act on, as `type:action` grants.
     pub resources: Vec<String>,
 }
 

@@ -50,7 +50,10 @@ mod source;
 mod token;
 
 pub use authorized_keys::{AuthorizedKey, AuthorizedKeys, SkippedLine};
-pub use certificate::{CertificateAuthorities, CertificateGrant, CertificateRejection};
+pub use certificate::{
+    CertificateAuthorities, CertificateGrant, CertificateRejection, RESOURCES_EXTENSION,
+    SCOPES_EXTENSION, identity_of_certificate,
+};
 pub use error::AuthError;
 pub use identity::{ConfigIdentityProvider, Identity, IdentityProvider, identity_of};
 pub use keys::{

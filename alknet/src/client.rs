@@ -254,9 +254,10 @@ impl Client {
     }
 }
 
-#[async_trait]
-impl StreamOpener for Client {
-    async fn open(&self, target: &TargetAddr) -> Result<BoxStream, OpenError> {
+impl Client {
+    /// Opens a `direct-tcpip` channel to `host:port` as the server sees it
+    /// (the reserved `alknet-*` names included).
+    pub(crate) async fn open_direct(&self, host: &str, port: u16) -> Result<BoxStream, OpenError> {
         if self.is_closed() {
             return Err(OpenError::new(OpenErrorKind::TunnelDown));
         }
@@ -264,9 +265,16 @@ impl StreamOpener for Client {
         // sends the SOCKS client's address, which would only leak it.
         let opened = self
             .handle
-            .channel_open_direct_tcpip(target.host(), u32::from(target.port()), "127.0.0.1", 0)
+            .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
             .await;
         channel_stream(opened)
+    }
+}
+
+#[async_trait]
+impl StreamOpener for Client {
+    async fn open(&self, target: &TargetAddr) -> Result<BoxStream, OpenError> {
+        self.open_direct(&target.host(), target.port()).await
     }
 
     async fn open_unix(&self, path: &Path) -> Result<BoxStream, OpenError> {

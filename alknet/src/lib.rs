@@ -6,6 +6,7 @@
 //!
 //! - [`transport`]: the byte pipes SSH runs over (TCP, TLS),
 //! - [`auth`]: keys, fingerprints and `authorized_keys`,
+//! - [`call`]: the call protocol served on the `alknet-control:0` channel,
 //! - [`proxy`]: the SOCKS5 server, forwards, outbound dialing, proxies and the relay,
 //! - [`stealth`]: telling SSH from web traffic on one port, and playing nginx.
 //!
@@ -59,6 +60,7 @@
 mod backoff;
 mod channel_failure;
 mod client;
+mod control;
 mod error;
 mod kill_switch;
 mod reconnect;
@@ -67,11 +69,13 @@ mod server;
 mod tuning;
 
 pub use alknet_auth as auth;
+pub use alknet_call as call;
 pub use alknet_proxy as proxy;
 pub use alknet_stealth as stealth;
 pub use alknet_transport as transport;
 
 pub use client::{Client, ConnectOptions};
+pub use control::{CONTROL_HOST, CONTROL_PORT};
 pub use error::Error;
 pub use reconnect::{ReconnectingClient, SessionState};
 pub use remote_forward::RemoteForwardPort;

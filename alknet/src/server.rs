@@ -11,8 +11,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use alknet_auth::{
     AuthConfig, AuthorizedKeys, Certificate, CertificateAuthorities, ConfigReloadHandle,
-    ForwardingPolicy, PrivateKey, Verdict, fingerprint,
+    ForwardingPolicy, Identity, PrivateKey, Verdict, fingerprint, identity_of,
 };
+use alknet_call::{CallConnection, OperationRegistry};
 use alknet_proxy::{
     OpenError, OpenErrorKind, TargetAddr, UpstreamProxy, connect_direct_filtered, connect_unix,
     relay,
@@ -29,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::channel_failure::{failure_for, peer_is_alknet};
+use crate::control::{CONTROL_HOST, CONTROL_PORT};
 use crate::kill_switch::KillableStream;
 use crate::remote_forward::{serve_on_server, server_bind_host};
 use crate::tuning::{ServerTuning, server_config};
@@ -72,6 +74,9 @@ pub struct ServeOptions {
     /// Reach tunnel targets through this proxy instead of directly
     /// (`alknet serve --proxy`). Unix-socket targets are always local.
     pub proxy: Option<UpstreamProxy>,
+    /// The operations served to every `alknet-control:0` channel, with the
+    /// session's identity; also the hub its spokes register with.
+    pub registry: OperationRegistry,
 }
 
 impl ServeOptions {
@@ -90,6 +95,7 @@ impl ServeOptions {
             keepalive_interval: Duration::from_secs(30),
             gateway_ports: false,
             proxy: None,
+            registry: OperationRegistry::new(),
         }
     }
 }
@@ -147,6 +153,7 @@ struct ServerInner {
     gateway_ports: bool,
     proxy: Option<UpstreamProxy>,
     per_ip: PerIpLimit,
+    registry: OperationRegistry,
 }
 
 impl Server {
@@ -174,6 +181,7 @@ impl Server {
                 gateway_ports: options.gateway_ports,
                 proxy: options.proxy,
                 per_ip: PerIpLimit::default(),
+                registry: options.registry,
             }),
         }
     }
@@ -188,6 +196,12 @@ impl Server {
     /// current authorized keys (reloads included).
     pub fn identity_provider(&self) -> alknet_auth::ConfigIdentityProvider {
         alknet_auth::ConfigIdentityProvider::new(self.reload_handle())
+    }
+
+    /// The operations this server serves on `alknet-control:0` (a clone
+    /// sharing the same registry: register more while it runs).
+    pub fn registry(&self) -> OperationRegistry {
+        self.inner.registry.clone()
     }
 
     /// The host key's SHA256 fingerprint, for clients to pin.
@@ -336,6 +350,7 @@ impl Server {
             channels: kill.clone(),
             remote_forwards: HashMap::new(),
             forwarding_allowed: true,
+            identity: None,
         };
         let grace = self.inner.login_grace;
 
@@ -471,6 +486,8 @@ struct SessionHandler {
     /// False for a certificate without `permit-port-forwarding`: such a
     /// session may log in but open nothing.
     forwarding_allowed: bool,
+    /// Who authenticated, for the call protocol's access checks.
+    identity: Option<Identity>,
 }
 
 impl SessionHandler {
@@ -557,6 +574,11 @@ impl russh::server::Handler for SessionHandler {
         let auth = self.check_key(user, key.public_key);
         if auth == Auth::Accept {
             self.user = user.to_owned();
+            self.identity = self
+                .auth
+                .authorized_keys
+                .find(key.public_key)
+                .map(identity_of);
         }
         Ok(auth)
     }
@@ -578,6 +600,7 @@ impl russh::server::Handler for SessionHandler {
             Ok(grant) => {
                 self.forwarding_allowed = grant.permit_port_forwarding;
                 self.user = user.to_owned();
+                self.identity = Some(grant.identity);
                 Ok(self.log_attempt(user, &key, true))
             }
             Err(rejection) => {
@@ -607,6 +630,10 @@ impl russh::server::Handler for SessionHandler {
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
             return Ok(());
         };
+        if port == CONTROL_PORT && host.eq_ignore_ascii_case(CONTROL_HOST) {
+            self.open_control(channel, reply).await;
+            return Ok(());
+        }
         if let Some(failure) = self.refusal(host, port, alknet_peer) {
             reply.reject(failure).await;
             return Ok(());
@@ -711,6 +738,40 @@ impl russh::server::Handler for SessionHandler {
 }
 
 impl SessionHandler {
+    /// Serves the registry on a control channel, unless the certificate or
+    /// the forwarding policy forbids it (rules may name `alknet-control`
+    /// or `alknet-*` like any host).
+    async fn open_control(&self, channel: Channel<Msg>, reply: ChannelOpenHandle) {
+        let denied = self.forwarding_refused()
+            || self
+                .auth
+                .forwarding
+                .decide(CONTROL_HOST, CONTROL_PORT, &self.user)
+                == Verdict::Deny;
+        if denied {
+            debug!(remote_addr = %self.peer, "control channel refused by the forwarding policy");
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return;
+        }
+        let mut connection =
+            CallConnection::new(channel.into_stream()).serve(self.server.registry.clone());
+        if let Some(identity) = self.identity.clone() {
+            connection = connection.peer_identity(identity);
+        }
+        let done = self.channels.clone();
+        reply.accept().await;
+        debug!(remote_addr = %self.peer, "control channel opened");
+        let caller = connection.spawn();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = caller.closed() => {}
+                () = done.cancelled() => caller.close(),
+            }
+        });
+    }
+
     /// Dials off the session loop (a slow target must not stall the session
     /// or its other channels), then accepts the channel and relays, or
     /// rejects it with the reason.

@@ -2,80 +2,16 @@
 
 use std::time::Duration;
 
-use alknet::auth::{AuthorizedKeys, PrivateKey, generate_ed25519};
+use alknet::auth::{AuthorizedKeys, generate_ed25519};
 use alknet::proxy::{OpenErrorKind, StreamOpener, TargetAddr};
-use alknet::transport::{TcpAcceptor, TcpTransport};
+use alknet::transport::TcpAcceptor;
 use alknet::{Client, ConnectOptions, Error, ServeOptions, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-const LIMIT: Duration = Duration::from_secs(20);
+mod common;
 
-struct TestServer {
-    transport: TcpTransport,
-    fingerprint: String,
-    user_key: PrivateKey,
-    reload: alknet::auth::ConfigReloadHandle,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl TestServer {
-    async fn start() -> Self {
-        Self::start_with(|_| {}).await
-    }
-
-    async fn start_with(adjust: impl FnOnce(&mut ServeOptions)) -> Self {
-        let user_key = generate_ed25519("user").unwrap();
-        let authorized = AuthorizedKeys::from_keys([user_key.public_key().clone()]);
-        let mut options = ServeOptions::new(generate_ed25519("host").unwrap(), authorized);
-        options.dial_timeout = Duration::from_secs(2);
-        adjust(&mut options);
-        let server = Server::new(options);
-        let reload = server.reload_handle();
-        let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
-        let transport = TcpTransport::new(acceptor.local_addr().to_string());
-        let fingerprint = server.host_key_fingerprint();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            server
-                .serve(&acceptor, async move {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-        });
-        Self {
-            transport,
-            fingerprint,
-            user_key,
-            reload,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn options(&self) -> ConnectOptions {
-        ConnectOptions::new(self.user_key.clone(), "tester").with_host_key(self.fingerprint.clone())
-    }
-
-    async fn client(&self) -> Client {
-        tokio::time::timeout(LIMIT, Client::connect(&self.transport, self.options()))
-            .await
-            .expect("connect hung")
-            .expect("connect failed")
-    }
-
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(LIMIT, self.task)
-            .await
-            .expect("shutdown hung")
-            .unwrap();
-    }
-}
+use common::{LIMIT, TestServer};
 
 /// A loopback target that answers every connection with `greeting`.
 async fn greeter(greeting: &'static [u8]) -> TargetAddr {
@@ -119,13 +55,16 @@ async fn failed_channels_do_not_harm_the_session() {
         .expect("closed port opened");
     assert_eq!(refused.kind(), OpenErrorKind::ConnectionRefused);
 
-    let reserved = TargetAddr::Domain("alknet-control".into(), 0);
-    let prohibited = client
-        .open(&reserved)
-        .await
-        .err()
-        .expect("reserved host opened");
-    assert_eq!(prohibited.kind(), OpenErrorKind::NotAllowed);
+    // Reserved names are never dialled; only alknet-control:0 opens.
+    for reserved in [("alknet-other", 0), ("alknet-control", 80)] {
+        let reserved = TargetAddr::Domain(reserved.0.into(), reserved.1);
+        let prohibited = client
+            .open(&reserved)
+            .await
+            .err()
+            .expect("reserved host opened");
+        assert_eq!(prohibited.kind(), OpenErrorKind::NotAllowed);
+    }
 
     let unresolvable = TargetAddr::Domain("no-such-host.invalid".into(), 80);
     let unreachable = client
