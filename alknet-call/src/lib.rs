@@ -45,6 +45,8 @@ pub use envelope::{
 };
 pub use error::CallError;
 pub use failure::{ErrorCode, Failure};
-pub use registry::{HUB_REGISTER, Handler, OperationRegistry, SERVICES_LIST, SERVICES_SCHEMA};
+pub use registry::{
+    HUB_REGISTER, Handler, OperationRegistry, SERVICES_LIST, SERVICES_SCHEMA, SERVICES_WHOAMI,
+};
 pub use service::{CallContext, Emitter, IncomingCall, Reply, Service};
 pub use spec::{AccessControl, OperationSpec, OperationType, ResourceAccess};

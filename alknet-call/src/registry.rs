@@ -18,6 +18,9 @@ use crate::{CallError, Caller, Failure, OperationSpec, OperationType};
 pub const SERVICES_LIST: &str = "/services/list";
 /// `/services/schema`: one operation's spec, input `{"name": "/path"}`.
 pub const SERVICES_SCHEMA: &str = "/services/schema";
+/// `/services/whoami`: the caller's own identity as the server sees it
+/// (`null` without one), for checking what scopes a key or certificate got.
+pub const SERVICES_WHOAMI: &str = "/services/whoami";
 /// `/hub/services/register`: a spoke offers its operations, input
 /// `{"spoke": "name", "operations": [OperationSpec…]}`.
 pub const HUB_REGISTER: &str = "/hub/services/register";
@@ -133,7 +136,7 @@ struct State {
 /// Operations by path, each a spec plus a handler, served over any number
 /// of connections (it is a [`Service`]). Cheap to clone; clones share.
 ///
-/// Built in: `/services/list`, `/services/schema`, and the hub's
+/// Built in: `/services/list`, `/services/schema`, `/services/whoami`, and the hub's
 /// `/hub/services/register`. A spoke that registers is routed to as
 /// `/{spoke}/…` (prefix stripped) until its connection closes.
 #[derive(Clone, Default)]
@@ -173,6 +176,8 @@ fn builtin_specs() -> Vec<OperationSpec> {
                 "required": ["name"]
             }))
             .description("one operation's spec"),
+        OperationSpec::new(SERVICES_WHOAMI, OperationType::Query)
+            .description("the caller's identity: id, scopes, resources"),
         OperationSpec::new(HUB_REGISTER, OperationType::Mutation)
             .input_schema(json!({
                 "type": "object",
@@ -284,6 +289,10 @@ impl OperationRegistry {
             return match name.as_str() {
                 SERVICES_LIST => Ok(Reply::Value(self.list(&context))),
                 SERVICES_SCHEMA => self.schema(&context, &input).map(Reply::Value),
+                SERVICES_WHOAMI => Ok(Reply::Value(context.identity().map_or(
+                    Value::Null,
+                    |who| json!({"id": who.id, "scopes": who.scopes, "resources": who.resources}),
+                ))),
                 _ => self.register_spoke(&context, input).map(Reply::Value),
             };
         }
@@ -544,7 +553,13 @@ mod tests {
         let names: Vec<String> = registry.specs().into_iter().map(|spec| spec.name).collect();
         assert_eq!(
             names,
-            [SERVICES_LIST, SERVICES_SCHEMA, HUB_REGISTER, "/echo/say"]
+            [
+                SERVICES_LIST,
+                SERVICES_SCHEMA,
+                SERVICES_WHOAMI,
+                HUB_REGISTER,
+                "/echo/say"
+            ]
         );
     }
 }

@@ -11,7 +11,8 @@ use crate::listen::{ListenSpec, TransportName};
 /// SSH tunnels over any byte pipe.
 ///
 /// `alknet serve` runs the server; `alknet connect` opens one SSH session to
-/// it and offers SOCKS5 on a local port. `alknet demo` runs both on loopback.
+/// it and offers SOCKS5 on a local port; `alknet call` calls one of the
+/// server's operations. `alknet demo` runs a server and client on loopback.
 #[derive(Debug, Parser)]
 #[command(name = "alknet", version, about, long_about = None, propagate_version = true)]
 pub(crate) struct Cli {
@@ -25,6 +26,9 @@ pub(crate) enum Command {
     Serve(ServeArgs),
     /// Connect to a server and offer SOCKS5 through the tunnel.
     Connect(ConnectArgs),
+    /// Call an operation on the server's control channel and print the
+    /// result as JSON (a subscription prints one JSON line per item).
+    Call(CallArgs),
     /// Create an OpenSSH Ed25519 key pair (<path> and <path>.pub).
     Keygen(KeygenArgs),
     /// Print a token proving you hold --identity, for transports that are
@@ -117,8 +121,9 @@ pub(crate) struct ServeArgs {
     pub(crate) proxy: Option<UpstreamProxy>,
 }
 
+/// How to reach and log in to a server: shared by `connect` and `call`.
 #[derive(Debug, Args)]
-pub(crate) struct ConnectArgs {
+pub(crate) struct SessionArgs {
     /// The server, as host:port.
     #[arg(long, value_name = "HOST:PORT", env = "ALKNET_SERVER")]
     pub(crate) server: String,
@@ -155,18 +160,35 @@ pub(crate) struct ConnectArgs {
     #[arg(long, value_name = "NAME")]
     pub(crate) user: Option<String>,
 
-    /// Where to offer SOCKS5 (domain names are resolved by the server).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1080")]
-    pub(crate) socks5: SocketAddr,
-
     /// The server's host key fingerprint (SHA256:…, as printed by the server
     /// or `ssh-keygen -lf`). Without it, any host key is accepted with a warning.
     #[arg(long, value_name = "SHA256:…")]
     pub(crate) host_key: Option<String>,
 
+    /// Reach the server through this proxy: socks5://host:port or
+    /// http://host:port (HTTP CONNECT).
+    #[arg(long, value_name = "URL")]
+    pub(crate) proxy: Option<UpstreamProxy>,
+
+    /// Seconds between SSH keepalives. A server that answers none of three
+    /// in a row is considered gone (and `connect` reconnects).
+    #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) keepalive_interval: u64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConnectArgs {
+    #[command(flatten)]
+    pub(crate) session: SessionArgs,
+
+    /// Where to offer SOCKS5 (domain names are resolved by the server).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1080")]
+    pub(crate) socks5: SocketAddr,
+
     /// Forward a local port through the tunnel, as `ssh -L`:
     /// `[bind:]port:host:hostport` or `[bind:]port:/path/to/unix.sock`
-    /// (IPv6 in brackets; bind defaults to 127.0.0.1). Repeatable.
+    /// (IPv6 in brackets; bind defaults to 127.0.0.1). The target
+    /// `alknet-control:0` is the server's call protocol. Repeatable.
     #[arg(long = "forward", short = 'L', value_name = "SPEC")]
     pub(crate) forwards: Vec<ForwardSpec>,
 
@@ -177,16 +199,25 @@ pub(crate) struct ConnectArgs {
     /// again after every reconnection. Repeatable.
     #[arg(long = "remote-forward", short = 'R', value_name = "SPEC")]
     pub(crate) remote_forwards: Vec<ForwardSpec>,
+}
 
-    /// Reach the server through this proxy: socks5://host:port or
-    /// http://host:port (HTTP CONNECT).
-    #[arg(long, value_name = "URL")]
-    pub(crate) proxy: Option<UpstreamProxy>,
+#[derive(Debug, Args)]
+pub(crate) struct CallArgs {
+    #[command(flatten)]
+    pub(crate) session: SessionArgs,
 
-    /// Seconds between SSH keepalives. A server that answers none of three
-    /// in a row is considered gone, and the client reconnects.
-    #[arg(long, value_name = "SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub(crate) keepalive_interval: u64,
+    /// The operation, such as /services/list.
+    #[arg(value_name = "PATH")]
+    pub(crate) path: String,
+
+    /// Its input, as JSON [default: null].
+    #[arg(value_name = "INPUT-JSON")]
+    pub(crate) input: Option<String>,
+
+    /// Seconds to wait for the answer of a query or mutation (a
+    /// subscription runs until the server completes it).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -234,7 +265,7 @@ mod tests {
             panic!("not connect")
         };
         assert_eq!(args.socks5.to_string(), "127.0.0.1:1080");
-        assert!(args.user.is_none());
+        assert!(args.session.user.is_none());
     }
 
     #[test]

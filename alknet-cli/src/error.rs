@@ -42,4 +42,14 @@ pub(crate) enum CliError {
 
     #[error("cannot set up signal handling: {0}")]
     Signals(io::Error),
+
+    #[error("cannot open the control channel: {0}")]
+    Control(#[from] alknet::proxy::OpenError),
+
+    /// A `call.error` prints as `call failed: <code>: <message>`.
+    #[error("{0}")]
+    Call(alknet::call::CallError),
+
+    #[error("cannot write the output: {0}")]
+    Output(io::Error),
 }

@@ -1,4 +1,4 @@
-//! The `alknet` command: `serve`, `connect`, `keygen` and `demo`.
+//! The `alknet` command: `serve`, `connect`, `call`, `keygen`, `token` and `demo`.
 //!
 //! Everything here is argument handling and wiring; the tunnel itself lives
 //! in the `alknet` library crate.
@@ -27,6 +27,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => block_on(commands::serve::run(args)),
         Command::Connect(args) => block_on(commands::connect::run(args)),
+        Command::Call(args) => block_on(commands::call::run(args)),
         Command::Keygen(args) => commands::keygen::run(args),
         Command::Token(args) => commands::token::run(args),
         Command::Demo(args) => block_on(commands::demo::run(args)),

@@ -276,3 +276,24 @@ mod tests {
         assert_eq!(field(line, "missing"), None);
     }
 }
+
+/// `alknet call` to `127.0.0.1:<port>` with `identity`, pinned to
+/// `host_key`: the operation `path` and its JSON `input`; ready to run.
+pub fn call_command(
+    port: u16,
+    identity: &Path,
+    host_key: &str,
+    path: &str,
+    input: Option<&str>,
+) -> Result<Command> {
+    let mut command = alknet_command(Profile::Dev)?;
+    command
+        .arg("call")
+        .args(["--server", &format!("127.0.0.1:{port}")])
+        .arg("--identity")
+        .arg(identity)
+        .args(["--host-key", host_key, "--timeout", "30"])
+        .arg(path)
+        .args(input);
+    Ok(command)
+}

@@ -32,7 +32,9 @@ mod sshd;
 mod tools;
 mod upstream_proxies;
 
-pub use alknet::{AlknetClient, AlknetServer, TEST_LOG_FILTER, connect_command, listener_port};
+pub use alknet::{
+    AlknetClient, AlknetServer, TEST_LOG_FILTER, call_command, connect_command, listener_port,
+};
 pub use cargo::{Profile, alknet_binary};
 pub use certs::{TlsFiles, ca_signed_server_cert, self_signed_cert};
 pub use error::XtaskError;

@@ -9,13 +9,13 @@ use alknet::transport::{TcpTransport, TlsClientOptions, TlsTransport, Transport}
 use alknet::{ConnectOptions, ReconnectingClient};
 use tracing::{info, warn};
 
-use crate::cli::ConnectArgs;
+use crate::cli::{ConnectArgs, SessionArgs};
 use crate::error::CliError;
 use crate::listen::TransportName;
 use crate::signals::shutdown_signal;
 
 /// The transport `--transport`, `--proxy` and the TLS flags describe.
-fn transport(args: &ConnectArgs) -> Result<Arc<dyn Transport>, CliError> {
+pub(crate) fn transport(args: &SessionArgs) -> Result<Arc<dyn Transport>, CliError> {
     let mut tcp = TcpTransport::new(args.server.clone());
     if let Some(proxy) = &args.proxy {
         tcp = tcp.with_connector(Arc::new(proxy.clone()));
@@ -45,10 +45,11 @@ fn transport(args: &ConnectArgs) -> Result<Arc<dyn Transport>, CliError> {
     }
 }
 
-pub(crate) async fn run(args: ConnectArgs) -> Result<(), CliError> {
-    let transport = transport(&args)?;
+/// The session `--identity`, `--certificate`, `--user`, `--host-key` and
+/// `--keepalive-interval` describe.
+pub(crate) fn connect_options(args: &SessionArgs) -> Result<ConnectOptions, CliError> {
     let identity = load_private_key(args.identity.as_path(), super::passphrase().as_deref())?;
-    let user = args.user.unwrap_or_else(whoami::username);
+    let user = args.user.clone().unwrap_or_else(whoami::username);
     let mut options = ConnectOptions::new(identity, user);
     // As ssh does: an explicit certificate, or <identity>-cert.pub if present.
     let certificate = match &args.certificate {
@@ -63,8 +64,14 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<(), CliError> {
         }
     };
     options.certificate = certificate;
-    options.host_key = args.host_key;
+    options.host_key = args.host_key.clone();
     options.keepalive_interval = Duration::from_secs(args.keepalive_interval);
+    Ok(options)
+}
+
+pub(crate) async fn run(args: ConnectArgs) -> Result<(), CliError> {
+    let transport = transport(&args.session)?;
+    let mut options = connect_options(&args.session)?;
     options.remote_forwards = args.remote_forwards;
     // Claim the local port first: if it is taken, say so before touching the
     // network. It stays open while the session comes and goes.

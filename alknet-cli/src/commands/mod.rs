@@ -1,5 +1,6 @@
 //! One module per subcommand, and what the client-side ones share.
 
+pub(crate) mod call;
 pub(crate) mod connect;
 pub(crate) mod demo;
 pub(crate) mod keygen;

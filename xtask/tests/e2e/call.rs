@@ -1,11 +1,19 @@
-//! The call protocol's frame format, checked by an independent
-//! implementation (plain Node) against the committed vectors.
+//! The call protocol from outside: its frame format checked by plain Node
+//! against the committed vectors, `alknet call` against `alknet serve`, and
+//! a Node peer on the control channel through `alknet connect --forward`.
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
+use serde_json::{Value, json};
 use xtask::BoundedOutput as _;
-use xtask::require_tool;
+use xtask::{
+    AlknetClient, AlknetServer, Spawned, Workdir, call_command, require_tool,
+    ssh_public_key_fingerprint, wait_until,
+};
+
+use crate::certificates::{certified_key, server_trusting_ca};
 
 #[test]
 fn node_frames_the_call_vectors_byte_for_byte() {
@@ -23,4 +31,177 @@ fn node_frames_the_call_vectors_byte_for_byte() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(report.contains("6/6 vectors ok"), "{report}");
+}
+
+/// Runs `alknet call` against `server` as its test user (or `identity`).
+fn alknet_call(
+    server: &AlknetServer,
+    identity: Option<&Path>,
+    path: &str,
+    input: Option<&str>,
+) -> std::process::Output {
+    let identity = identity.unwrap_or(&server.user_key);
+    let mut command =
+        call_command(server.port, identity, &server.fingerprint, path, input).unwrap();
+    command.args(["--user", "tester"]);
+    command.bounded_output().unwrap()
+}
+
+/// The JSON lines `alknet call` printed, failing the test if it failed.
+fn json_lines(output: &std::process::Output) -> Vec<Value> {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "alknet call failed: {}{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// Asserts `alknet call` failed with the call error `code`.
+fn assert_call_error(output: &std::process::Output, code: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "expected {code}, but the call succeeded"
+    );
+    assert!(
+        stderr.contains(&format!("call failed: {code}:")),
+        "expected {code}: {stderr}"
+    );
+    assert!(output.stdout.is_empty());
+}
+
+#[test]
+fn alknet_call_lists_describes_and_reports_errors() {
+    let dir = Workdir::new().unwrap();
+    let server = AlknetServer::start(&dir, &[]).unwrap();
+
+    let list = json_lines(&alknet_call(&server, None, "/services/list", None));
+    let names: Vec<&str> = list[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|op| op["name"].as_str())
+        .collect();
+    for builtin in [
+        "/services/list",
+        "/services/schema",
+        "/services/whoami",
+        "/hub/services/register",
+    ] {
+        assert!(names.contains(&builtin), "{builtin} missing from {names:?}");
+    }
+
+    let schema = json_lines(&alknet_call(
+        &server,
+        None,
+        "/services/schema",
+        Some(r#"{"name": "/hub/services/register"}"#),
+    ));
+    assert_eq!(schema[0]["op_type"], "mutation");
+    assert_eq!(
+        schema[0]["input_schema"]["required"],
+        json!(["spoke", "operations"])
+    );
+
+    // The session's identity is its key's fingerprint.
+    let whoami = json_lines(&alknet_call(&server, None, "/services/whoami", None));
+    let fingerprint = ssh_public_key_fingerprint(&dir.join("alknet_user.pub")).unwrap();
+    assert_eq!(whoami[0]["id"], json!(fingerprint));
+
+    assert_call_error(&alknet_call(&server, None, "/no/such", None), "not_found");
+    assert_call_error(
+        &alknet_call(&server, None, "/services/schema", Some("[1, 2]")),
+        "invalid_input",
+    );
+    let bad_json = alknet_call(&server, None, "/services/list", Some("{nope"));
+    assert!(!bad_json.status.success());
+    assert!(String::from_utf8_lossy(&bad_json.stderr).contains("INPUT-JSON is not valid JSON"));
+}
+
+#[test]
+fn certificate_extensions_grant_scopes() {
+    let dir = Workdir::new().unwrap();
+    let server = server_trusting_ca(&dir);
+    let key = certified_key(
+        &dir,
+        "ca",
+        "scoped",
+        &[
+            "-n",
+            "tester",
+            "-O",
+            "extension:scopes@alknet=deploy,metrics",
+            "-O",
+            "extension:resources@alknet=service:read",
+            "-O",
+            "permit-port-forwarding",
+        ],
+    );
+    let whoami = json_lines(&alknet_call(&server, Some(&key), "/services/whoami", None));
+    assert_eq!(
+        whoami[0],
+        json!({"id": "scoped-id", "scopes": ["deploy", "metrics"], "resources": ["service:read"]})
+    );
+}
+
+#[test]
+fn a_node_peer_serves_and_calls_through_a_local_forward() {
+    require_tool("node").unwrap();
+    let dir = Workdir::new().unwrap();
+    let server = AlknetServer::start(&dir, &[]).unwrap();
+    let client = AlknetClient::start(
+        &dir,
+        server.port,
+        &server.user_key,
+        &["--forward", "127.0.0.1:0:alknet-control:0"],
+    )
+    .unwrap();
+    let control = client.forward_addr(1).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/js/control_peer.mjs");
+    let mut command = Command::new("node");
+    command.arg(script).arg(control.port().to_string());
+    let mut node = Spawned::start("node-spoke", dir.path(), command).unwrap();
+    node.wait_for_stdout("registered", Duration::from_secs(60))
+        .unwrap_or_else(|error| panic!("{error}: {}{}", node.stdout(), node.stderr()));
+    assert!(node.stdout().contains("list ok") && node.stdout().contains("not_found ok"));
+
+    // Rust → hub → the Node spoke, and back.
+    let echoed = json_lines(&alknet_call(
+        &server,
+        None,
+        "/jsnode/js/echo",
+        Some(r#"{"x": 1}"#),
+    ));
+    assert_eq!(echoed, [json!({"by": "node", "echoed": {"x": 1}})]);
+    let counted = json_lines(&alknet_call(
+        &server,
+        None,
+        "/jsnode/js/count",
+        Some(r#"{"to": 5}"#),
+    ));
+    assert_eq!(counted, (0..5).map(|n| json!(n)).collect::<Vec<_>>());
+    // The hub checks the spoke's schema before the spoke sees the call.
+    assert_call_error(
+        &alknet_call(&server, None, "/jsnode/js/echo", Some(r#""text""#)),
+        "invalid_input",
+    );
+
+    // The spoke goes away: its operations become unavailable.
+    node.kill().unwrap();
+    let gone = wait_until(
+        "the hub to forget the spoke",
+        Duration::from_secs(30),
+        || {
+            let output = alknet_call(&server, None, "/jsnode/js/echo", Some("{}"));
+            String::from_utf8_lossy(&output.stderr)
+                .contains("call failed: unavailable:")
+                .then_some(())
+        },
+    );
+    assert!(gone.is_ok(), "the hub kept a dead spoke");
 }

@@ -14,7 +14,7 @@ use crate::fetch;
 
 /// A fresh user key `name` with a certificate from the CA `ca`, signed
 /// with the extra `ssh-keygen -s` arguments (principals, validity, options).
-fn certified_key(dir: &Workdir, ca: &str, name: &str, args: &[&str]) -> PathBuf {
+pub(crate) fn certified_key(dir: &Workdir, ca: &str, name: &str, args: &[&str]) -> PathBuf {
     let key = ssh_keygen_ed25519(dir, name).unwrap();
     let status = Command::new("ssh-keygen")
         .args(["-q", "-s"])
@@ -29,7 +29,7 @@ fn certified_key(dir: &Workdir, ca: &str, name: &str, args: &[&str]) -> PathBuf 
     key
 }
 
-fn server_trusting_ca(dir: &Workdir) -> AlknetServer {
+pub(crate) fn server_trusting_ca(dir: &Workdir) -> AlknetServer {
     ssh_keygen_ed25519(dir, "ca").unwrap();
     ssh_keygen_ed25519(dir, "other_ca").unwrap();
     let ca = dir.join("ca.pub").display().to_string();
