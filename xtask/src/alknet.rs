@@ -261,22 +261,6 @@ impl AlknetClient {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::field;
-
-    #[test]
-    fn fields_are_read_from_log_lines() {
-        let line = "2026-01-01T00:00:00Z  INFO alknet server ready listen=tcp://127.0.0.1:4242 host_key=SHA256:abc";
-        assert_eq!(
-            field(line, "listen").as_deref(),
-            Some("tcp://127.0.0.1:4242")
-        );
-        assert_eq!(field(line, "host_key").as_deref(), Some("SHA256:abc"));
-        assert_eq!(field(line, "missing"), None);
-    }
-}
-
 /// `alknet call` to `127.0.0.1:<port>` with `identity`, pinned to
 /// `host_key`: the operation `path` and its JSON `input`; ready to run.
 pub fn call_command(
@@ -296,4 +280,20 @@ pub fn call_command(
         .arg(path)
         .args(input);
     Ok(command)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field;
+
+    #[test]
+    fn fields_are_read_from_log_lines() {
+        let line = "2026-01-01T00:00:00Z  INFO alknet server ready listen=tcp://127.0.0.1:4242 host_key=SHA256:abc";
+        assert_eq!(
+            field(line, "listen").as_deref(),
+            Some("tcp://127.0.0.1:4242")
+        );
+        assert_eq!(field(line, "host_key").as_deref(), Some("SHA256:abc"));
+        assert_eq!(field(line, "missing"), None);
+    }
 }
