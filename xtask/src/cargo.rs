@@ -1,4 +1,4 @@
-//! Building the `alknet` binary under test.
+//! Building the `alknet` binary under test (and the call benchmark).
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -33,15 +33,24 @@ pub fn alknet_binary(profile: Profile) -> Result<PathBuf> {
     build(profile)
 }
 
+/// The path of the facade's `call_bench` example, release build.
+pub fn call_bench_binary() -> Result<PathBuf> {
+    build_target(Profile::Release, "alknet", "--example", "call_bench")
+}
+
 fn build(profile: Profile) -> Result<PathBuf> {
+    build_target(profile, "alknet-cli", "--bin", "alknet")
+}
+
+fn build_target(profile: Profile, package: &str, kind: &str, name: &str) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut command = Command::new(cargo);
     command.args([
         "build",
         "--package",
-        "alknet-cli",
-        "--bin",
-        "alknet",
+        package,
+        kind,
+        name,
         "--message-format=json-render-diagnostics",
     ]);
     if profile == Profile::Release {
@@ -52,9 +61,7 @@ fn build(profile: Profile) -> Result<PathBuf> {
         .output()
         .map_err(XtaskError::io("running cargo build"))?;
     if !output.status.success() {
-        return Err(XtaskError::Failed(
-            "cargo build of the alknet binary failed".into(),
-        ));
+        return Err(XtaskError::Failed(format!("cargo build of {name} failed")));
     }
     // The last "compiler-artifact" message with an executable is ours.
     String::from_utf8_lossy(&output.stdout)
@@ -62,5 +69,5 @@ fn build(profile: Profile) -> Result<PathBuf> {
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter_map(|message| message.get("executable")?.as_str().map(PathBuf::from))
         .next_back()
-        .ok_or_else(|| XtaskError::Failed("cargo build reported no alknet executable".into()))
+        .ok_or_else(|| XtaskError::Failed(format!("cargo build reported no {name} executable")))
 }

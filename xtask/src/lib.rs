@@ -35,7 +35,7 @@ mod upstream_proxies;
 pub use alknet::{
     AlknetClient, AlknetServer, TEST_LOG_FILTER, call_command, connect_command, listener_port,
 };
-pub use cargo::{Profile, alknet_binary};
+pub use cargo::{Profile, alknet_binary, call_bench_binary};
 pub use certs::{TlsFiles, ca_signed_server_cert, self_signed_cert};
 pub use error::XtaskError;
 pub use http_target::HttpTarget;

@@ -3,16 +3,18 @@
 //!
 //! Options: `--size-mib N` (bulk transfer, default 1024), `--runs N`
 //! (throughput runs per tunnel, best counted, default 3), `--connections N`
-//! (latency samples per tunnel, default 1000).
+//! (latency samples per tunnel, default 1000). Then the call protocol:
+//! calls per second and latency over one control channel.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+use xtask::BoundedOutput as _;
 use xtask::{
     AlknetClient, AlknetServer, HttpTarget, Profile, Result, SshDynamicForward, Sshd, Workdir,
-    XtaskError, current_user, require_tool, socks5_connect,
+    XtaskError, call_bench_binary, current_user, require_tool, socks5_connect,
 };
 
 struct Settings {
@@ -171,6 +173,8 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
         latencies.push((p50, p99));
     }
 
+    call_protocol(&server)?;
+
     let best_openssh = speeds[1].max(speeds[2]);
     println!("\nratios alknet / OpenSSH:");
     println!(
@@ -196,6 +200,45 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
+
+/// Calls over one control channel to the release server: sequential, then
+/// 64 in flight (the facade's `call_bench` example does the calling).
+fn call_protocol(server: &AlknetServer) -> Result<()> {
+    let bench = call_bench_binary()?;
+    let output = Command::new(bench)
+        .arg(format!("127.0.0.1:{}", server.port))
+        .arg(&server.user_key)
+        .arg(&server.fingerprint)
+        .arg(current_user()?)
+        .bounded_output()
+        .map_err(XtaskError::io("running call_bench"))?;
+    if !output.status.success() {
+        return Err(XtaskError::Failed(format!(
+            "call_bench failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|error| XtaskError::Failed(format!("call_bench printed no JSON: {error}")))?;
+    println!(
+        "
+call protocol: /services/whoami over one alknet-control:0 channel"
+    );
+    for (phase, label) in [
+        ("sequential", "sequential".to_owned()),
+        ("concurrent", format!("{} in flight", report["in_flight"])),
+    ] {
+        let numbers = &report[phase];
+        println!(
+            "  {label:<28} {:>9.0} calls/s   p50 {:>7.3} ms   p99 {:>7.3} ms   ({} calls)",
+            numbers["calls_per_s"].as_f64().unwrap_or(0.0),
+            numbers["p50_ms"].as_f64().unwrap_or(0.0),
+            numbers["p99_ms"].as_f64().unwrap_or(0.0),
+            numbers["calls"],
+        );
+    }
+    Ok(())
+}
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
