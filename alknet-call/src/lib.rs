@@ -1,28 +1,52 @@
-//! alknet's call protocol, starting with its wire format.
+//! alknet's call protocol: calls and subscriptions in both directions
+//! over any byte stream, and a registry of operations to answer them.
 //!
-//! Every frame is a 4-byte big-endian length followed by that many bytes
-//! of UTF-8 JSON: an [`EventEnvelope`] `{"type": …, "id": …, "payload": …}`.
-//! The same framing as alknet's JavaScript peers use, so Rust and JS
-//! interoperate byte for byte; `tests/vectors.json` pins exact bytes for
-//! other implementations to check themselves against.
+//! **Wire format.** Every frame is a 4-byte big-endian length followed by
+//! that many bytes of UTF-8 JSON: an [`EventEnvelope`]
+//! `{"type": …, "id": …, "payload": …}` — the same framing as alknet's
+//! JavaScript peers, so Rust and JS interoperate byte for byte
+//! (`tests/vectors.json` pins exact bytes). [`EnvelopeCodec`] is the pure
+//! tokio-util codec; the maximum frame size is enforced on the length
+//! prefix before anything is allocated.
 //!
-//! [`EnvelopeCodec`] is a tokio-util codec: pure, bytes in and envelopes
-//! out, with the maximum frame size enforced on the length prefix before
-//! anything is allocated. This crate does no I/O of its own.
+//! **Protocol.** [`CallConnection`] runs one connection: a [`Caller`] makes
+//! calls ([`Caller::call`], one answer, with a time limit) and
+//! subscriptions ([`Caller::subscribe`], a stream until `call.completed`;
+//! dropping it sends `call.aborted`), while a [`Service`] answers the
+//! peer's calls on the same connection. When the connection closes, every
+//! pending call fails with [`CallError::Closed`] and every handler is
+//! dropped.
+//!
+//! **Registry.** An [`OperationRegistry`] holds [`OperationSpec`]s and
+//! their [`Handler`]s (registered separately if need be), validates input
+//! against each spec's JSON Schema (`invalid_input`), checks
+//! [`AccessControl`] against the caller's identity (`forbidden`), answers
+//! the built-in discovery operations (`/services/list`, `/services/schema`,
+//! `/services/whoami`), and acts as a hub: a spoke that calls
+//! `/hub/services/register` is reachable as `/{spoke}/…` until it
+//! disconnects.
 //!
 //! ```
-//! use alknet_call::{EnvelopeCodec, EventEnvelope, CALL_REQUESTED};
-//! use bytes::BytesMut;
+//! use alknet_call::{CallConnection, Handler, OperationRegistry, OperationSpec, OperationType};
 //! use serde_json::json;
-//! use tokio_util::codec::{Decoder, Encoder};
 //!
-//! let mut codec = EnvelopeCodec::default();
-//! let request = EventEnvelope::new(CALL_REQUESTED, "1", json!({"name": "/services/list", "input": null}));
-//! let mut wire = BytesMut::new();
-//! codec.encode(&request, &mut wire)?;
-//! assert_eq!(&wire[..4], &(wire.len() as u32 - 4).to_be_bytes());
-//! assert_eq!(codec.decode(&mut wire)?, Some(request));
-//! # Ok::<(), alknet_call::CallError>(())
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), alknet_call::CallError> {
+//! let registry = OperationRegistry::new();
+//! registry.register(
+//!     OperationSpec::new("/math/double", OperationType::Query)
+//!         .input_schema(json!({"type": "number"})),
+//!     Handler::call(|_context, input| async move { Ok(json!(input.as_f64().unwrap_or(0.0) * 2.0)) }),
+//! )?;
+//!
+//! // Any byte stream will do: a TCP socket, an SSH channel, or memory.
+//! let (client_side, server_side) = tokio::io::duplex(64 * 1024);
+//! CallConnection::new(server_side).serve(registry).spawn();
+//! let server = CallConnection::new(client_side).spawn();
+//!
+//! assert_eq!(server.call("/math/double", json!(21)).await?, json!(42.0));
+//! # Ok(())
+//! # }
 //! ```
 
 #![forbid(unsafe_code)]
