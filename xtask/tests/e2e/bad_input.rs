@@ -96,11 +96,14 @@ fn a_closed_port_gets_connection_refused_and_the_session_lives_on() {
         5,
         "expected 'connection refused'"
     );
-    // Reserved names are never dialled: "connection not allowed".
-    assert_eq!(
-        socks5_connect_reply(client.socks_addr, "alknet-control", 0).unwrap(),
-        2
-    );
+    // Reserved names are never dialled: "connection not allowed". Only
+    // alknet-control:0 opens (the control channel).
+    for (host, port) in [("alknet-other", 0), ("alknet-control", 80)] {
+        assert_eq!(
+            socks5_connect_reply(client.socks_addr, host, port).unwrap(),
+            2
+        );
+    }
 
     assert_tunnel_still_works(client.socks_addr, &dir);
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use xtask::BoundedOutput as _;
 use xtask::{
-    AlknetClient, AlknetServer, Spawned, Workdir, call_command, require_tool,
+    AlknetClient, AlknetServer, Spawned, Workdir, call_command, require_tool, socks5_connect,
     ssh_public_key_fingerprint, wait_until,
 };
 
@@ -204,4 +204,28 @@ fn a_node_peer_serves_and_calls_through_a_local_forward() {
         },
     );
     assert!(gone.is_ok(), "the hub kept a dead spoke");
+}
+
+#[test]
+fn the_control_channel_is_reachable_through_socks5_too() {
+    use std::io::{Read, Write};
+    let dir = Workdir::new().unwrap();
+    let server = AlknetServer::start(&dir, &[]).unwrap();
+    let client = AlknetClient::start(&dir, server.port, &server.user_key, &[]).unwrap();
+    let (reply, mut stream) = socks5_connect(client.socks_addr, "alknet-control", 0).unwrap();
+    assert_eq!(reply, 0, "SOCKS5 refused the control channel");
+    // One frame by hand: length prefix, then the JSON envelope.
+    let request = br#"{"type":"call.requested","id":"s1","payload":{"name":"/services/whoami","input":null}}"#;
+    let length = u32::try_from(request.len()).unwrap();
+    stream.write_all(&length.to_be_bytes()).unwrap();
+    stream.write_all(request).unwrap();
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix).unwrap();
+    let mut frame = vec![0u8; u32::from_be_bytes(prefix) as usize];
+    stream.read_exact(&mut frame).unwrap();
+    let answer: Value = serde_json::from_slice(&frame).unwrap();
+    let fingerprint = ssh_public_key_fingerprint(&dir.join("alknet_user.pub")).unwrap();
+    assert_eq!(answer["type"], "call.responded");
+    assert_eq!(answer["id"], "s1");
+    assert_eq!(answer["payload"]["id"], json!(fingerprint));
 }

@@ -78,7 +78,8 @@ fn the_forwarding_policy_refuses_what_it_denies() {
         format!(
             "default = \"allow\"\n\n[[rule]]\naction = \"deny\"\ncidr = \"127.0.0.0/8\"\nports = {port}\n\n\
              [[rule]]\naction = \"deny\"\ncidr = \"::1/128\"\nports = {port}\n\n\
-             [[rule]]\naction = \"deny\"\nhost = \"*.blocked.invalid\"\n",
+             [[rule]]\naction = \"deny\"\nhost = \"*.blocked.invalid\"\n\n\
+             [[rule]]\naction = \"deny\"\nreserved = true\n",
             port = denied.addr().port()
         ),
     )
@@ -106,6 +107,7 @@ fn the_forwarding_policy_refuses_what_it_denies() {
         socks5_connect_reply(client.socks_addr, "localhost", denied.addr().port()).unwrap(),
         2
     );
+    // `reserved = true` denies alknet's own services, the control channel too.
     assert_eq!(
         socks5_connect_reply(client.socks_addr, "alknet-control", 0).unwrap(),
         2
