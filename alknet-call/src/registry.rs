@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::service::{CallContext, Emitter, IncomingCall, Reply, Service};
 use crate::spec::check_name;
-use crate::{CallError, Caller, Failure, OperationSpec, OperationType};
+use crate::{AccessControl, CallError, Caller, Failure, OperationSpec, OperationType};
 
 /// `/services/list`: the operations the caller may call.
 pub const SERVICES_LIST: &str = "/services/list";
@@ -131,6 +131,8 @@ struct State {
     operations: BTreeMap<String, Operation>,
     handlers: HashMap<String, Handler>,
     spokes: BTreeMap<String, Spoke>,
+    /// Who may register spokes (open by default).
+    hub_access: AccessControl,
 }
 
 /// Operations by path, each a spec plus a handler, served over any number
@@ -238,6 +240,13 @@ impl OperationRegistry {
         }
         state.operations.insert(name.clone(), operation);
         Ok(())
+    }
+
+    /// Limits who may register as a spoke (by default anyone who can open a
+    /// connection may). A spoke receives other callers' inputs, so a hub
+    /// shared by mutually distrusting users should require a scope here.
+    pub fn set_hub_access(&self, access: AccessControl) {
+        self.write().hub_access = access;
     }
 
     /// Registers (or replaces) the handler for `name`.
@@ -349,6 +358,11 @@ impl OperationRegistry {
         struct Registration {
             spoke: String,
             operations: Vec<OperationSpec>,
+        }
+        if !self.read().hub_access.permits(context.identity()) {
+            return Err(Failure::forbidden(
+                "not allowed to register spokes with this hub",
+            ));
         }
         let registration: Registration = serde_json::from_value(input)
             .map_err(|error| Failure::invalid_input(format!("registration: {error}")))?;

@@ -488,3 +488,56 @@ async fn a_hub_routes_to_its_spokes_and_forgets_them() {
             .any(|op| op["name"] == "/edge1/tools/echo")
     );
 }
+
+/// A service whose handler gives up on every call.
+struct GivesUp;
+
+impl alknet_call::Service for GivesUp {
+    fn serve(
+        &self,
+        _call: alknet_call::IncomingCall,
+        _emitter: alknet_call::Emitter,
+    ) -> futures_util::future::BoxFuture<'static, Result<alknet_call::Reply, alknet_call::Failure>>
+    {
+        Box::pin(async { Ok(alknet_call::Reply::Aborted(Some("shutting down".into()))) })
+    }
+}
+
+#[tokio::test]
+async fn a_handler_may_abort_and_the_caller_learns_why() {
+    let (left, right) = tokio::io::duplex(4096);
+    CallConnection::new(right).serve(GivesUp).spawn();
+    let caller = CallConnection::new(left).spawn();
+    assert_eq!(
+        caller.call("/any/thing", Value::Null).await,
+        Err(CallError::Aborted(Some("shutting down".into())))
+    );
+    let mut items = caller.subscribe("/any/stream", Value::Null).await.unwrap();
+    assert!(matches!(
+        items.next().await,
+        Some(Err(CallError::Aborted(_)))
+    ));
+    assert!(items.next().await.is_none());
+}
+
+#[tokio::test]
+async fn a_hub_can_require_a_scope_to_register_spokes() {
+    let hub = OperationRegistry::new();
+    hub.set_hub_access(AccessControl {
+        required_scopes: vec!["spoke".into()],
+        ..AccessControl::default()
+    });
+    let (anyone, _) = pair(&OperationRegistry::new(), &hub);
+    assert_eq!(
+        remote_code(
+            anyone
+                .call(
+                    "/hub/services/register",
+                    json!({"spoke": "x", "operations": []})
+                )
+                .await
+        ),
+        ErrorCode::Forbidden
+    );
+    assert!(hub.spokes().is_empty());
+}
