@@ -119,14 +119,35 @@ pub(crate) struct ServeArgs {
     /// socks5://host:port or http://host:port (HTTP CONNECT).
     #[arg(long, value_name = "URL")]
     pub(crate) proxy: Option<UpstreamProxy>,
+
+    /// iroh listeners: `default` (n0's public relays and address lookup),
+    /// `none` (no relay, no lookup: clients need --peer-addr), or the URL
+    /// of a self-hosted relay [default: default].
+    #[arg(long, value_name = "URL|none")]
+    pub(crate) iroh_relay: Option<String>,
 }
 
 /// How to reach and log in to a server: shared by `connect` and `call`.
 #[derive(Debug, Args)]
 pub(crate) struct SessionArgs {
-    /// The server, as host:port.
+    /// The server, as host:port (tcp and tls).
     #[arg(long, value_name = "HOST:PORT", env = "ALKNET_SERVER")]
-    pub(crate) server: String,
+    pub(crate) server: Option<String>,
+
+    /// iroh: the server's endpoint id (printed by `alknet serve` as
+    /// `endpoint-id: …`).
+    #[arg(long, value_name = "ENDPOINT-ID")]
+    pub(crate) peer: Option<String>,
+
+    /// iroh: an address where the server's endpoint listens (UDP), tried
+    /// directly; needed with --iroh-relay none. Repeatable.
+    #[arg(long, value_name = "IP:PORT")]
+    pub(crate) peer_addr: Vec<SocketAddr>,
+
+    /// iroh: `default` (n0's public relays and address lookup), `none`, or
+    /// the URL of a self-hosted relay.
+    #[arg(long, value_name = "URL|none", default_value = "default")]
+    pub(crate) iroh_relay: String,
 
     /// How to reach the server.
     #[arg(long, value_name = "KIND", default_value_t = TransportName::Tcp)]
@@ -166,7 +187,8 @@ pub(crate) struct SessionArgs {
     pub(crate) host_key: Option<String>,
 
     /// Reach the server through this proxy: socks5://host:port or
-    /// http://host:port (HTTP CONNECT).
+    /// http://host:port (HTTP CONNECT). With iroh, only http:// (for the
+    /// relay connection; QUIC itself is UDP and never proxied).
     #[arg(long, value_name = "URL")]
     pub(crate) proxy: Option<UpstreamProxy>,
 

@@ -30,6 +30,7 @@ struct ConfigFile {
     max_connections_per_ip: Option<usize>,
     gateway_ports: Option<bool>,
     proxy: Option<String>,
+    iroh_relay: Option<String>,
     forward_policy: Option<PathBuf>,
     forwarding: Option<PolicyTable>,
 }
@@ -51,6 +52,8 @@ pub(crate) struct ServeSettings {
     max_connections_per_ip_flag: Option<usize>,
     pub(crate) gateway_ports: bool,
     pub(crate) proxy: Option<UpstreamProxy>,
+    /// `default`, `none` or a relay URL, for iroh listeners.
+    pub(crate) iroh_relay: String,
     /// A separate policy file (re-read on SIGHUP).
     pub(crate) forward_policy: Option<PathBuf>,
     /// The config file, whose `[forwarding]` table is re-read on SIGHUP.
@@ -154,6 +157,10 @@ impl ServeSettings {
                 .or(file.max_auth_attempts)
                 .unwrap_or(10),
             max_connections_per_ip_flag: args.max_connections_per_ip,
+            iroh_relay: args
+                .iroh_relay
+                .or(file.iroh_relay)
+                .unwrap_or_else(|| "default".to_owned()),
             gateway_ports: args.gateway_ports || file.gateway_ports.unwrap_or(false),
             proxy,
             forward_policy,

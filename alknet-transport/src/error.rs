@@ -81,4 +81,22 @@ pub enum TransportError {
     /// Accepting one incoming connection failed.
     #[error("accepting a connection failed: {0}")]
     Accept(#[source] io::Error),
+
+    /// An address, relay URL or endpoint id given by the user is unusable.
+    #[error("invalid address {address:?}: {reason}")]
+    InvalidAddress {
+        /// The text as given.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The iroh endpoint failed (binding, reaching the peer, a stream).
+    #[error("{what}: {reason}")]
+    Iroh {
+        /// What was being done.
+        what: &'static str,
+        /// iroh's error.
+        reason: String,
+    },
 }

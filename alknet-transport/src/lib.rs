@@ -40,6 +40,8 @@
 #![forbid(unsafe_code)]
 
 mod error;
+#[cfg(feature = "iroh")]
+pub mod iroh;
 mod tcp;
 mod tls;
 
@@ -72,6 +74,10 @@ pub trait Transport: Send + Sync + 'static {
 
     /// A short human-readable description, such as `tcp://example.com:22`.
     fn describe(&self) -> String;
+
+    /// Releases what the transport holds between connections (an iroh
+    /// endpoint says goodbye to its peers). Nothing for TCP and TLS.
+    async fn close(&self) {}
 }
 
 /// The server side of a transport: hands out accepted streams.
@@ -86,6 +92,10 @@ pub trait TransportAcceptor: Send + Sync + 'static {
 
     /// Where this acceptor listens, such as `tcp://0.0.0.0:22`.
     fn describe(&self) -> String;
+
+    /// Stops listening gracefully, once no more connections are wanted.
+    /// Nothing for TCP and TLS (dropping the listener is enough).
+    async fn close(&self) {}
 }
 
 /// What is known about the far end of an accepted stream.
@@ -117,6 +127,11 @@ pub enum TransportKind {
     Tcp,
     /// TLS over TCP.
     Tls,
+    /// A QUIC stream from an iroh endpoint.
+    Iroh {
+        /// The peer's endpoint id.
+        remote: String,
+    },
 }
 
 impl fmt::Display for TransportKind {
@@ -124,6 +139,7 @@ impl fmt::Display for TransportKind {
         match self {
             TransportKind::Tcp => f.write_str("tcp"),
             TransportKind::Tls => f.write_str("tls"),
+            TransportKind::Iroh { .. } => f.write_str("iroh"),
         }
     }
 }

@@ -56,6 +56,7 @@ impl fmt::Debug for SessionState {
 pub struct ReconnectingClient {
     state: watch::Receiver<SessionState>,
     stop: CancellationToken,
+    transport: Arc<dyn Transport>,
 }
 
 impl ReconnectingClient {
@@ -63,10 +64,16 @@ impl ReconnectingClient {
     pub fn start(transport: Arc<dyn Transport>, options: ConnectOptions) -> Self {
         let (state, receiver) = watch::channel(SessionState::Connecting);
         let stop = CancellationToken::new();
-        tokio::spawn(keep_connected(transport, options, state, stop.clone()));
+        tokio::spawn(keep_connected(
+            transport.clone(),
+            options,
+            state,
+            stop.clone(),
+        ));
         Self {
             state: receiver,
             stop,
+            transport,
         }
     }
 
@@ -105,6 +112,8 @@ impl ReconnectingClient {
         if let Some(client) = self.current() {
             client.disconnect().await;
         }
+        // An iroh endpoint says goodbye to its peers.
+        self.transport.close().await;
     }
 }
 

@@ -44,10 +44,26 @@ pub fn connect_command(
     identity: &Path,
     extra_args: &[&str],
 ) -> Result<Command> {
+    connect_command_to(
+        profile,
+        &["--server", &format!("127.0.0.1:{port}")],
+        identity,
+        extra_args,
+    )
+}
+
+/// `alknet connect` to the server `server_args` name (`--server …`, or
+/// `--transport iroh --peer …`), otherwise as [`connect_command`].
+pub fn connect_command_to(
+    profile: Profile,
+    server_args: &[&str],
+    identity: &Path,
+    extra_args: &[&str],
+) -> Result<Command> {
     let mut command = alknet_command(profile)?;
     command
         .arg("connect")
-        .args(["--server", &format!("127.0.0.1:{port}")])
+        .args(server_args)
         .arg("--identity")
         .arg(identity)
         .args(["--socks5", "127.0.0.1:0"])
@@ -60,8 +76,11 @@ pub fn connect_command(
 pub struct AlknetServer {
     /// The process; its stderr is the server log.
     pub process: Spawned,
-    /// The loopback port it listens on.
+    /// The loopback port of its first TCP or TLS listener (0 if none).
     pub port: u16,
+    /// Its iroh endpoint id, when it has an iroh listener (read from the
+    /// `endpoint-id:` line on stdout).
+    pub endpoint_id: Option<String>,
     /// Its host key fingerprint, as it logged it.
     pub fingerprint: String,
     /// The private key of a user listed in its authorized_keys.
@@ -82,6 +101,17 @@ struct Launch {
     authorized_keys: PathBuf,
     extra_args: Vec<String>,
     count: usize,
+    /// The `--listen` values as first given (iroh ones are restarted as is).
+    listens: Vec<String>,
+}
+
+/// The endpoint id a server printed on stdout, if any.
+fn endpoint_id_of(process: &Spawned) -> Option<String> {
+    process
+        .stdout()
+        .lines()
+        .find_map(|line| line.strip_prefix("endpoint-id: "))
+        .map(|id| id.trim().to_owned())
 }
 
 /// The port of a listener URL such as `tls://127.0.0.1:4433`.
@@ -164,14 +194,19 @@ impl AlknetServer {
             authorized_keys: authorized_keys.clone(),
             extra_args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
             count: 0,
+            listens: listens.iter().map(|l| (*l).to_owned()).collect(),
         };
-        let listens: Vec<String> = listens.iter().map(|l| (*l).to_owned()).collect();
+        let listens = launch.listens.clone();
         let (process, listeners, fingerprint) = launch.start(&listens)?;
-        let port = listener_port(&listeners[0])
-            .ok_or_else(|| XtaskError::Failed(format!("no port in {}", listeners[0])))?;
+        let port = listeners
+            .iter()
+            .find_map(|listener| listener_port(listener))
+            .unwrap_or(0);
+        let endpoint_id = endpoint_id_of(&process);
         Ok(Self {
             process,
             port,
+            endpoint_id,
             fingerprint,
             user_key,
             authorized_keys,
@@ -184,7 +219,17 @@ impl AlknetServer {
     /// it again on the same port with the same keys.
     pub fn kill_and_restart(&mut self) -> Result<()> {
         self.process.kill()?;
-        let (process, _, _) = self.launch.start(&self.listeners)?;
+        // Kernel-chosen TCP ports are kept; iroh listeners restart as given.
+        let listens: Vec<String> = self
+            .listeners
+            .iter()
+            .zip(&self.launch.listens)
+            .map(|(logged, given)| {
+                if logged.starts_with("iroh://") { given.clone() } else { logged.clone() }
+            })
+            .collect();
+        let (process, _, _) = self.launch.start(&listens)?;
+        self.endpoint_id = endpoint_id_of(&process);
         self.process = process;
         Ok(())
     }
@@ -218,7 +263,20 @@ impl AlknetClient {
         identity: &Path,
         extra_args: &[&str],
     ) -> Result<Self> {
-        let command = connect_command(profile, port, identity, extra_args)?;
+        let server = format!("127.0.0.1:{port}");
+        Self::start_to(dir, profile, &["--server", &server], identity, extra_args)
+    }
+
+    /// Connects a client to the server `server_args` name (such as
+    /// `--transport iroh --peer ID --peer-addr 127.0.0.1:PORT`).
+    pub fn start_to(
+        dir: &Workdir,
+        profile: Profile,
+        server_args: &[&str],
+        identity: &Path,
+        extra_args: &[&str],
+    ) -> Result<Self> {
+        let command = connect_command_to(profile, server_args, identity, extra_args)?;
         let mut process = Spawned::start("alknet-connect", dir.path(), command)?;
         let listening = process.wait_for_log("SOCKS5 listening", STARTUP)?;
         let socks_addr = field(&listening, "socks5")

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use alknet::auth::{certificate_path, load_certificate, load_private_key};
 use alknet::proxy::{LocalForward, Socks5Server};
+use alknet::proxy::UpstreamProxy;
+use alknet::transport::iroh::{IrohOptions, IrohRelay, IrohTransport, parse_endpoint_id};
 use alknet::transport::{TcpTransport, TlsClientOptions, TlsTransport, Transport};
 use alknet::{ConnectOptions, ReconnectingClient};
 use tracing::{info, warn};
@@ -14,9 +16,23 @@ use crate::error::CliError;
 use crate::listen::TransportName;
 use crate::signals::shutdown_signal;
 
-/// The transport `--transport`, `--proxy` and the TLS flags describe.
+/// The transport `--transport`, `--proxy` and the TLS and iroh flags describe.
 pub(crate) fn transport(args: &SessionArgs) -> Result<Arc<dyn Transport>, CliError> {
-    let mut tcp = TcpTransport::new(args.server.clone());
+    if args.transport == TransportName::Iroh {
+        return iroh_transport(args);
+    }
+    let iroh_flags = args.peer.is_some() || !args.peer_addr.is_empty() || args.iroh_relay != "default";
+    if iroh_flags {
+        return Err(CliError::Usage(
+            "--peer, --peer-addr and --iroh-relay need --transport iroh".into(),
+        ));
+    }
+    let server = args.server.clone().ok_or_else(|| {
+        CliError::Usage(
+            "which server? pass --server HOST:PORT (or --transport iroh --peer ENDPOINT-ID)".into(),
+        )
+    })?;
+    let mut tcp = TcpTransport::new(server);
     if let Some(proxy) = &args.proxy {
         tcp = tcp.with_connector(Arc::new(proxy.clone()));
     }
@@ -39,10 +55,57 @@ pub(crate) fn transport(args: &SessionArgs) -> Result<Arc<dyn Transport>, CliErr
             }
             Ok(Arc::new(TlsTransport::new(tcp, &options)?))
         }
-        TransportName::Iroh => Err(CliError::Usage(
-            "the iroh transport is not available in this build yet; use tcp or tls".into(),
-        )),
+        TransportName::Iroh => iroh_transport(args),
     }
+}
+
+/// `--transport iroh --peer ID [--peer-addr IP:PORT]… [--iroh-relay …]`.
+fn iroh_transport(args: &SessionArgs) -> Result<Arc<dyn Transport>, CliError> {
+    if args.server.is_some() {
+        return Err(CliError::Usage(
+            "--server is for tcp and tls; with iroh, name the server by --peer ENDPOINT-ID \
+             (and --peer-addr IP:PORT)"
+                .into(),
+        ));
+    }
+    if args.tls_server_name.is_some() || !args.tls_ca.is_empty() || args.insecure {
+        return Err(CliError::Usage(
+            "--tls-server-name, --tls-ca and --insecure need --transport tls (iroh is always encrypted \
+             and authenticated by the endpoint id)"
+                .into(),
+        ));
+    }
+    let peer = args.peer.as_deref().ok_or_else(|| {
+        CliError::Usage(
+            "--transport iroh needs --peer ENDPOINT-ID (the server prints it as `endpoint-id: …`)"
+                .into(),
+        )
+    })?;
+    let mut options = IrohOptions::default();
+    options.relay = args.iroh_relay.parse()?;
+    options.proxy = match &args.proxy {
+        None => None,
+        Some(proxy @ UpstreamProxy::HttpConnect { .. }) => Some(proxy.to_string()),
+        Some(_) => {
+            return Err(CliError::Usage(
+                "iroh reaches its relays only through an HTTP proxy (HTTP CONNECT), and QUIC itself \
+                 is UDP, which proxies do not carry: use --proxy http://HOST:PORT or no proxy"
+                    .into(),
+            ));
+        }
+    };
+    if options.relay == IrohRelay::Disabled && args.peer_addr.is_empty() {
+        return Err(CliError::Usage(
+            "with --iroh-relay none nothing can look the server up: give its address with \
+             --peer-addr IP:PORT"
+                .into(),
+        ));
+    }
+    Ok(Arc::new(IrohTransport::new(
+        options,
+        parse_endpoint_id(peer)?,
+        &args.peer_addr,
+    )))
 }
 
 /// The session `--identity`, `--certificate`, `--user`, `--host-key` and

@@ -14,7 +14,10 @@ use std::thread;
 use std::path::Path;
 use std::time::Duration;
 
-use alknet::auth::{AuthConfig, AuthorizedKeys, CertificateAuthorities, load_private_key};
+use alknet::auth::{
+    AuthConfig, AuthorizedKeys, CertificateAuthorities, PrivateKey, load_private_key,
+};
+use alknet::transport::iroh::{IrohAcceptor, IrohOptions, derive_secret_key};
 use alknet::stealth::StealthConfig;
 use alknet::transport::{TcpAcceptor, TlsAcceptor, TransportAcceptor};
 use alknet::{ListenerOptions, ServeOptions, Server};
@@ -33,7 +36,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
     let auth = load_auth_config(&args)?;
 
     let shutdown = shutdown_signal()?;
-    let listeners = bind_listeners(&args).await?;
+    let listeners = bind_listeners(&args, &host_key).await?;
     let mut options = ServeOptions::new(host_key, auth.authorized_keys.clone());
     options.cert_authorities = auth.cert_authorities.clone();
     options.forwarding = auth.forwarding.clone();
@@ -102,6 +105,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
     let _ = stop.send(true);
     for done in finished {
         let _ = done.await;
+    }
+    // iroh endpoints tell their peers goodbye instead of going silent.
+    for (acceptor, _) in listeners.iter() {
+        acceptor.close().await;
     }
     info!("server stopped");
     Ok(())
@@ -181,16 +188,19 @@ type Listener = (Box<dyn TransportAcceptor>, ListenerOptions);
 
 /// Checks the listener flags together and binds every listener, so that a
 /// mistake or a busy port is reported before anything is served.
-async fn bind_listeners(args: &ServeSettings) -> Result<Vec<Listener>, CliError> {
+async fn bind_listeners(
+    args: &ServeSettings,
+    host_key: &PrivateKey,
+) -> Result<Vec<Listener>, CliError> {
     let kinds: Vec<TransportName> = args
         .listen
         .iter()
         .map(|l| l.kind_or(args.transport))
         .collect();
     let any_tls = kinds.contains(&TransportName::Tls);
-    if kinds.contains(&TransportName::Iroh) {
+    if kinds.iter().filter(|kind| **kind == TransportName::Iroh).count() > 1 {
         return Err(CliError::Usage(
-            "iroh listeners are not available in this build yet; use tcp:// or tls://".into(),
+            "one iroh listener is enough: its endpoint id is the same whatever the address".into(),
         ));
     }
     if args.stealth && !any_tls {
@@ -219,6 +229,10 @@ async fn bind_listeners(args: &ServeSettings) -> Result<Vec<Listener>, CliError>
     stealth.idle_timeout = Duration::from_secs(args.stealth_timeout);
     let mut listeners: Vec<Listener> = Vec::with_capacity(args.listen.len());
     for (spec, kind) in args.listen.iter().zip(kinds) {
+        if kind == TransportName::Iroh {
+            listeners.push((Box::new(bind_iroh(args, &spec.addr, host_key).await?), ListenerOptions::default()));
+            continue;
+        }
         let tcp = TcpAcceptor::bind(&spec.addr).await?;
         match (kind, tls_files) {
             (TransportName::Tls, Some((cert, key))) => {
@@ -233,4 +247,43 @@ async fn bind_listeners(args: &ServeSettings) -> Result<Vec<Listener>, CliError>
         }
     }
     Ok(listeners)
+}
+
+/// The iroh endpoint, its id derived from the host key: the same key gives
+/// the same endpoint id on every start, with no state file to keep, and the
+/// derivation (a labelled SHA-256) reveals nothing about the SSH key.
+/// Replacing the host key changes the id, as it changes the fingerprint
+/// clients pin anyway. The id goes to stdout for scripts.
+async fn bind_iroh(
+    args: &ServeSettings,
+    addr: &str,
+    host_key: &PrivateKey,
+) -> Result<IrohAcceptor, CliError> {
+    let seed = host_key
+        .key_data()
+        .ed25519()
+        .map(|pair| pair.private.to_bytes())
+        .ok_or_else(|| CliError::Usage("iroh needs an Ed25519 host key".into()))?;
+    let bind: std::net::SocketAddr = addr.parse().map_err(|_| {
+        CliError::Usage(format!(
+            "an iroh listener binds a UDP address: IP:PORT (such as 0.0.0.0:0), not {addr:?}"
+        ))
+    })?;
+    let mut options = IrohOptions::default();
+    options.relay = args.iroh_relay.parse()?;
+    options.bind = Some(bind);
+    let acceptor = IrohAcceptor::bind(&options, derive_secret_key(&seed)).await?;
+    println!("endpoint-id: {}", acceptor.endpoint_id());
+    let direct: Vec<String> = acceptor
+        .bound_sockets()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    info!(
+        endpoint_id = %acceptor.endpoint_id(),
+        udp = %direct.join(","),
+        relay = %args.iroh_relay,
+        "iroh endpoint ready"
+    );
+    Ok(acceptor)
 }
