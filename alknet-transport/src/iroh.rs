@@ -20,7 +20,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Mutex, OnceCell, mpsc};
 use tracing::debug;
 
-use crate::{BoxStream, Transport, TransportAcceptor, TransportError, TransportInfo, TransportKind};
+use crate::{
+    BoxStream, Transport, TransportAcceptor, TransportError, TransportInfo, TransportKind,
+};
 
 /// How long reaching a peer may take before the attempt counts as failed.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -74,7 +76,11 @@ pub struct IrohOptions {
 }
 
 impl IrohOptions {
-    async fn bind(&self, secret: Option<SecretKey>, alpns: Vec<Vec<u8>>) -> Result<Endpoint, TransportError> {
+    async fn bind(
+        &self,
+        secret: Option<SecretKey>,
+        alpns: Vec<Vec<u8>>,
+    ) -> Result<Endpoint, TransportError> {
         let mut builder = match &self.relay {
             IrohRelay::Disabled => Endpoint::builder(presets::Minimal),
             IrohRelay::Default => Endpoint::builder(presets::N0),
@@ -259,14 +265,13 @@ impl TransportAcceptor for IrohAcceptor {
     }
 }
 
-/// The client side: dials one endpoint id, a fresh QUIC stream per SSH
-/// connection (over one QUIC connection while it lasts).
+/// The client side: dials one endpoint id, one QUIC connection and stream
+/// per SSH connection, from one endpoint.
 pub struct IrohTransport {
     options: IrohOptions,
     peer: EndpointAddr,
     connect_timeout: Duration,
     endpoint: OnceCell<Endpoint>,
-    connection: Mutex<Option<Connection>>,
 }
 
 impl IrohTransport {
@@ -285,7 +290,6 @@ impl IrohTransport {
             peer: addr,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             endpoint: OnceCell::new(),
-            connection: Mutex::new(None),
         }
     }
 
@@ -301,24 +305,18 @@ impl IrohTransport {
             .await
     }
 
-    /// The current QUIC connection, or a new one when it closed.
+    /// A fresh QUIC connection. Not reused across SSH sessions: after a
+    /// server restart the old one would look alive until QUIC's idle
+    /// timeout, delaying the reconnection by that much.
     async fn connection(&self) -> Result<Connection, TransportError> {
-        let mut current = self.connection.lock().await;
-        if let Some(connection) = current.as_ref()
-            && connection.close_reason().is_none()
-        {
-            return Ok(connection.clone());
-        }
         let endpoint = self.endpoint().await?;
-        let connection = endpoint
+        endpoint
             .connect(self.peer.clone(), ALPN)
             .await
             .map_err(|error| TransportError::Iroh {
                 what: "cannot reach the iroh endpoint",
                 reason: error.to_string(),
-            })?;
-        *current = Some(connection.clone());
-        Ok(connection)
+            })
     }
 }
 

@@ -4,20 +4,25 @@
 
 use std::time::Duration;
 
-use alknet_transport::iroh::{IrohAcceptor, IrohOptions, IrohRelay, IrohTransport, derive_secret_key};
+use alknet_transport::iroh::{
+    IrohAcceptor, IrohOptions, IrohRelay, IrohTransport, derive_secret_key,
+};
 use alknet_transport::{Transport, TransportAcceptor, TransportKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn loopback() -> IrohOptions {
-    let mut options = IrohOptions::default();
-    options.relay = IrohRelay::Disabled;
-    options.bind = Some("127.0.0.1:0".parse().unwrap());
-    options
+    IrohOptions {
+        relay: IrohRelay::Disabled,
+        bind: Some("127.0.0.1:0".parse().unwrap()),
+        proxy: None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn streams_cross_between_endpoints_and_each_is_a_session() {
-    let server = IrohAcceptor::bind(&loopback(), derive_secret_key(b"server")).await.unwrap();
+    let server = IrohAcceptor::bind(&loopback(), derive_secret_key(b"server"))
+        .await
+        .unwrap();
     assert_eq!(server.endpoint_id(), derive_secret_key(b"server").public());
     let client = IrohTransport::new(loopback(), server.endpoint_id(), &server.bound_sockets());
 
@@ -64,7 +69,11 @@ async fn an_unreachable_peer_fails_within_the_connect_timeout() {
         .with_connect_timeout(Duration::from_secs(2));
     let started = std::time::Instant::now();
     let error = client.connect().await.err().expect("connected to nobody");
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(!error.to_string().is_empty());
     client.close().await;
 }

@@ -225,7 +225,11 @@ impl AlknetServer {
             .iter()
             .zip(&self.launch.listens)
             .map(|(logged, given)| {
-                if logged.starts_with("iroh://") { given.clone() } else { logged.clone() }
+                if logged.starts_with("iroh://") {
+                    given.clone()
+                } else {
+                    logged.clone()
+                }
             })
             .collect();
         let (process, _, _) = self.launch.start(&listens)?;

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alknet::auth::{certificate_path, load_certificate, load_private_key};
-use alknet::proxy::{LocalForward, Socks5Server};
 use alknet::proxy::UpstreamProxy;
+use alknet::proxy::{LocalForward, Socks5Server};
 use alknet::transport::iroh::{IrohOptions, IrohRelay, IrohTransport, parse_endpoint_id};
 use alknet::transport::{TcpTransport, TlsClientOptions, TlsTransport, Transport};
 use alknet::{ConnectOptions, ReconnectingClient};
@@ -21,7 +21,8 @@ pub(crate) fn transport(args: &SessionArgs) -> Result<Arc<dyn Transport>, CliErr
     if args.transport == TransportName::Iroh {
         return iroh_transport(args);
     }
-    let iroh_flags = args.peer.is_some() || !args.peer_addr.is_empty() || args.iroh_relay != "default";
+    let iroh_flags =
+        args.peer.is_some() || !args.peer_addr.is_empty() || args.iroh_relay != "default";
     if iroh_flags {
         return Err(CliError::Usage(
             "--peer, --peer-addr and --iroh-relay need --transport iroh".into(),
@@ -81,9 +82,7 @@ fn iroh_transport(args: &SessionArgs) -> Result<Arc<dyn Transport>, CliError> {
                 .into(),
         )
     })?;
-    let mut options = IrohOptions::default();
-    options.relay = args.iroh_relay.parse()?;
-    options.proxy = match &args.proxy {
+    let proxy = match &args.proxy {
         None => None,
         Some(proxy @ UpstreamProxy::HttpConnect { .. }) => Some(proxy.to_string()),
         Some(_) => {
@@ -93,6 +92,11 @@ fn iroh_transport(args: &SessionArgs) -> Result<Arc<dyn Transport>, CliError> {
                     .into(),
             ));
         }
+    };
+    let options = IrohOptions {
+        relay: args.iroh_relay.parse()?,
+        bind: None,
+        proxy,
     };
     if options.relay == IrohRelay::Disabled && args.peer_addr.is_empty() {
         return Err(CliError::Usage(

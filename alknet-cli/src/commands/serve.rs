@@ -17,8 +17,8 @@ use std::time::Duration;
 use alknet::auth::{
     AuthConfig, AuthorizedKeys, CertificateAuthorities, PrivateKey, load_private_key,
 };
-use alknet::transport::iroh::{IrohAcceptor, IrohOptions, derive_secret_key};
 use alknet::stealth::StealthConfig;
+use alknet::transport::iroh::{IrohAcceptor, IrohOptions, derive_secret_key};
 use alknet::transport::{TcpAcceptor, TlsAcceptor, TransportAcceptor};
 use alknet::{ListenerOptions, ServeOptions, Server};
 use tokio::sync::{oneshot, watch};
@@ -198,7 +198,12 @@ async fn bind_listeners(
         .map(|l| l.kind_or(args.transport))
         .collect();
     let any_tls = kinds.contains(&TransportName::Tls);
-    if kinds.iter().filter(|kind| **kind == TransportName::Iroh).count() > 1 {
+    if kinds
+        .iter()
+        .filter(|kind| **kind == TransportName::Iroh)
+        .count()
+        > 1
+    {
         return Err(CliError::Usage(
             "one iroh listener is enough: its endpoint id is the same whatever the address".into(),
         ));
@@ -230,7 +235,10 @@ async fn bind_listeners(
     let mut listeners: Vec<Listener> = Vec::with_capacity(args.listen.len());
     for (spec, kind) in args.listen.iter().zip(kinds) {
         if kind == TransportName::Iroh {
-            listeners.push((Box::new(bind_iroh(args, &spec.addr, host_key).await?), ListenerOptions::default()));
+            listeners.push((
+                Box::new(bind_iroh(args, &spec.addr, host_key).await?),
+                ListenerOptions::default(),
+            ));
             continue;
         }
         let tcp = TcpAcceptor::bind(&spec.addr).await?;
@@ -269,9 +277,11 @@ async fn bind_iroh(
             "an iroh listener binds a UDP address: IP:PORT (such as 0.0.0.0:0), not {addr:?}"
         ))
     })?;
-    let mut options = IrohOptions::default();
-    options.relay = args.iroh_relay.parse()?;
-    options.bind = Some(bind);
+    let options = IrohOptions {
+        relay: args.iroh_relay.parse()?,
+        bind: Some(bind),
+        proxy: None,
+    };
     let acceptor = IrohAcceptor::bind(&options, derive_secret_key(&seed)).await?;
     println!("endpoint-id: {}", acceptor.endpoint_id());
     let direct: Vec<String> = acceptor

@@ -8,6 +8,7 @@ mod certificates;
 mod cli;
 mod forwards;
 mod interop;
+mod iroh;
 mod limits;
 mod policy;
 mod proxies;

@@ -1,0 +1,180 @@
+//! The iroh transport end to end, relays and lookup off: both ends on
+//! loopback UDP, nothing leaves the machine.
+
+use std::time::Duration;
+
+use xtask::BoundedOutput as _;
+use xtask::{
+    AlknetClient, AlknetServer, HttpTarget, Profile, Workdir, connect_command_to, wait_until,
+};
+
+use crate::{assert_logs_do_not_mention, fetch};
+
+/// A loopback UDP port free right now.
+fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.local_addr().unwrap().port()
+}
+
+/// `alknet serve` with one iroh listener on `port`, relays off.
+fn iroh_server(dir: &Workdir, port: u16) -> AlknetServer {
+    let listen = format!("iroh://127.0.0.1:{port}");
+    AlknetServer::start_listening(dir, &[&listen], &["--iroh-relay", "none"]).unwrap()
+}
+
+fn iroh_client(dir: &Workdir, server: &AlknetServer, port: u16) -> AlknetClient {
+    let id = server
+        .endpoint_id
+        .clone()
+        .expect("no endpoint-id line on stdout");
+    let addr = format!("127.0.0.1:{port}");
+    AlknetClient::start_to(
+        dir,
+        Profile::Dev,
+        &[
+            "--transport",
+            "iroh",
+            "--peer",
+            &id,
+            "--peer-addr",
+            &addr,
+            "--iroh-relay",
+            "none",
+        ],
+        &server.user_key,
+        &[
+            "--host-key",
+            &server.fingerprint,
+            "--keepalive-interval",
+            "1",
+        ],
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_socks5_tunnel_runs_over_iroh_without_relays() {
+    let dir = Workdir::new().unwrap();
+    let port = free_udp_port();
+    let server = iroh_server(&dir, port);
+    let client = iroh_client(&dir, &server, port);
+    let target = HttpTarget::start("127.0.0.1:0").unwrap();
+    let url = format!("http://localhost:{}/3000000", target.addr().port());
+    assert_eq!(
+        fetch(client.socks_addr, &url, &dir.join("body")).unwrap(),
+        HttpTarget::body(3_000_000)
+    );
+    assert!(
+        server.log().contains("iroh endpoint ready"),
+        "{}",
+        server.log()
+    );
+    assert_logs_do_not_mention(
+        &[("server", server.log()), ("client", client.log())],
+        &["localhost".into(), format!(":{}", target.addr().port())],
+    );
+}
+
+#[test]
+fn a_restarted_server_keeps_its_endpoint_id_and_the_client_comes_back() {
+    let dir = Workdir::new().unwrap();
+    let port = free_udp_port();
+    let mut server = iroh_server(&dir, port);
+    let first_id = server.endpoint_id.clone().unwrap();
+    let client = iroh_client(&dir, &server, port);
+    let target = HttpTarget::start("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}/20000", target.addr().port());
+    assert_eq!(
+        fetch(client.socks_addr, &url, &dir.join("a")).unwrap(),
+        HttpTarget::body(20_000)
+    );
+
+    server.kill_and_restart().unwrap();
+    assert_eq!(server.endpoint_id.as_deref(), Some(first_id.as_str()));
+    let back = wait_until(
+        "the client to reconnect over iroh",
+        Duration::from_secs(60),
+        || {
+            fetch(client.socks_addr, &url, &dir.join("b"))
+                .ok()
+                .filter(|body| *body == HttpTarget::body(20_000))
+        },
+    );
+    assert!(back.is_ok(), "{}", client.log());
+}
+
+#[test]
+fn bad_or_unreachable_endpoint_ids_fail_clearly_or_retry() {
+    let dir = Workdir::new().unwrap();
+    let key = xtask::ssh_keygen_ed25519(&dir, "user").unwrap();
+    // Not an endpoint id at all: a one-line error at once.
+    let garbage = connect_command_to(
+        Profile::Dev,
+        &[
+            "--transport",
+            "iroh",
+            "--peer",
+            "not-an-id",
+            "--peer-addr",
+            "127.0.0.1:9",
+        ],
+        &key,
+        &["--iroh-relay", "none"],
+    )
+    .unwrap()
+    .bounded_output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&garbage.stderr);
+    assert!(!garbage.status.success());
+    assert!(stderr.contains("not an iroh endpoint id"), "{stderr}");
+
+    // Flags that make no sense with iroh say so.
+    let socks_proxy = connect_command_to(
+        Profile::Dev,
+        &[
+            "--transport",
+            "iroh",
+            "--peer",
+            "x",
+            "--proxy",
+            "socks5://127.0.0.1:1",
+        ],
+        &key,
+        &[],
+    )
+    .unwrap()
+    .bounded_output()
+    .unwrap();
+    assert!(String::from_utf8_lossy(&socks_proxy.stderr).contains("only through an HTTP proxy"));
+
+    // A real id nobody answers for: the client keeps retrying, reporting
+    // each failure, and exits cleanly when told to.
+    let port = free_udp_port();
+    let mut gone = iroh_server(&dir, port);
+    let id = gone.endpoint_id.clone().unwrap();
+    gone.process.terminate(Duration::from_secs(10)).unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let command = connect_command_to(
+        Profile::Dev,
+        &[
+            "--transport",
+            "iroh",
+            "--peer",
+            &id,
+            "--peer-addr",
+            &addr,
+            "--iroh-relay",
+            "none",
+        ],
+        &key,
+        &[],
+    )
+    .unwrap();
+    let mut client = xtask::Spawned::start("alknet-connect-nobody", dir.path(), command).unwrap();
+    client
+        .wait_for_log("cannot reach the server", Duration::from_secs(60))
+        .unwrap();
+    let status = client.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{}", client.stderr());
+    assert!(!client.stderr().contains("panicked"));
+}
