@@ -2,7 +2,7 @@
 //!
 //! A transport has exactly one job: produce a duplex byte stream. SSH runs
 //! over that stream and never opens a socket itself, so the same SSH client
-//! and server work over TCP today and over TLS or QUIC without changes.
+//! and server work over TCP, TLS or QUIC without changes.
 //!
 //! ```text
 //!  client side                              server side
@@ -12,7 +12,9 @@
 //!
 //! This crate holds the two traits, the [`TransportInfo`] that travels with
 //! every accepted stream, and the implementations: TCP ([`TcpTransport`],
-//! [`TcpAcceptor`]) and TLS over TCP ([`TlsTransport`], [`TlsAcceptor`]).
+//! [`TcpAcceptor`]), TLS over TCP ([`TlsTransport`], [`TlsAcceptor`]) and,
+//! with the `iroh` feature, iroh QUIC (`iroh::IrohTransport`,
+//! `iroh::IrohAcceptor`: a server reached by its public key, through NATs).
 //! It knows nothing about SSH.
 //!
 //! # Example

@@ -171,6 +171,16 @@ impl AlknetServer {
         Self::launch(dir, Profile::Dev, listens, extra_args)
     }
 
+    /// Starts a server built with `profile` on the given `--listen` values.
+    pub fn start_listening_with(
+        dir: &Workdir,
+        profile: Profile,
+        listens: &[&str],
+        extra_args: &[&str],
+    ) -> Result<Self> {
+        Self::launch(dir, profile, listens, extra_args)
+    }
+
     /// Starts a server built with `profile`.
     pub fn start_with(dir: &Workdir, profile: Profile, extra_args: &[&str]) -> Result<Self> {
         Self::launch(dir, profile, &["127.0.0.1:0"], extra_args)

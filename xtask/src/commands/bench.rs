@@ -67,11 +67,43 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
     let dir = Workdir::new()?;
     let target = HttpTarget::start("127.0.0.1:0")?;
 
-    let server = AlknetServer::start_with(&dir, Profile::Release, &[])?;
+    // One server, listening on TCP and on iroh (loopback UDP, no relay).
+    let iroh_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .map_err(XtaskError::io("finding a free UDP port"))?
+        .port();
+    let iroh_listen = format!("iroh://127.0.0.1:{iroh_port}");
+    let server = AlknetServer::start_listening_with(
+        &dir,
+        Profile::Release,
+        &["127.0.0.1:0", &iroh_listen],
+        &["--iroh-relay", "none"],
+    )?;
     let client = AlknetClient::start_with(
         &dir,
         Profile::Release,
         server.port,
+        &server.user_key,
+        &["--host-key", &server.fingerprint],
+    )?;
+    let endpoint_id = server
+        .endpoint_id
+        .clone()
+        .ok_or_else(|| XtaskError::Failed("the server printed no endpoint-id".into()))?;
+    let iroh_addr = format!("127.0.0.1:{iroh_port}");
+    let iroh_client = AlknetClient::start_to(
+        &dir,
+        Profile::Release,
+        &[
+            "--transport",
+            "iroh",
+            "--peer",
+            &endpoint_id,
+            "--peer-addr",
+            &iroh_addr,
+            "--iroh-relay",
+            "none",
+        ],
         &server.user_key,
         &["--host-key", &server.fingerprint],
     )?;
@@ -111,6 +143,11 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
             name: "OpenSSH aes128-gcm",
             socks: ssh_gcm.socks_addr,
             pids: vec![ssh_gcm.process.pid(), sshd.process.pid()],
+        },
+        Tunnel {
+            name: "alknet over iroh (QUIC)",
+            socks: iroh_client.socks_addr,
+            pids: vec![iroh_client.process.pid(), server.process.pid()],
         },
     ];
 
@@ -188,6 +225,12 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
     println!(
         "  throughput vs best OpenSSH     {:.2}×   (aim: ≥ 1.0)",
         speeds[0] / best_openssh
+    );
+    println!(
+        "  alknet over iroh vs over TCP   {:.2}× throughput, {:.2}× / {:.2}× latency p50 / p99",
+        speeds[3] / speeds[0],
+        ms(latencies[3].0) / ms(latencies[0].0),
+        ms(latencies[3].1) / ms(latencies[0].1)
     );
     for (index, name) in [(1, "default cipher"), (2, "aes128-gcm")] {
         println!(
