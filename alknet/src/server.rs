@@ -19,7 +19,7 @@ use alknet_proxy::{
     relay,
 };
 use alknet_stealth::{Branch, StealthConfig, branch};
-use alknet_transport::{BoxStream, TransportAcceptor, TransportInfo};
+use alknet_transport::{BoxStream, TransportAcceptor, TransportInfo, TransportKind};
 use russh::keys::PublicKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, Session};
 use russh::{Channel, ChannelOpenFailure, Disconnect, MethodKind, MethodSet};
@@ -251,7 +251,7 @@ impl Server {
                         let limit = self.inner.auth.current().max_connections_per_ip;
                         let Some(permit) = self.inner.per_ip.admit(info.remote_addr, limit) else {
                             info!(
-                                remote_addr = %Peer(info.remote_addr),
+                                remote_addr = %Peer::of(&info),
                                 "connection refused: too many connections from this address"
                             );
                             continue;
@@ -306,10 +306,11 @@ impl Server {
         stop: CancellationToken,
         kill: CancellationToken,
     ) {
-        let peer = Peer(info.remote_addr);
+        let peer = Peer::of(&info);
         let started = Instant::now();
         info!(remote_addr = %peer, transport = %info.kind, "connection opened");
-        self.run_connection(stream, peer, stealth, stop, kill).await;
+        self.run_connection(stream, peer.clone(), stealth, stop, kill)
+            .await;
         info!(remote_addr = %peer, duration = ?started.elapsed(), "connection closed");
     }
 
@@ -345,7 +346,7 @@ impl Server {
             // The session keeps the configuration it started with.
             auth: self.inner.auth.current(),
             user: String::new(),
-            peer,
+            peer: peer.clone(),
             authenticated: authenticated.clone(),
             channels: kill.clone(),
             remote_forwards: HashMap::new(),
@@ -456,16 +457,27 @@ impl Drop for PerIpPermit {
     }
 }
 
-/// A peer address as logged: `ip:port`, or `unknown` for transports
-/// without one.
-#[derive(Clone, Copy)]
-struct Peer(Option<SocketAddr>);
+#[derive(Clone)]
+/// Who is at the other end, for logs: an address, or (over iroh) the
+/// peer's endpoint id, which identifies it as well as an IP would.
+struct Peer(Option<SocketAddr>, Option<String>);
+
+impl Peer {
+    fn of(info: &TransportInfo) -> Self {
+        let endpoint = match &info.kind {
+            TransportKind::Iroh { remote } => Some(remote.clone()),
+            _ => None,
+        };
+        Peer(info.remote_addr, endpoint)
+    }
+}
 
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(addr) => addr.fmt(f),
-            None => f.write_str("unknown"),
+        match (&self.0, &self.1) {
+            (Some(addr), _) => addr.fmt(f),
+            (None, Some(endpoint)) => write!(f, "iroh:{endpoint}"),
+            (None, None) => f.write_str("unknown"),
         }
     }
 }
