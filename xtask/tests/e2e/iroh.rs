@@ -69,6 +69,12 @@ fn a_socks5_tunnel_runs_over_iroh_without_relays() {
         "{}",
         server.log()
     );
+    // Sessions are logged by the peer's endpoint id, there being no IP.
+    assert!(
+        server.log().contains("remote_addr=iroh:"),
+        "{}",
+        server.log()
+    );
     assert_logs_do_not_mention(
         &[("server", server.log()), ("client", client.log())],
         &["localhost".into(), format!(":{}", target.addr().port())],
