@@ -61,7 +61,7 @@ pub use keys::{
     load_public_key, public_key_path, write_key_pair,
 };
 pub use policy::{ForwardRule, ForwardingPolicy, TargetMatch, Verdict, parse_port_range};
-pub use reload::{AuthConfig, ConfigReloadHandle};
+pub use reload::{AuthConfig, ConfigReloadHandle, DEFAULT_MAX_AUTH_ATTEMPTS};
 pub use source::KeySource;
 pub use token::{
     DEFAULT_TOKEN_WINDOW, TOKEN_BYTES, TokenError, TokenKeySource, TokenVerifier, mint_token,

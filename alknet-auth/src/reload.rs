@@ -1,6 +1,7 @@
 //! The part of a server's configuration that may change while it runs:
-//! who may log in, where they may forward, and how many connections one
-//! address may hold. Swapped atomically; each
+//! who may log in, where they may forward, how many connections one
+//! address may hold and how many keys a connection may try. Swapped
+//! atomically; each
 //! session keeps the snapshot it started with.
 
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use arc_swap::ArcSwap;
 use crate::{AuthorizedKeys, CertificateAuthorities, ForwardingPolicy};
 
 /// Who may log in and where they may go.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct AuthConfig {
     /// Keys that may log in.
@@ -21,7 +22,13 @@ pub struct AuthConfig {
     pub forwarding: ForwardingPolicy,
     /// Connections one IP address may have open at once; 0 means no limit.
     pub max_connections_per_ip: usize,
+    /// Failed authentications a connection may make before it is
+    /// disconnected (OpenSSH's `MaxAuthTries`).
+    pub max_auth_attempts: usize,
 }
+
+/// OpenSSH's default `MaxAuthTries`.
+pub const DEFAULT_MAX_AUTH_ATTEMPTS: usize = 10;
 
 impl AuthConfig {
     /// A configuration from its parts.
@@ -35,7 +42,19 @@ impl AuthConfig {
             cert_authorities,
             forwarding,
             max_connections_per_ip: 0,
+            max_auth_attempts: DEFAULT_MAX_AUTH_ATTEMPTS,
         }
+    }
+}
+
+impl Default for AuthConfig {
+    /// Nobody may log in; forwarding allowed; OpenSSH's limits.
+    fn default() -> Self {
+        Self::new(
+            AuthorizedKeys::default(),
+            CertificateAuthorities::default(),
+            ForwardingPolicy::default(),
+        )
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use alknet::auth::ForwardingPolicy;
+use alknet::auth::{DEFAULT_MAX_AUTH_ATTEMPTS, ForwardingPolicy};
 use alknet::proxy::UpstreamProxy;
 use serde::Deserialize;
 
@@ -47,8 +47,8 @@ pub(crate) struct ServeSettings {
     pub(crate) tls_key: Option<PathBuf>,
     pub(crate) stealth: bool,
     pub(crate) stealth_timeout: u64,
-    pub(crate) max_auth_attempts: usize,
-    /// The flag's value, which wins over the file at every reload.
+    /// The flags' values, which win over the file at every reload.
+    max_auth_attempts_flag: Option<usize>,
     max_connections_per_ip_flag: Option<usize>,
     pub(crate) gateway_ports: bool,
     pub(crate) proxy: Option<UpstreamProxy>,
@@ -58,6 +58,12 @@ pub(crate) struct ServeSettings {
     pub(crate) forward_policy: Option<PathBuf>,
     /// The config file, whose `[forwarding]` table is re-read on SIGHUP.
     pub(crate) config: Option<PathBuf>,
+}
+
+/// The limits SIGHUP re-reads.
+pub(crate) struct Limits {
+    pub(crate) max_connections_per_ip: usize,
+    pub(crate) max_auth_attempts: usize,
 }
 
 impl ServeSettings {
@@ -152,10 +158,7 @@ impl ServeSettings {
                 .or(file.stealth_timeout)
                 .unwrap_or(60)
                 .clamp(1, 3600),
-            max_auth_attempts: args
-                .max_auth_attempts
-                .or(file.max_auth_attempts)
-                .unwrap_or(10),
+            max_auth_attempts_flag: args.max_auth_attempts,
             max_connections_per_ip_flag: args.max_connections_per_ip,
             iroh_relay: args
                 .iroh_relay
@@ -168,21 +171,28 @@ impl ServeSettings {
         })
     }
 
-    /// The per-IP connection limit as configured now (the flag, else the
-    /// config file read fresh, else none). For SIGHUP.
-    pub(crate) fn max_connections_per_ip_now(&self) -> Result<usize, CliError> {
-        if let Some(limit) = self.max_connections_per_ip_flag {
-            return Ok(limit);
-        }
-        match &self.config {
+    /// The rate limits as configured now: each flag, else the config file
+    /// read fresh, else the default. For SIGHUP.
+    pub(crate) fn limits_now(&self) -> Result<Limits, CliError> {
+        let file = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|error| {
                     CliError::Usage(format!("cannot read {}: {error}", path.display()))
                 })?;
-                Ok(parse(&text, path)?.max_connections_per_ip.unwrap_or(0))
+                parse(&text, path)?
             }
-            None => Ok(0),
-        }
+            None => ConfigFile::default(),
+        };
+        Ok(Limits {
+            max_connections_per_ip: self
+                .max_connections_per_ip_flag
+                .or(file.max_connections_per_ip)
+                .unwrap_or(0),
+            max_auth_attempts: self
+                .max_auth_attempts_flag
+                .or(file.max_auth_attempts)
+                .unwrap_or(DEFAULT_MAX_AUTH_ATTEMPTS),
+        })
     }
 
     /// The forwarding policy as configured now: the --forward-policy file,
@@ -258,7 +268,7 @@ mod tests {
         assert_eq!(settings.authorized_keys, Some(PathBuf::from("/etc/ak")));
         assert_eq!(settings.listen.len(), 2);
         assert!(settings.stealth);
-        assert_eq!(settings.max_auth_attempts, 3);
+        assert_eq!(settings.limits_now().unwrap().max_auth_attempts, 3);
 
         let settings = ServeSettings::resolve(serve_args(&[
             "--config",
@@ -273,7 +283,7 @@ mod tests {
         .unwrap();
         assert_eq!(settings.key, PathBuf::from("/other"));
         assert_eq!(settings.listen.len(), 1);
-        assert_eq!(settings.max_auth_attempts, 5);
+        assert_eq!(settings.limits_now().unwrap().max_auth_attempts, 5);
     }
 
     #[test]

@@ -55,7 +55,9 @@ pub struct ServeOptions {
     pub forwarding: ForwardingPolicy,
     /// How long to try reaching a tunnel target before reporting failure.
     pub dial_timeout: Duration,
-    /// Failed authentications allowed per connection before disconnecting.
+    /// Failed authentications allowed per connection before disconnecting
+    /// (the starting value: a reload's `AuthConfig::max_auth_attempts`
+    /// applies to new connections).
     pub max_auth_attempts: usize,
     /// Connections one IP address may have open at once; 0 means no limit.
     /// Counted from accept, so clients that never get to SSH (stealth
@@ -145,7 +147,11 @@ pub struct Server {
 }
 
 struct ServerInner {
-    config: Arc<russh::server::Config>,
+    /// russh's configuration, rebuilt when a reload changes the number of
+    /// authentication attempts (which russh reads from it).
+    config: std::sync::Mutex<Arc<russh::server::Config>>,
+    host_key: PrivateKey,
+    keepalive_interval: Duration,
     auth: ConfigReloadHandle,
     dial_timeout: Duration,
     login_grace: Duration,
@@ -154,6 +160,24 @@ struct ServerInner {
     proxy: Option<UpstreamProxy>,
     per_ip: PerIpLimit,
     registry: OperationRegistry,
+}
+
+impl ServerInner {
+    /// russh's configuration for a session under `auth`.
+    fn russh_config(&self, auth: &AuthConfig) -> Arc<russh::server::Config> {
+        let mut current = self
+            .config
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let tuning = ServerTuning {
+            max_auth_attempts: auth.max_auth_attempts,
+            keepalive_interval: self.keepalive_interval,
+        };
+        if current.max_auth_attempts != tuning.russh_max_auth_attempts() {
+            *current = Arc::new(server_config(self.host_key.clone(), &tuning));
+        }
+        current.clone()
+    }
 }
 
 impl Server {
@@ -165,7 +189,12 @@ impl Server {
         };
         Self {
             inner: Arc::new(ServerInner {
-                config: Arc::new(server_config(options.host_key, &tuning)),
+                config: std::sync::Mutex::new(Arc::new(server_config(
+                    options.host_key.clone(),
+                    &tuning,
+                ))),
+                host_key: options.host_key,
+                keepalive_interval: options.keepalive_interval,
                 auth: ConfigReloadHandle::new({
                     let mut auth = AuthConfig::new(
                         options.authorized_keys,
@@ -173,6 +202,7 @@ impl Server {
                         options.forwarding,
                     );
                     auth.max_connections_per_ip = options.max_connections_per_ip;
+                    auth.max_auth_attempts = options.max_auth_attempts;
                     auth
                 }),
                 dial_timeout: options.dial_timeout,
@@ -206,10 +236,7 @@ impl Server {
 
     /// The host key's SHA256 fingerprint, for clients to pin.
     pub fn host_key_fingerprint(&self) -> String {
-        match self.inner.config.keys.first() {
-            Some(key) => fingerprint(key.public_key()),
-            None => String::new(),
-        }
+        fingerprint(self.inner.host_key.public_key())
     }
 
     /// Accepts and serves connections until `shutdown` completes, then
@@ -341,10 +368,12 @@ impl Server {
             }
         };
         let authenticated = CancellationToken::new();
+        // The session keeps the configuration it started with.
+        let auth = self.inner.auth.current();
+        let config = self.inner.russh_config(&auth);
         let handler = SessionHandler {
             server: self.inner.clone(),
-            // The session keeps the configuration it started with.
-            auth: self.inner.auth.current(),
+            auth,
             user: String::new(),
             peer: peer.clone(),
             authenticated: authenticated.clone(),
@@ -357,7 +386,7 @@ impl Server {
 
         // run_stream returns once the client's identification line is read.
         let session = tokio::select! {
-            started = russh::server::run_stream(self.inner.config.clone(), stream, handler) => started,
+            started = russh::server::run_stream(config, stream, handler) => started,
             () = tokio::time::sleep(grace) => Err(russh::Error::ConnectionTimeout),
             () = stop.cancelled() => Err(russh::Error::Disconnect),
         };

@@ -80,6 +80,14 @@ pub(crate) struct ServerTuning {
     pub(crate) keepalive_interval: Duration,
 }
 
+impl ServerTuning {
+    /// russh counts OpenSSH's opening "none" probe as an attempt; users
+    /// count keys tried.
+    pub(crate) fn russh_max_auth_attempts(&self) -> usize {
+        self.max_auth_attempts.saturating_add(1)
+    }
+}
+
 pub(crate) fn server_config(host_key: PrivateKey, tuning: &ServerTuning) -> russh::server::Config {
     russh::server::Config {
         server_id: ssh_id(),
@@ -93,9 +101,7 @@ pub(crate) fn server_config(host_key: PrivateKey, tuning: &ServerTuning) -> russ
         maximum_packet_size: MAX_PACKET_SIZE,
         channel_buffer_size: CHANNEL_BUFFER,
         preferred: preferred(),
-        // russh counts OpenSSH's opening "none" probe as an attempt; users
-        // count keys tried.
-        max_auth_attempts: tuning.max_auth_attempts.saturating_add(1),
+        max_auth_attempts: tuning.russh_max_auth_attempts(),
         // Idle tunnels are normal; dead peers are found by keepalives.
         inactivity_timeout: None,
         keepalive_interval: Some(tuning.keepalive_interval),

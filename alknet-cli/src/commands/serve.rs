@@ -40,7 +40,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
     let mut options = ServeOptions::new(host_key, auth.authorized_keys.clone());
     options.cert_authorities = auth.cert_authorities.clone();
     options.forwarding = auth.forwarding.clone();
-    options.max_auth_attempts = args.max_auth_attempts;
+    options.max_auth_attempts = auth.max_auth_attempts;
     options.max_connections_per_ip = auth.max_connections_per_ip;
     options.gateway_ports = args.gateway_ports;
     options.proxy = args.proxy.clone();
@@ -125,7 +125,9 @@ fn load_auth_config(args: &ServeSettings) -> Result<AuthConfig, CliError> {
         cert_authorities.load(path.as_path())?;
     }
     let mut config = AuthConfig::new(authorized_keys, cert_authorities, args.forwarding_policy()?);
-    config.max_connections_per_ip = args.max_connections_per_ip_now()?;
+    let limits = args.limits_now()?;
+    config.max_connections_per_ip = limits.max_connections_per_ip;
+    config.max_auth_attempts = limits.max_auth_attempts;
     Ok(config)
 }
 
@@ -147,6 +149,7 @@ fn reload_on_sighup(server: &Server, args: Arc<ServeSettings>) -> Result<(), Cli
                             cert_authorities = config.cert_authorities.len(),
                             forwarding_rules = config.forwarding.rules.len(),
                             max_connections_per_ip = config.max_connections_per_ip,
+                            max_auth_attempts = config.max_auth_attempts,
                             "configuration reloaded"
                         );
                         reload.reload(config);

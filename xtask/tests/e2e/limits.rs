@@ -160,3 +160,44 @@ fn the_per_ip_limit_is_reloaded_on_sighup() {
     let (_third, banner) = greeting(server.port);
     assert_eq!(banner, b"SSH-2.0-alknet", "the raised limit did not apply");
 }
+
+#[test]
+fn the_auth_attempt_limit_is_reloaded_on_sighup() {
+    let dir = Workdir::new().unwrap();
+    let config = dir.join("alknet.toml");
+    std::fs::write(&config, "max_auth_attempts = 1\n").unwrap();
+    let config_arg = config.display().to_string();
+    let server = AlknetServer::start(&dir, &["--config", &config_arg]).unwrap();
+    let strangers: Vec<_> = (0..4)
+        .map(|i| ssh_keygen_ed25519(&dir, &format!("stranger{i}")).unwrap())
+        .collect();
+    // Offers every stranger key and returns how many rejections it caused.
+    let try_all_keys = |before: usize| -> usize {
+        let mut ssh = openssh_client(server.port, &strangers[0], None).unwrap();
+        for key in &strangers[1..] {
+            ssh.arg("-i").arg(key);
+        }
+        let output = ssh.arg("tester@127.0.0.1").bounded_output().unwrap();
+        assert!(!output.status.success());
+        let closed = before + 1;
+        wait_until("the connection to close", LIMIT, || {
+            (server.log().matches("connection closed").count() >= closed).then_some(())
+        })
+        .unwrap();
+        server.log().matches("result=reject").count()
+    };
+    assert_eq!(try_all_keys(0), 1, "{}", server.log());
+
+    std::fs::write(&config, "max_auth_attempts = 3\n").unwrap();
+    server.process.hangup().unwrap();
+    wait_until("the reload", LIMIT, || {
+        server.log().contains("max_auth_attempts=3").then_some(())
+    })
+    .unwrap();
+    assert_eq!(
+        try_all_keys(1) - 1,
+        3,
+        "the raised limit did not apply:\n{}",
+        server.log()
+    );
+}
