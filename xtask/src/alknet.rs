@@ -342,10 +342,23 @@ pub fn call_command(
     path: &str,
     input: Option<&str>,
 ) -> Result<Command> {
+    let server = format!("127.0.0.1:{port}");
+    call_command_to(&["--server", &server], identity, host_key, path, input)
+}
+
+/// `alknet call` to the server `server_args` name, otherwise as
+/// [`call_command`].
+pub fn call_command_to(
+    server_args: &[&str],
+    identity: &Path,
+    host_key: &str,
+    path: &str,
+    input: Option<&str>,
+) -> Result<Command> {
     let mut command = alknet_command(Profile::Dev)?;
     command
         .arg("call")
-        .args(["--server", &format!("127.0.0.1:{port}")])
+        .args(server_args)
         .arg("--identity")
         .arg(identity)
         .args(["--host-key", host_key, "--timeout", "30"])

@@ -29,6 +29,7 @@ pub(crate) async fn run(args: CallArgs) -> Result<(), CliError> {
     )
     .await;
     client.disconnect().await;
+    transport.close().await;
     result
 }
 

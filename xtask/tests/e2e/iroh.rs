@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use xtask::BoundedOutput as _;
 use xtask::{
-    AlknetClient, AlknetServer, HttpTarget, Profile, Workdir, connect_command_to, wait_until,
+    AlknetClient, AlknetServer, HttpTarget, Profile, Workdir, call_command_to, connect_command_to,
+    wait_until,
 };
 
 use crate::{assert_logs_do_not_mention, fetch};
@@ -183,4 +184,39 @@ fn bad_or_unreachable_endpoint_ids_fail_clearly_or_retry() {
     let status = client.terminate(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "{}", client.stderr());
     assert!(!client.stderr().contains("panicked"));
+}
+
+#[test]
+fn alknet_call_reaches_the_control_channel_over_iroh() {
+    let dir = Workdir::new().unwrap();
+    let port = free_udp_port();
+    let server = iroh_server(&dir, port);
+    let id = server.endpoint_id.clone().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let output = call_command_to(
+        &[
+            "--transport",
+            "iroh",
+            "--peer",
+            &id,
+            "--peer-addr",
+            &addr,
+            "--iroh-relay",
+            "none",
+        ],
+        &server.user_key,
+        &server.fingerprint,
+        "/services/whoami",
+        None,
+    )
+    .unwrap()
+    .bounded_output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("\"id\":\"SHA256:"), "{stdout}");
 }
