@@ -552,17 +552,19 @@ impl Router {
         };
         let emitter = Emitter::new(id.clone(), shared.outgoing.clone());
         tokio::spawn(async move {
+            let mut unanswered = Unanswered {
+                shared: shared.clone(),
+                id: id.clone(),
+                serial,
+                cancel: cancel.clone(),
+                armed: true,
+            };
             let outcome = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => None,
                 outcome = service.serve(call, emitter) => Some(outcome),
             };
-            {
-                let mut serving = lock(&shared.serving);
-                if serving.get(&id).is_some_and(|(entry, _)| *entry == serial) {
-                    serving.remove(&id);
-                }
-            }
+            unanswered.disarm();
             let envelope = match outcome {
                 None => return,
                 Some(Ok(Reply::Value(value))) => EventEnvelope::new(CALL_RESPONDED, id, value),
@@ -576,6 +578,47 @@ impl Router {
             };
             let _ = shared.outgoing.send(envelope).await;
         });
+    }
+}
+
+/// Tidies up after one handler: removes its `serving` entry, and if the
+/// handler panicked (the task unwinds with this still armed), tells the
+/// caller instead of leaving it waiting.
+struct Unanswered {
+    shared: Arc<Shared>,
+    id: String,
+    serial: u64,
+    cancel: CancellationToken,
+    armed: bool,
+}
+
+impl Unanswered {
+    fn disarm(&mut self) {
+        self.armed = false;
+        let mut serving = lock(&self.shared.serving);
+        if serving
+            .get(&self.id)
+            .is_some_and(|(entry, _)| *entry == self.serial)
+        {
+            serving.remove(&self.id);
+        }
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.disarm();
+        if !self.cancel.is_cancelled() {
+            let failure = Failure::internal("the handler failed without answering");
+            self.shared.send_now(EventEnvelope::new(
+                CALL_ERROR,
+                self.id.clone(),
+                failure.to_payload(),
+            ));
+        }
     }
 }
 

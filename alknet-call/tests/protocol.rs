@@ -541,3 +541,29 @@ async fn a_hub_can_require_a_scope_to_register_spokes() {
     );
     assert!(hub.spokes().is_empty());
 }
+
+#[tokio::test]
+async fn a_panicking_handler_answers_internal_instead_of_hanging() {
+    let server = OperationRegistry::new();
+    server
+        .register(
+            OperationSpec::new("/bug/panic", OperationType::Query),
+            Handler::call(|_, input| async move {
+                if input.is_null() {
+                    panic!("a bug in a handler");
+                }
+                Ok(input)
+            }),
+        )
+        .unwrap();
+    let (caller, _) = pair(&OperationRegistry::new(), &server);
+    let result = timeout(
+        BOUND,
+        caller.call_with_timeout("/bug/panic", Value::Null, None),
+    )
+    .await
+    .expect("the caller was left waiting");
+    assert_eq!(remote_code(result), ErrorCode::Internal);
+    // The connection is still good.
+    assert_eq!(caller.call("/bug/panic", json!(1)).await.unwrap(), json!(1));
+}
