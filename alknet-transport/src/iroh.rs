@@ -37,7 +37,9 @@ pub enum IrohRelay {
     /// resolving endpoint ids), as iroh does by default.
     #[default]
     Default,
-    /// A self-hosted relay (address lookup still through n0's DNS).
+    /// A self-hosted relay, and no n0 service at all: the server is
+    /// reachable at its relay by its id, and clients name that same relay,
+    /// so no lookup is needed.
     Custom(RelayUrl),
     /// No relay and no address lookup: peers need direct addresses (LAN,
     /// air-gapped networks, tests). Nothing is sent anywhere but to peers.
@@ -85,7 +87,7 @@ impl IrohOptions {
             IrohRelay::Disabled => Endpoint::builder(presets::Minimal),
             IrohRelay::Default => Endpoint::builder(presets::N0),
             IrohRelay::Custom(url) => {
-                Endpoint::builder(presets::N0).relay_mode(RelayMode::custom([url.clone()]))
+                Endpoint::builder(presets::Minimal).relay_mode(RelayMode::custom([url.clone()]))
             }
         };
         builder = builder.alpns(alpns);

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use xtask::BoundedOutput as _;
 use xtask::{
-    AlknetClient, AlknetServer, HttpTarget, Profile, Workdir, call_command_to, connect_command_to,
-    wait_until,
+    AlknetClient, AlknetServer, HttpTarget, Profile, UpstreamProxyProcess, Workdir,
+    call_command_to, connect_command_to, require_tool, wait_until,
 };
 
 use crate::{assert_logs_do_not_mention, fetch};
@@ -219,4 +219,49 @@ fn alknet_call_reaches_the_control_channel_over_iroh() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("\"id\":\"SHA256:"), "{stdout}");
+}
+
+#[test]
+fn relay_traffic_goes_through_an_http_proxy() {
+    require_tool("tinyproxy").unwrap();
+    let dir = Workdir::new().unwrap();
+    let proxy = UpstreamProxyProcess::tinyproxy(&dir).unwrap();
+    // A stand-in for a self-hosted relay on loopback: it accepts and says
+    // nothing, which is enough to see who connects to it and how.
+    let relay = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let relay_port = relay.local_addr().unwrap().port();
+    let relay_url = format!("http://127.0.0.1:{relay_port}");
+    let port = free_udp_port();
+    let server = iroh_server(&dir, port);
+    let id = server.endpoint_id.clone().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let client = AlknetClient::start_to(
+        &dir,
+        Profile::Dev,
+        &["--transport", "iroh", "--peer", &id, "--peer-addr", &addr],
+        &server.user_key,
+        &["--iroh-relay", &relay_url, "--proxy", &proxy.url],
+    )
+    .unwrap();
+    // The direct path carries the session...
+    let target = HttpTarget::start("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}/1000", target.addr().port());
+    assert_eq!(
+        fetch(client.socks_addr, &url, &dir.join("body")).unwrap(),
+        HttpTarget::body(1000)
+    );
+    // ...and the relay is reached through the proxy.
+    let needle = format!("127.0.0.1:{relay_port}");
+    let seen = wait_until(
+        "the proxy to carry relay traffic",
+        Duration::from_secs(30),
+        || proxy.log().contains(&needle).then_some(()),
+    );
+    assert!(
+        seen.is_ok(),
+        "tinyproxy never saw {needle}:\n{}\n{}",
+        proxy.log(),
+        client.log()
+    );
+    drop(relay);
 }
