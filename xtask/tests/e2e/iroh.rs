@@ -23,25 +23,41 @@ fn iroh_server(dir: &Workdir, port: u16) -> AlknetServer {
     AlknetServer::start_listening(dir, &[&listen], &["--iroh-relay", "none"]).unwrap()
 }
 
-fn iroh_client(dir: &Workdir, server: &AlknetServer, port: u16) -> AlknetClient {
+/// The flags naming endpoint `id` at loopback UDP `port`, relays off.
+fn peer_args(id: &str, port: u16) -> Vec<String> {
+    let addr = format!("127.0.0.1:{port}");
+    [
+        "--transport",
+        "iroh",
+        "--peer",
+        id,
+        "--peer-addr",
+        &addr,
+        "--iroh-relay",
+        "none",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn as_strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// [`peer_args`] for a running server.
+fn server_peer_args(server: &AlknetServer, port: u16) -> Vec<String> {
     let id = server
         .endpoint_id
-        .clone()
+        .as_deref()
         .expect("no endpoint-id line on stdout");
-    let addr = format!("127.0.0.1:{port}");
+    peer_args(id, port)
+}
+
+fn iroh_client(dir: &Workdir, server: &AlknetServer, port: u16) -> AlknetClient {
     AlknetClient::start_to(
         dir,
         Profile::Dev,
-        &[
-            "--transport",
-            "iroh",
-            "--peer",
-            &id,
-            "--peer-addr",
-            &addr,
-            "--iroh-relay",
-            "none",
-        ],
+        &as_strs(&server_peer_args(server, port)),
         &server.user_key,
         &[
             "--host-key",
@@ -117,16 +133,9 @@ fn bad_or_unreachable_endpoint_ids_fail_clearly_or_retry() {
     // Not an endpoint id at all: a one-line error at once.
     let garbage = connect_command_to(
         Profile::Dev,
-        &[
-            "--transport",
-            "iroh",
-            "--peer",
-            "not-an-id",
-            "--peer-addr",
-            "127.0.0.1:9",
-        ],
+        &as_strs(&peer_args("not-an-id", 9)),
         &key,
-        &["--iroh-relay", "none"],
+        &[],
     )
     .unwrap()
     .bounded_output()
@@ -158,21 +167,10 @@ fn bad_or_unreachable_endpoint_ids_fail_clearly_or_retry() {
     // each failure, and exits cleanly when told to.
     let port = free_udp_port();
     let mut gone = iroh_server(&dir, port);
-    let id = gone.endpoint_id.clone().unwrap();
     gone.process.terminate(Duration::from_secs(10)).unwrap();
-    let addr = format!("127.0.0.1:{port}");
     let command = connect_command_to(
         Profile::Dev,
-        &[
-            "--transport",
-            "iroh",
-            "--peer",
-            &id,
-            "--peer-addr",
-            &addr,
-            "--iroh-relay",
-            "none",
-        ],
+        &as_strs(&server_peer_args(&gone, port)),
         &key,
         &[],
     )
@@ -191,19 +189,8 @@ fn alknet_call_reaches_the_control_channel_over_iroh() {
     let dir = Workdir::new().unwrap();
     let port = free_udp_port();
     let server = iroh_server(&dir, port);
-    let id = server.endpoint_id.clone().unwrap();
-    let addr = format!("127.0.0.1:{port}");
     let output = call_command_to(
-        &[
-            "--transport",
-            "iroh",
-            "--peer",
-            &id,
-            "--peer-addr",
-            &addr,
-            "--iroh-relay",
-            "none",
-        ],
+        &as_strs(&server_peer_args(&server, port)),
         &server.user_key,
         &server.fingerprint,
         "/services/whoami",
