@@ -206,6 +206,9 @@ impl Shared {
 }
 
 /// The handle for calling the peer; cheap to clone, shared by every clone.
+/// The connection lives until [`close`](Caller::close) or until the peer
+/// closes it: dropping every `Caller` does not end it, since its service
+/// may still be answering the peer.
 #[derive(Clone)]
 pub struct Caller {
     shared: Arc<Shared>,

@@ -11,7 +11,10 @@
 //! - [`stealth`]: telling SSH from web traffic on one port, and playing nginx.
 //!
 //! A [`Client`] is a [`proxy::StreamOpener`], so putting a SOCKS5 server in
-//! front of it is one line. A [`ReconnectingClient`] is the same with a
+//! front of it is one line. Every session also carries the call protocol:
+//! the server answers `alknet-control:0` channels from its
+//! [`call::OperationRegistry`] ([`Server::registry`]), and
+//! [`Client::open_control`] opens one as a [`call::Caller`]. A [`ReconnectingClient`] is the same with a
 //! session that is re-established whenever it ends, which is what
 //! `alknet connect` runs.
 //!
