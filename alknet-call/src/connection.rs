@@ -43,6 +43,9 @@ pub struct ConnectionOptions {
     /// Outgoing frames queued before senders wait (backpressure for
     /// subscriptions that produce faster than the stream drains).
     pub send_queue: usize,
+    /// The peer's calls handled at once; more are answered `unavailable`
+    /// (retryable) rather than piling up tasks.
+    pub max_concurrent_calls: usize,
 }
 
 impl Default for ConnectionOptions {
@@ -52,6 +55,7 @@ impl Default for ConnectionOptions {
             call_timeout: Some(Duration::from_secs(30)),
             sweep_interval: Duration::from_millis(100),
             send_queue: 256,
+            max_concurrent_calls: 1024,
         }
     }
 }
@@ -136,6 +140,7 @@ where
                 caller: caller.clone(),
                 service: self.service,
                 peer_identity: self.peer_identity,
+                max_concurrent_calls: self.options.max_concurrent_calls.max(1),
             },
         ));
         caller
@@ -446,6 +451,7 @@ struct Router {
     caller: Caller,
     service: Option<Arc<dyn Service>>,
     peer_identity: Option<Arc<Identity>>,
+    max_concurrent_calls: usize,
 }
 
 async fn read_frames<R>(mut frames: FramedRead<R, EnvelopeCodec>, router: Router)
@@ -540,6 +546,15 @@ impl Router {
             let mut serving = lock(&shared.serving);
             if serving.contains_key(&id) {
                 debug!("call connection: peer reused a request id still in use; ignored");
+                return;
+            }
+            if serving.len() >= self.max_concurrent_calls {
+                drop(serving);
+                let failure = Failure::unavailable(format!(
+                    "more than {} calls in flight on this connection; retry later",
+                    self.max_concurrent_calls
+                ));
+                shared.send_now(EventEnvelope::new(CALL_ERROR, id, failure.to_payload()));
                 return;
             }
             serving.insert(id.clone(), (serial, cancel.clone()));

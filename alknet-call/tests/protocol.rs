@@ -567,3 +567,51 @@ async fn a_panicking_handler_answers_internal_instead_of_hanging() {
     // The connection is still good.
     assert_eq!(caller.call("/bug/panic", json!(1)).await.unwrap(), json!(1));
 }
+
+#[tokio::test]
+async fn calls_beyond_the_concurrency_limit_are_refused_not_queued() {
+    let server = OperationRegistry::new();
+    server
+        .register(
+            OperationSpec::new("/slow/never", OperationType::Query),
+            Handler::call(|_, _| std::future::pending()),
+        )
+        .unwrap();
+    let (left, right) = tokio::io::duplex(64 * 1024);
+    let mut options = alknet_call::ConnectionOptions::default();
+    options.max_concurrent_calls = 4;
+    CallConnection::new(right)
+        .serve(server)
+        .options(options)
+        .spawn();
+    let caller = CallConnection::new(left).spawn();
+    let stuck: Vec<_> = (0..4)
+        .map(|_| {
+            let caller = caller.clone();
+            tokio::spawn(async move {
+                caller
+                    .call_with_timeout("/slow/never", Value::Null, None)
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    match caller.call("/slow/never", Value::Null).await {
+        Err(CallError::Remote(failure)) => {
+            assert_eq!(failure.code, ErrorCode::Unavailable);
+            assert!(failure.retryable);
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    // Aborting the stuck calls frees their places.
+    for call in stuck {
+        call.abort();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        caller
+            .call_with_timeout("/slow/never", Value::Null, Some(Duration::from_millis(200)))
+            .await,
+        Err(CallError::Timeout)
+    );
+}
