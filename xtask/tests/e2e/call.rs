@@ -164,7 +164,7 @@ fn a_node_peer_serves_and_calls_through_a_local_forward() {
     let control = client.forward_addr(1).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/js/control_peer.mjs");
     let mut command = Command::new("node");
-    command.arg(script).arg(control.port().to_string());
+    command.arg(&script).arg(control.port().to_string());
     let mut node = Spawned::start("node-spoke", dir.path(), command).unwrap();
     node.wait_for_stdout("registered", Duration::from_secs(60))
         .unwrap_or_else(|error| panic!("{error}: {}{}", node.stdout(), node.stderr()));
@@ -190,6 +190,24 @@ fn a_node_peer_serves_and_calls_through_a_local_forward() {
         &alknet_call(&server, None, "/jsnode/js/echo", Some(r#""text""#)),
         "invalid_input",
     );
+
+    // A second Node peer subscribes to the spoke's endless stream through
+    // the hub and aborts it: the abort crosses the hub and stops the spoke.
+    let subscriber = Command::new("node")
+        .arg(&script)
+        .arg(control.port().to_string())
+        .arg("subscriber")
+        .bounded_output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&subscriber.stdout);
+    assert!(
+        subscriber.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&subscriber.stderr)
+    );
+    assert!(report.contains("aborted after 5 items"), "{report}");
+    node.wait_for_stdout("ticks aborted", Duration::from_secs(30))
+        .unwrap_or_else(|error| panic!("{error}: the spoke kept ticking: {}", node.stdout()));
 
     // The spoke goes away: its operations become unavailable.
     node.kill().unwrap();

@@ -1,10 +1,17 @@
 // A plain Node (no npm) peer of alknet's call protocol, reached through
-// `alknet connect --forward PORT:alknet-control:0`. It checks the frames the
-// server sends byte for byte, then registers as the spoke "jsnode" and serves
-// /js/echo and /js/count until it is killed (or 120 s pass).
+// `alknet connect --forward PORT:alknet-control:0`.
+//
+// `control_peer.mjs PORT` (spoke): checks the frames the server sends byte
+// for byte, then registers as the spoke "jsnode" and serves /js/echo,
+// /js/count and the endless /js/ticks until it is killed (or 120 s pass),
+// printing "ticks aborted" when a /js/ticks subscription is aborted.
+//
+// `control_peer.mjs PORT subscriber`: subscribes to /jsnode/js/ticks through
+// the hub, aborts after 5 items, and checks that the items stop.
 import net from 'node:net';
 
 const port = Number(process.argv[2]);
+const mode = process.argv[3] ?? 'spoke';
 const socket = net.connect(port, '127.0.0.1');
 setTimeout(() => { console.log('timed out'); process.exit(2); }, 120_000).unref();
 
@@ -22,6 +29,8 @@ function fail(message) {
 }
 
 const waiting = new Map();
+const streams = new Map();
+const ticking = new Map();
 let buffered = Buffer.alloc(0);
 socket.on('data', (chunk) => {
   buffered = Buffer.concat([buffered, chunk]);
@@ -46,6 +55,13 @@ function call(id, name, input) {
 
 function onEnvelope({ type, id, payload }) {
   if (type === 'call.requested') return serve(id, payload);
+  if (type === 'call.aborted' && ticking.has(id)) {
+    clearInterval(ticking.get(id));
+    ticking.delete(id);
+    console.log('ticks aborted');
+    return;
+  }
+  if (streams.has(id)) return streams.get(id)({ type, payload });
   const resolve = waiting.get(id);
   if (!resolve) return;
   waiting.delete(id);
@@ -62,7 +78,35 @@ function serve(id, { name, input }) {
     for (let n = 0; n < input.to; n += 1) send('call.responded', id, n);
     return send('call.completed', id, null);
   }
+  if (name === '/js/ticks') {
+    let n = 0;
+    ticking.set(id, setInterval(() => send('call.responded', id, n++), 10));
+    return;
+  }
   send('call.error', id, { code: 'not_found', message: `no ${name} here`, retryable: false });
+}
+
+if (mode === 'subscriber') {
+  let received = 0;
+  let afterAbort = 0;
+  let aborted = false;
+  streams.set('sub-1', ({ type, payload }) => {
+    if (type !== 'call.responded') fail(`unexpected ${type}: ${JSON.stringify(payload)}`);
+    if (aborted) { afterAbort += 1; return; }
+    if (payload !== received) fail(`item ${received} arrived as ${payload}`);
+    received += 1;
+    if (received === 5) {
+      aborted = true;
+      socket.write(encode({ type: 'call.aborted', id: 'sub-1', payload: null }));
+    }
+  });
+  socket.write(encode({ type: 'call.requested', id: 'sub-1', payload: { name: '/jsnode/js/ticks', input: null } }));
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  // Items already in flight when the abort left may still arrive; a
+  // stream that kept going would send ~200 in these 2 s.
+  if (received !== 5 || afterAbort > 20) fail(`received ${received}, then ${afterAbort} after the abort`);
+  console.log(`aborted after ${received} items (${afterAbort} stragglers)`);
+  process.exit(0);
 }
 
 const list = await call('js-1', '/services/list', null);
@@ -83,9 +127,10 @@ const registered = await call('js-3', '/hub/services/register', {
     { name: '/js/echo', op_type: 'query', input_schema: { type: 'object' } },
     { name: '/js/count', op_type: 'subscription',
       input_schema: { type: 'object', properties: { to: { type: 'integer', minimum: 0 } }, required: ['to'] } },
+    { name: '/js/ticks', op_type: 'subscription' },
   ],
 });
-if (registered.type !== 'call.responded' || registered.payload.registered !== 2) {
+if (registered.type !== 'call.responded' || registered.payload.registered !== 3) {
   fail(`registration failed: ${JSON.stringify(registered)}`);
 }
 console.log('registered');
