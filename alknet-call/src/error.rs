@@ -53,6 +53,15 @@ pub enum CallError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A subscription spec got a call handler, or a query or mutation a
+    /// subscription handler.
+    #[error("operation {name:?} is a {op_type:?}, but its handler is not of that kind")]
+    HandlerMismatch {
+        /// The operation.
+        name: String,
+        /// What its spec says it is.
+        op_type: crate::OperationType,
+    },
     /// An operation of that name is already registered.
     #[error("operation {0:?} is already registered")]
     Duplicate(String),

@@ -49,6 +49,17 @@ impl std::fmt::Debug for Handler {
 }
 
 impl Handler {
+    /// Whether this handler can serve an operation of `op_type`.
+    pub fn serves(&self, op_type: OperationType) -> bool {
+        matches!(
+            (self, op_type),
+            (
+                Handler::Call(_),
+                OperationType::Query | OperationType::Mutation
+            ) | (Handler::Subscribe(_), OperationType::Subscription)
+        )
+    }
+
     /// A handler answering once with what `function` returns.
     pub fn call<F, Fut>(function: F) -> Self
     where
@@ -213,6 +224,12 @@ impl OperationRegistry {
 
     /// Registers `spec` and its `handler` together.
     pub fn register(&self, spec: OperationSpec, handler: Handler) -> Result<(), CallError> {
+        if !handler.serves(spec.op_type) {
+            return Err(CallError::HandlerMismatch {
+                name: spec.name,
+                op_type: spec.op_type,
+            });
+        }
         let name = spec.name.clone();
         self.register_spec(spec)?;
         self.register_handler(&name, handler);
@@ -317,6 +334,17 @@ impl OperationRegistry {
             let Some(handler) = state.handlers.get(&name) else {
                 return Err(Failure::unavailable(format!("{name} has no handler yet")));
             };
+            // Registered apart, they may disagree: answering anyway would
+            // leave a subscriber waiting for a completion that never comes.
+            if !handler.serves(operation.spec.op_type) {
+                return Err(Failure::internal(
+                    CallError::HandlerMismatch {
+                        name: name.clone(),
+                        op_type: operation.spec.op_type,
+                    }
+                    .to_string(),
+                ));
+            }
             handler.clone()
         };
         match handler {
@@ -557,6 +585,13 @@ mod tests {
         assert!(matches!(
             registry.register(OperationSpec::new("echo", OperationType::Query), echo()),
             Err(CallError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            registry.register(
+                OperationSpec::new("/echo/stream", OperationType::Subscription),
+                echo()
+            ),
+            Err(CallError::HandlerMismatch { .. })
         ));
         let bad_schema = OperationSpec::new("/echo/typed", OperationType::Query)
             .input_schema(json!({"type": "no-such-type"}));
