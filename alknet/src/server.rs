@@ -59,9 +59,9 @@ pub struct ServeOptions {
     /// (the starting value: a reload's `AuthConfig::max_auth_attempts`
     /// applies to new connections).
     pub max_auth_attempts: usize,
-    /// Connections one IP address may have open at once; 0 means no limit.
-    /// Counted from accept, so clients that never get to SSH (stealth
-    /// visitors, scanners) count too.
+    /// Connections one IP address (over iroh: one endpoint id) may have
+    /// open at once; 0 means no limit. Counted from accept, so clients
+    /// that never get to SSH (stealth visitors, scanners) count too.
     pub max_connections_per_ip: usize,
     /// How long a client may take from connecting to being authenticated.
     pub login_grace: Duration,
@@ -276,7 +276,7 @@ impl Server {
                     Ok((stream, info)) => {
                         // The limit is read per connection, so a reload applies at once.
                         let limit = self.inner.auth.current().max_connections_per_ip;
-                        let Some(permit) = self.inner.per_ip.admit(info.remote_addr, limit) else {
+                        let Some(permit) = self.inner.per_ip.admit(PeerKey::of(&info), limit) else {
                             info!(
                                 remote_addr = %Peer::of(&info),
                                 "connection refused: too many connections from this address"
@@ -438,33 +438,50 @@ impl Server {
 /// Counts open connections per IP address against a limit.
 #[derive(Clone, Default)]
 struct PerIpLimit {
-    open: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    open: Arc<std::sync::Mutex<HashMap<PeerKey, usize>>>,
+}
+
+/// What the per-IP limit counts by: the IP address, or over iroh (where
+/// there is none) the peer's endpoint id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum PeerKey {
+    Ip(IpAddr),
+    Endpoint(String),
+}
+
+impl PeerKey {
+    fn of(info: &TransportInfo) -> Option<Self> {
+        match (&info.remote_addr, &info.kind) {
+            (Some(addr), _) => Some(PeerKey::Ip(addr.ip())),
+            (None, TransportKind::Iroh { remote }) => Some(PeerKey::Endpoint(remote.clone())),
+            (None, _) => None,
+        }
+    }
 }
 
 /// One admitted connection; dropping it frees its place.
 struct PerIpPermit {
-    ip: Option<IpAddr>,
-    open: Arc<std::sync::Mutex<HashMap<IpAddr, usize>>>,
+    key: Option<PeerKey>,
+    open: Arc<std::sync::Mutex<HashMap<PeerKey, usize>>>,
 }
 
 impl PerIpLimit {
-    /// A permit, or `None` when the address has `limit` connections open.
+    /// A permit, or `None` when the peer has `limit` connections open.
     /// Peers without an address (and a limit of 0) are always admitted.
-    fn admit(&self, peer: Option<SocketAddr>, limit: usize) -> Option<PerIpPermit> {
-        let ip = peer.map(|addr| addr.ip());
-        if let Some(ip) = ip {
+    fn admit(&self, key: Option<PeerKey>, limit: usize) -> Option<PerIpPermit> {
+        if let Some(key) = &key {
             let mut open = self
                 .open
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let count = open.entry(ip).or_insert(0);
+            let count = open.entry(key.clone()).or_insert(0);
             if limit > 0 && *count >= limit {
                 return None;
             }
             *count += 1;
         }
         Some(PerIpPermit {
-            ip,
+            key,
             open: self.open.clone(),
         })
     }
@@ -472,15 +489,15 @@ impl PerIpLimit {
 
 impl Drop for PerIpPermit {
     fn drop(&mut self) {
-        let Some(ip) = self.ip else { return };
+        let Some(key) = &self.key else { return };
         let mut open = self
             .open
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(count) = open.get_mut(&ip) {
+        if let Some(count) = open.get_mut(key) {
             *count -= 1;
             if *count == 0 {
-                open.remove(&ip);
+                open.remove(key);
             }
         }
     }
@@ -859,26 +876,32 @@ mod tests {
     #[test]
     fn per_ip_limits_count_open_connections_and_free_them_on_drop() {
         let limit = PerIpLimit::default();
-        let a: SocketAddr = "192.0.2.1:1000".parse().unwrap();
-        let b: SocketAddr = "192.0.2.2:1000".parse().unwrap();
-        let first = limit.admit(Some(a), 2).unwrap();
-        let _second = limit.admit(Some(a), 2).unwrap();
+        let a = Some(PeerKey::Ip("192.0.2.1".parse().unwrap()));
+        let b = Some(PeerKey::Ip("192.0.2.2".parse().unwrap()));
+        let first = limit.admit(a.clone(), 2).unwrap();
+        let _second = limit.admit(a.clone(), 2).unwrap();
         assert!(
-            limit.admit(Some(a), 2).is_none(),
+            limit.admit(a.clone(), 2).is_none(),
             "a third from the same address"
         );
         assert!(
-            limit.admit(Some(b), 2).is_some(),
+            limit.admit(b.clone(), 2).is_some(),
             "another address is not affected"
         );
         assert!(
-            limit.admit(Some(a), 3).is_some(),
+            limit.admit(a.clone(), 3).is_some(),
             "a raised limit applies at once"
         );
         drop(first);
-        assert!(limit.admit(Some(a), 3).is_some(), "a place was freed");
-        assert!(limit.admit(Some(a), 0).is_some(), "0 means no limit");
+        assert!(limit.admit(a.clone(), 3).is_some(), "a place was freed");
+        assert!(limit.admit(a.clone(), 0).is_some(), "0 means no limit");
         assert!(limit.admit(None, 1).is_some(), "no address, no limit");
+        let endpoint = Some(PeerKey::Endpoint("5f3c".into()));
+        let _iroh = limit.admit(endpoint.clone(), 1).unwrap();
+        assert!(
+            limit.admit(endpoint, 1).is_none(),
+            "iroh peers count by endpoint id"
+        );
     }
 
     #[test]
