@@ -16,6 +16,7 @@ const LENGTH_PREFIX: usize = 4;
 #[derive(Clone, Copy, Debug)]
 pub struct EnvelopeCodec {
     max_frame: usize,
+    last_frame: usize,
 }
 
 impl Default for EnvelopeCodec {
@@ -27,12 +28,21 @@ impl Default for EnvelopeCodec {
 impl EnvelopeCodec {
     /// A codec refusing frames longer than `max_frame` bytes (the JSON part).
     pub fn new(max_frame: usize) -> Self {
-        Self { max_frame }
+        Self {
+            max_frame,
+            last_frame: 0,
+        }
     }
 
     /// The largest frame this codec accepts.
     pub fn max_frame(&self) -> usize {
         self.max_frame
+    }
+
+    /// The length of the last frame decoded (its JSON part), for callers
+    /// that budget memory by bytes received.
+    pub fn last_frame_len(&self) -> usize {
+        self.last_frame
     }
 }
 
@@ -58,6 +68,7 @@ impl Decoder for EnvelopeCodec {
         }
         src.advance(LENGTH_PREFIX);
         let frame = src.split_to(length);
+        self.last_frame = length;
         parse(&frame).map(Some)
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -46,6 +46,11 @@ pub struct ConnectionOptions {
     /// The peer's calls handled at once; more are answered `unavailable`
     /// (retryable) rather than piling up tasks.
     pub max_concurrent_calls: usize,
+    /// Bytes of items one subscription may hold unread. The protocol has
+    /// no flow control, so a peer sending faster than the subscriber reads
+    /// would otherwise cost unbounded memory: past this, the subscription
+    /// fails with [`CallError::Overflow`] and the peer is told to stop.
+    pub subscription_buffer: usize,
 }
 
 impl Default for ConnectionOptions {
@@ -56,6 +61,7 @@ impl Default for ConnectionOptions {
             sweep_interval: Duration::from_millis(100),
             send_queue: 256,
             max_concurrent_calls: 1024,
+            subscription_buffer: 64 * 1024 * 1024,
         }
     }
 }
@@ -141,6 +147,7 @@ where
                 service: self.service,
                 peer_identity: self.peer_identity,
                 max_concurrent_calls: self.options.max_concurrent_calls.max(1),
+                subscription_buffer: self.options.subscription_buffer,
             },
         ));
         caller
@@ -149,7 +156,8 @@ where
 
 /// What a pending call receives.
 enum Event {
-    Item(Value),
+    /// An item and its size on the wire.
+    Item(Value, usize),
     Completed,
 }
 
@@ -158,6 +166,8 @@ type EventResult = Result<Event, CallError>;
 struct Pending {
     events: mpsc::UnboundedSender<EventResult>,
     deadline: Option<Instant>,
+    /// Bytes of items delivered but not yet read.
+    unread: Arc<AtomicUsize>,
 }
 
 struct Shared {
@@ -268,9 +278,9 @@ impl Caller {
         input: Value,
         timeout: Option<Duration>,
     ) -> Result<Value, CallError> {
-        let (mut guard, mut events) = self.start(name, input, timeout).await?;
+        let (mut guard, mut events, _) = self.start(name, input, timeout).await?;
         let answer = match events.recv().await {
-            Some(Ok(Event::Item(value))) => Ok(value),
+            Some(Ok(Event::Item(value, _))) => Ok(value),
             Some(Ok(Event::Completed)) => Err(CallError::NoResponse),
             Some(Err(error)) => Err(error),
             None => Err(CallError::Closed),
@@ -282,10 +292,11 @@ impl Caller {
     /// Subscribes to `name` with `input`: a stream of items that ends when
     /// the peer completes it. Dropping the stream aborts the subscription.
     pub async fn subscribe(&self, name: &str, input: Value) -> Result<Subscription, CallError> {
-        let (guard, events) = self.start(name, input, None).await?;
+        let (guard, events, unread) = self.start(name, input, None).await?;
         Ok(Subscription {
             guard,
             events,
+            unread,
             done: false,
         })
     }
@@ -295,7 +306,14 @@ impl Caller {
         name: &str,
         input: Value,
         timeout: Option<Duration>,
-    ) -> Result<(PendingGuard, mpsc::UnboundedReceiver<EventResult>), CallError> {
+    ) -> Result<
+        (
+            PendingGuard,
+            mpsc::UnboundedReceiver<EventResult>,
+            Arc<AtomicUsize>,
+        ),
+        CallError,
+    > {
         let shared = &self.shared;
         let id = format!(
             "{}{}",
@@ -303,13 +321,21 @@ impl Caller {
             shared.next_id.fetch_add(1, Ordering::Relaxed)
         );
         let (events, received) = mpsc::unbounded_channel();
+        let unread = Arc::new(AtomicUsize::new(0));
         {
             let mut pending = lock(&shared.pending);
             if shared.closed.is_cancelled() {
                 return Err(CallError::Closed);
             }
             let deadline = timeout.map(|timeout| Instant::now() + timeout);
-            pending.insert(id.clone(), Pending { events, deadline });
+            pending.insert(
+                id.clone(),
+                Pending {
+                    events,
+                    deadline,
+                    unread: unread.clone(),
+                },
+            );
         }
         let guard = PendingGuard {
             shared: shared.clone(),
@@ -322,7 +348,7 @@ impl Caller {
             .send(request)
             .await
             .map_err(|_| CallError::Closed)?;
-        Ok((guard, received))
+        Ok((guard, received, unread))
     }
 
     /// Closes the connection: pending calls fail, handlers stop.
@@ -357,6 +383,7 @@ impl Caller {
 pub struct Subscription {
     guard: PendingGuard,
     events: mpsc::UnboundedReceiver<EventResult>,
+    unread: Arc<AtomicUsize>,
     done: bool,
 }
 
@@ -375,7 +402,10 @@ impl Stream for Subscription {
         }
         let item = match self.events.poll_recv(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(Ok(Event::Item(value)))) => return Poll::Ready(Some(Ok(value))),
+            Poll::Ready(Some(Ok(Event::Item(value, len)))) => {
+                self.unread.fetch_sub(len, Ordering::Relaxed);
+                return Poll::Ready(Some(Ok(value)));
+            }
             Poll::Ready(Some(Ok(Event::Completed))) => None,
             Poll::Ready(Some(Err(error))) => Some(Err(error)),
             Poll::Ready(None) => Some(Err(CallError::Closed)),
@@ -452,6 +482,7 @@ struct Router {
     service: Option<Arc<dyn Service>>,
     peer_identity: Option<Arc<Identity>>,
     max_concurrent_calls: usize,
+    subscription_buffer: usize,
 }
 
 async fn read_frames<R>(mut frames: FramedRead<R, EnvelopeCodec>, router: Router)
@@ -465,7 +496,7 @@ where
             frame = frames.next() => frame,
         };
         match frame {
-            Some(Ok(envelope)) => router.route(envelope),
+            Some(Ok(envelope)) => router.route(envelope, frames.decoder().last_frame_len()),
             Some(Err(error)) => {
                 // A frame we cannot parse leaves the stream unframed: close.
                 debug!(%error, "call connection: bad frame, closing");
@@ -482,17 +513,13 @@ impl Router {
         &self.caller.shared
     }
 
-    fn route(&self, envelope: EventEnvelope) {
+    fn route(&self, envelope: EventEnvelope, frame_len: usize) {
         let EventEnvelope { kind, id, payload } = envelope;
         match kind.as_str() {
             CALL_REQUESTED => self.start_handler(id, payload),
-            CALL_RESPONDED => self.deliver(&id, false, Ok(Event::Item(payload))),
-            CALL_COMPLETED => self.deliver(&id, true, Ok(Event::Completed)),
-            CALL_ERROR => self.deliver(
-                &id,
-                true,
-                Err(CallError::Remote(Failure::from_payload(payload))),
-            ),
+            CALL_RESPONDED => self.deliver_item(&id, payload, frame_len),
+            CALL_COMPLETED => self.deliver(&id, Ok(Event::Completed)),
+            CALL_ERROR => self.deliver(&id, Err(CallError::Remote(Failure::from_payload(payload)))),
             CALL_ABORTED => {
                 // Either the peer cancels its call to us, or its handler
                 // cancels our call; ids unknown in both maps are ignored.
@@ -503,27 +530,42 @@ impl Router {
                     .as_str()
                     .map(str::to_owned)
                     .or_else(|| payload.get("reason")?.as_str().map(str::to_owned));
-                self.deliver(&id, true, Err(CallError::Aborted(reason)));
+                self.deliver(&id, Err(CallError::Aborted(reason)));
             }
             // Unknown event types are for future versions: ignore them.
             _ => {}
         }
     }
 
-    fn deliver(&self, id: &str, last: bool, event: EventResult) {
-        let mut pending = lock(&self.shared().pending);
-        let target = if last {
-            pending.remove(id)
-        } else {
-            pending.get(id).map(|call| Pending {
-                events: call.events.clone(),
-                deadline: None,
-            })
-        };
-        drop(pending);
-        if let Some(call) = target {
+    /// Delivers the last event of a call.
+    fn deliver(&self, id: &str, event: EventResult) {
+        let call = lock(&self.shared().pending).remove(id);
+        if let Some(call) = call {
             let _ = call.events.send(event);
         }
+    }
+
+    /// Delivers one item, within the subscription's buffer budget.
+    fn deliver_item(&self, id: &str, item: Value, len: usize) {
+        let mut pending = lock(&self.shared().pending);
+        let Some(call) = pending.get(id) else {
+            return;
+        };
+        let unread = call.unread.fetch_add(len, Ordering::Relaxed) + len;
+        if unread > self.subscription_buffer {
+            let call = pending.remove(id);
+            drop(pending);
+            if let Some(call) = call {
+                let _ = call.events.send(Err(CallError::Overflow {
+                    limit: self.subscription_buffer,
+                }));
+            }
+            self.shared().abort_peer_handler(id);
+            return;
+        }
+        let events = call.events.clone();
+        drop(pending);
+        let _ = events.send(Ok(Event::Item(item, len)));
     }
 
     fn start_handler(&self, id: String, payload: Value) {

@@ -42,6 +42,16 @@ pub enum CallError {
     /// The connection closed before the call finished (or before it began).
     #[error("the call connection is closed")]
     Closed,
+    /// A subscription's unread items passed the connection's buffer limit
+    /// (`ConnectionOptions::subscription_buffer`); it was aborted.
+    #[error(
+        "the subscription fell more than {limit} bytes behind and was aborted; read its items \
+         faster or raise the subscription buffer"
+    )]
+    Overflow {
+        /// The limit, in bytes of JSON.
+        limit: usize,
+    },
     /// The peer ended a call that expects one response without sending any.
     #[error("the peer completed the call without a response")]
     NoResponse,

@@ -615,3 +615,44 @@ async fn calls_beyond_the_concurrency_limit_are_refused_not_queued() {
         Err(CallError::Timeout)
     );
 }
+
+#[tokio::test]
+async fn a_subscriber_that_falls_too_far_behind_is_cut_off_not_buffered_forever() {
+    let emitted = Arc::new(AtomicUsize::new(0));
+    let stopped = Arc::new(AtomicBool::new(false));
+    let server = counting_registry(emitted.clone(), stopped.clone());
+    let (left, right) = tokio::io::duplex(64 * 1024);
+    CallConnection::new(right).serve(server).spawn();
+    let mut options = alknet_call::ConnectionOptions::default();
+    options.subscription_buffer = 10_000;
+    let caller = CallConnection::new(left).options(options).spawn();
+    let mut items = caller
+        .subscribe("/numbers/count", json!({"to": u32::MAX}))
+        .await
+        .unwrap();
+    // Read nothing while the server produces, then drain.
+    timeout(BOUND, async {
+        while !stopped.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the producer was never told to stop");
+    let mut read = 0u64;
+    let outcome = loop {
+        match items.next().await {
+            Some(Ok(value)) => {
+                assert_eq!(value, json!(read));
+                read += 1;
+            }
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(outcome, Some(Err(CallError::Overflow { limit: 10_000 }))),
+        "{outcome:?}"
+    );
+    // Each frame is ~57 bytes of JSON: about 10 000 bytes' worth were kept.
+    assert!((150..200).contains(&read), "{read} items buffered");
+    assert!(items.next().await.is_none());
+}
