@@ -656,3 +656,62 @@ async fn a_subscriber_that_falls_too_far_behind_is_cut_off_not_buffered_forever(
     assert!((150..200).contains(&read), "{read} items buffered");
     assert!(items.next().await.is_none());
 }
+
+/// A random envelope: known and unknown types, ids that collide with live
+/// ones, payloads of every JSON shape.
+fn random_envelope(rng: &mut fastrand::Rng) -> EventEnvelope {
+    const KINDS: [&str; 7] = [
+        "call.requested",
+        "call.responded",
+        "call.completed",
+        "call.aborted",
+        "call.error",
+        "call.unknown",
+        "",
+    ];
+    let payload = match rng.u8(0..8) {
+        0 => Value::Null,
+        1 => json!(rng.i64(..)),
+        2 => json!("text"),
+        3 => json!({"name": "/numbers/count", "input": {"to": rng.u8(0..20)}}),
+        4 => json!({"name": "/numbers/count", "input": "bad"}),
+        5 => json!({"name": 7}),
+        6 => json!({"code": "weird", "message": 1}),
+        _ => json!([1, {"a": null}]),
+    };
+    EventEnvelope::new(
+        KINDS[rng.usize(..KINDS.len())],
+        rng.u8(0..6).to_string(),
+        payload,
+    )
+}
+
+#[tokio::test]
+async fn random_envelopes_never_break_a_connection() {
+    let server = counting_registry(Arc::default(), Arc::default());
+    let mut peer = raw_peer(&server).await;
+    let mut rng = fastrand::Rng::with_seed(7);
+    for _ in 0..2000 {
+        peer.send(random_envelope(&mut rng)).await.unwrap();
+    }
+    // Still serving: a fresh id gets its answer (after whatever the random
+    // requests produced).
+    peer.send(EventEnvelope::new(
+        CALL_REQUESTED,
+        "final",
+        json!({"name": "/numbers/count", "input": {"to": 1}}),
+    ))
+    .await
+    .unwrap();
+    let answered = timeout(BOUND, async {
+        while let Some(Ok(envelope)) = peer.next().await {
+            if envelope.id == "final" && envelope.kind == "call.completed" {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("the connection stopped answering");
+    assert!(answered);
+}
