@@ -232,7 +232,7 @@ pub(crate) struct CallArgs {
     #[arg(value_name = "PATH")]
     pub(crate) path: String,
 
-    /// Its input, as JSON [default: null].
+    /// Its input, as JSON; `-` reads it from standard input [default: null].
     #[arg(value_name = "INPUT-JSON")]
     pub(crate) input: Option<String>,
 

@@ -36,14 +36,20 @@ pub const OUTPUT_LIMIT: Duration = Duration::from_secs(120);
 /// that makes a command hang fails its test instead of stalling CI.
 pub trait BoundedOutput {
     /// Runs the command to completion (at most [`OUTPUT_LIMIT`]) and
-    /// collects its exit status and output.
-    fn bounded_output(&mut self) -> std::io::Result<Output>;
+    /// collects its exit status and output. Its standard input is empty.
+    fn bounded_output(&mut self) -> std::io::Result<Output> {
+        self.bounded_output_with_stdin(Stdio::null())
+    }
+
+    /// [`bounded_output`](Self::bounded_output) with `stdin` as its
+    /// standard input (such as a file).
+    fn bounded_output_with_stdin(&mut self, stdin: Stdio) -> std::io::Result<Output>;
 }
 
 impl BoundedOutput for Command {
-    fn bounded_output(&mut self) -> std::io::Result<Output> {
+    fn bounded_output_with_stdin(&mut self, stdin: Stdio) -> std::io::Result<Output> {
         let mut child = self
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;

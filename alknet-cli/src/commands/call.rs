@@ -13,8 +13,11 @@ use crate::commands::connect::{connect_options, transport};
 use crate::error::CliError;
 
 pub(crate) async fn run(args: CallArgs) -> Result<(), CliError> {
-    let input = match &args.input {
+    let input = match args.input.as_deref() {
         None => Value::Null,
+        Some("-") => serde_json::from_reader(std::io::stdin().lock()).map_err(|error| {
+            CliError::Usage(format!("standard input is not valid JSON: {error}"))
+        })?,
         Some(text) => serde_json::from_str(text)
             .map_err(|error| CliError::Usage(format!("INPUT-JSON is not valid JSON: {error}")))?,
     };

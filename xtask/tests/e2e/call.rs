@@ -118,6 +118,22 @@ fn alknet_call_lists_describes_and_reports_errors() {
         &alknet_call(&server, None, "/services/schema", Some("[1, 2]")),
         "invalid_input",
     );
+    // `-` reads the input from standard input.
+    let input = dir.join("input.json");
+    std::fs::write(&input, r#"{"name": "/services/whoami"}"#).unwrap();
+    let mut piped = call_command(
+        server.port,
+        &server.user_key,
+        &server.fingerprint,
+        "/services/schema",
+        Some("-"),
+    )
+    .unwrap();
+    let piped = piped
+        .bounded_output_with_stdin(std::fs::File::open(&input).unwrap().into())
+        .unwrap();
+    assert_eq!(json_lines(&piped)[0]["name"], "/services/whoami");
+
     let bad_json = alknet_call(&server, None, "/services/list", Some("{nope"));
     assert!(!bad_json.status.success());
     assert!(String::from_utf8_lossy(&bad_json.stderr).contains("INPUT-JSON is not valid JSON"));
