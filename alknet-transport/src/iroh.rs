@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -362,8 +361,6 @@ impl Transport for IrohTransport {
     }
 }
 
-/// Shared so a server can close the endpoint it handed to several tasks.
-pub type SharedIrohAcceptor = Arc<IrohAcceptor>;
 
 #[cfg(test)]
 mod tests {
