@@ -134,21 +134,6 @@ pub(crate) struct SessionArgs {
     #[arg(long, value_name = "HOST:PORT", env = "ALKNET_SERVER")]
     pub(crate) server: Option<String>,
 
-    /// iroh: the server's endpoint id (printed by `alknet serve` as
-    /// `endpoint-id: …`).
-    #[arg(long, value_name = "ENDPOINT-ID")]
-    pub(crate) peer: Option<String>,
-
-    /// iroh: an address where the server's endpoint listens (UDP), tried
-    /// directly; needed with --iroh-relay none. Repeatable.
-    #[arg(long, value_name = "IP:PORT")]
-    pub(crate) peer_addr: Vec<SocketAddr>,
-
-    /// iroh: `default` (n0's public relays and address lookup), `none`, or
-    /// the URL of a self-hosted relay.
-    #[arg(long, value_name = "URL|none", default_value = "default")]
-    pub(crate) iroh_relay: String,
-
     /// How to reach the server.
     #[arg(long, value_name = "KIND", default_value_t = TransportName::Tcp)]
     pub(crate) transport: TransportName,
@@ -166,6 +151,21 @@ pub(crate) struct SessionArgs {
     /// then all that authenticates the server.
     #[arg(long)]
     pub(crate) insecure: bool,
+
+    /// iroh: the server's endpoint id (printed by `alknet serve` as
+    /// `endpoint-id: …`).
+    #[arg(long, value_name = "ENDPOINT-ID")]
+    pub(crate) peer: Option<String>,
+
+    /// iroh: an address where the server's endpoint listens (UDP), tried
+    /// directly; needed with --iroh-relay none. Repeatable.
+    #[arg(long, value_name = "IP:PORT")]
+    pub(crate) peer_addr: Vec<SocketAddr>,
+
+    /// iroh: `default` (n0's public relays and address lookup), `none`, or
+    /// the URL of a self-hosted relay.
+    #[arg(long, value_name = "URL|none", default_value = "default")]
+    pub(crate) iroh_relay: String,
 
     /// Your private key (OpenSSH Ed25519). An encrypted key's passphrase is
     /// read from ALKNET_PASSPHRASE.

@@ -13,7 +13,7 @@ pub(crate) enum TransportName {
     Tcp,
     /// TLS over TCP.
     Tls,
-    /// iroh QUIC (the address is the UDP bind address).
+    /// iroh QUIC (a `--listen` address is the UDP bind address).
     Iroh,
 }
 

@@ -361,7 +361,6 @@ impl Transport for IrohTransport {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
