@@ -263,3 +263,31 @@ fn the_control_channel_is_reachable_through_socks5_too() {
     assert_eq!(answer["id"], "s1");
     assert_eq!(answer["payload"]["id"], json!(fingerprint));
 }
+
+#[test]
+fn garbage_on_the_control_channel_closes_only_that_channel() {
+    use std::io::{Read, Write};
+    let dir = Workdir::new().unwrap();
+    let server = AlknetServer::start(&dir, &[]).unwrap();
+    let client = AlknetClient::start(&dir, server.port, &server.user_key, &[]).unwrap();
+    for garbage in [
+        // A length prefix of 4 GiB - 1: refused before anything is allocated.
+        &b"\xff\xff\xff\xffwhatever"[..],
+        // A well-sized frame that is not JSON.
+        &b"\x00\x00\x00\x05hello"[..],
+    ] {
+        let (reply, mut stream) = socks5_connect(client.socks_addr, "alknet-control", 0).unwrap();
+        assert_eq!(reply, 0);
+        stream.write_all(garbage).unwrap();
+        let mut rest = Vec::new();
+        // The server closes the channel (EOF), it does not hang.
+        stream.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{rest:?}");
+    }
+    // The session and the server are fine.
+    let list = json_lines(&alknet_call(&server, None, "/services/list", None));
+    assert!(list[0].as_array().is_some_and(|ops| !ops.is_empty()));
+    let (reply, _) = socks5_connect(client.socks_addr, "alknet-control", 0).unwrap();
+    assert_eq!(reply, 0, "the client's session was harmed");
+    assert!(!server.log().contains("panicked"));
+}
