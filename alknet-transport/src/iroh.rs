@@ -69,7 +69,9 @@ impl std::str::FromStr for IrohRelay {
 pub struct IrohOptions {
     /// Which relays to use.
     pub relay: IrohRelay,
-    /// The UDP address to bind [default: all interfaces, any port].
+    /// The UDP address to bind [default: all interfaces, IPv4 and IPv6,
+    /// any port]. An unspecified address (`0.0.0.0:PORT`) still binds the
+    /// other family on any port; a specific one binds only itself.
     pub bind: Option<SocketAddr>,
     /// An HTTP proxy (`http://host:port`, CONNECT) for relay traffic.
     /// QUIC itself is UDP and never proxied.
@@ -94,8 +96,14 @@ impl IrohOptions {
             builder = builder.secret_key(secret);
         }
         if let Some(addr) = self.bind {
+            // A specific address binds just that. An unspecified one
+            // (0.0.0.0 or [::]) replaces only iroh's default for its own
+            // family, so the other family stays bound too (dual stack; that
+            // second bind may fail quietly where the family is missing).
+            if !addr.ip().is_unspecified() {
+                builder = builder.clear_ip_transports();
+            }
             builder = builder
-                .clear_ip_transports()
                 .bind_addr(addr)
                 .map_err(|error| TransportError::InvalidAddress {
                     address: addr.to_string(),
