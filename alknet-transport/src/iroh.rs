@@ -285,8 +285,21 @@ pub struct IrohTransport {
 
 impl IrohTransport {
     /// A transport to `peer`, trying `direct_addrs` (needed when relays
-    /// and lookup are off) besides whatever lookup finds.
-    pub fn new(options: IrohOptions, peer: EndpointId, direct_addrs: &[SocketAddr]) -> Self {
+    /// and lookup are off) besides whatever lookup finds. With relays off
+    /// and only loopback addresses (of one family) to try, the endpoint
+    /// binds loopback too.
+    pub fn new(mut options: IrohOptions, peer: EndpointId, direct_addrs: &[SocketAddr]) -> Self {
+        let loopback_only = options.relay == IrohRelay::Disabled
+            && !direct_addrs.is_empty()
+            && direct_addrs
+                .iter()
+                .all(|addr| addr.ip().is_loopback() && addr.is_ipv4() == direct_addrs[0].is_ipv4());
+        if options.bind.is_none() && loopback_only {
+            options.bind = Some(match direct_addrs[0] {
+                SocketAddr::V4(_) => (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+                SocketAddr::V6(_) => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
+            });
+        }
         let mut addr = EndpointAddr::new(peer);
         for direct in direct_addrs {
             addr = addr.with_ip_addr(*direct);
