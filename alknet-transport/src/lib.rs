@@ -44,6 +44,7 @@
 mod error;
 #[cfg(feature = "iroh")]
 pub mod iroh;
+mod quick_ack;
 mod tcp;
 mod tls;
 

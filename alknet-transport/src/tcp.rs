@@ -1,3 +1,4 @@
+use crate::quick_ack::QuickAckStream;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -124,7 +125,7 @@ impl TcpTransport {
 #[async_trait]
 impl Transport for TcpTransport {
     async fn connect(&self) -> Result<BoxStream, TransportError> {
-        Ok(Box::new(self.connect_tcp().await?))
+        Ok(Box::new(QuickAckStream::new(self.connect_tcp().await?)))
     }
 
     fn describe(&self) -> String {

@@ -109,6 +109,14 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
     )?;
     let sshd = Sshd::start(&dir, &dir.join("alknet_user.pub"))?;
     let user = current_user()?;
+    // alknet's client against OpenSSH's server, as users of plain sshd run it.
+    let client_to_sshd = AlknetClient::start_with(
+        &dir,
+        Profile::Release,
+        sshd.port,
+        &server.user_key,
+        &["--user", &user],
+    )?;
     let ssh_default = SshDynamicForward::start(
         &dir,
         "ssh-default",
@@ -148,6 +156,11 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
             name: "alknet over iroh (QUIC)",
             socks: iroh_client.socks_addr,
             pids: vec![iroh_client.process.pid(), server.process.pid()],
+        },
+        Tunnel {
+            name: "alknet client → sshd",
+            socks: client_to_sshd.socks_addr,
+            pids: vec![client_to_sshd.process.pid(), sshd.process.pid()],
         },
     ];
 
