@@ -90,6 +90,25 @@ fn counting_registry(emitted: Arc<AtomicUsize>, stopped: Arc<AtomicBool>) -> Ope
     registry
 }
 
+/// A registry whose `/slow/never` never answers.
+fn never_answering() -> OperationRegistry {
+    let registry = OperationRegistry::new();
+    registry
+        .register(
+            OperationSpec::new("/slow/never", OperationType::Query),
+            Handler::call(|_, _| std::future::pending()),
+        )
+        .unwrap();
+    registry
+}
+
+/// Resolves once `flag` is set.
+async fn raised(flag: &AtomicBool) {
+    while !flag.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn both_peers_call_and_serve_on_one_connection() {
     let (a_calls_b, b_calls_a) = pair(&echo_registry("a"), &echo_registry("b"));
@@ -137,13 +156,9 @@ async fn aborting_a_subscription_stops_its_handler() {
         assert_eq!(items.next().await.unwrap().unwrap(), json!(expected));
     }
     items.abort();
-    timeout(BOUND, async {
-        while !stopped.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the handler was not stopped");
+    timeout(BOUND, raised(&stopped))
+        .await
+        .expect("the handler was not stopped");
     let at_stop = emitted.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(emitted.load(Ordering::SeqCst), at_stop);
@@ -332,13 +347,7 @@ async fn a_malformed_request_gets_an_error_and_the_connection_survives() {
 
 #[tokio::test]
 async fn pending_calls_fail_promptly_when_the_connection_drops() {
-    let server = OperationRegistry::new();
-    server
-        .register(
-            OperationSpec::new("/slow/never", OperationType::Query),
-            Handler::call(|_, _| std::future::pending()),
-        )
-        .unwrap();
+    let server = never_answering();
     let (caller, server_side) = pair(&OperationRegistry::new(), &server);
     let pending = tokio::spawn({
         let caller = caller.clone();
@@ -570,13 +579,7 @@ async fn a_panicking_handler_answers_internal_instead_of_hanging() {
 
 #[tokio::test]
 async fn calls_beyond_the_concurrency_limit_are_refused_not_queued() {
-    let server = OperationRegistry::new();
-    server
-        .register(
-            OperationSpec::new("/slow/never", OperationType::Query),
-            Handler::call(|_, _| std::future::pending()),
-        )
-        .unwrap();
+    let server = never_answering();
     let (left, right) = tokio::io::duplex(64 * 1024);
     let mut options = alknet_call::ConnectionOptions::default();
     options.max_concurrent_calls = 4;
@@ -631,13 +634,9 @@ async fn a_subscriber_that_falls_too_far_behind_is_cut_off_not_buffered_forever(
         .await
         .unwrap();
     // Read nothing while the server produces, then drain.
-    timeout(BOUND, async {
-        while !stopped.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the producer was never told to stop");
+    timeout(BOUND, raised(&stopped))
+        .await
+        .expect("the producer was never told to stop");
     let mut read = 0u64;
     let outcome = loop {
         match items.next().await {
