@@ -45,7 +45,8 @@ pub use socks::{socks5_connect, socks5_connect_reply};
 pub use ssh_client::{SshDynamicForward, current_user, openssh_client};
 pub use sshd::Sshd;
 pub use tools::{
-    Workdir, free_port, require_tool, sha256_hex, ssh_keygen_ed25519, ssh_public_key_fingerprint,
+    Workdir, free_port, free_udp_port, iroh_peer_args, require_tool, sha256_hex,
+    ssh_keygen_ed25519, ssh_public_key_fingerprint,
 };
 pub use upstream_proxies::UpstreamProxyProcess;
 

@@ -101,6 +101,35 @@ pub fn free_port() -> Result<u16> {
     Ok(port)
 }
 
+/// A loopback UDP port that was free a moment ago, for iroh listeners.
+pub fn free_udp_port() -> Result<u16> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")
+        .map_err(XtaskError::io("finding a free UDP port"))?;
+    let port = socket
+        .local_addr()
+        .map_err(XtaskError::io("finding a free UDP port"))?
+        .port();
+    Ok(port)
+}
+
+/// The `connect`/`call` flags naming iroh endpoint `id` at loopback UDP
+/// `port`, relays off.
+pub fn iroh_peer_args(id: &str, port: u16) -> Vec<String> {
+    let addr = format!("127.0.0.1:{port}");
+    [
+        "--transport",
+        "iroh",
+        "--peer",
+        id,
+        "--peer-addr",
+        &addr,
+        "--iroh-relay",
+        "none",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// Lower-case hex SHA-256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data)

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use xtask::BoundedOutput as _;
 use xtask::{
     AlknetClient, AlknetServer, HttpTarget, Profile, Result, SshDynamicForward, Sshd, Workdir,
-    XtaskError, call_bench_binary, current_user, require_tool, socks5_connect,
+    XtaskError, call_bench_binary, current_user, free_udp_port, iroh_peer_args, require_tool,
+    socks5_connect,
 };
 
 struct Settings {
@@ -68,10 +69,7 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
     let target = HttpTarget::start("127.0.0.1:0")?;
 
     // One server, listening on TCP and on iroh (loopback UDP, no relay).
-    let iroh_port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .map_err(XtaskError::io("finding a free UDP port"))?
-        .port();
+    let iroh_port = free_udp_port()?;
     let iroh_listen = format!("iroh://127.0.0.1:{iroh_port}");
     let server = AlknetServer::start_listening_with(
         &dir,
@@ -90,20 +88,11 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
         .endpoint_id
         .clone()
         .ok_or_else(|| XtaskError::Failed("the server printed no endpoint-id".into()))?;
-    let iroh_addr = format!("127.0.0.1:{iroh_port}");
+    let iroh_args = iroh_peer_args(&endpoint_id, iroh_port);
     let iroh_client = AlknetClient::start_to(
         &dir,
         Profile::Release,
-        &[
-            "--transport",
-            "iroh",
-            "--peer",
-            &endpoint_id,
-            "--peer-addr",
-            &iroh_addr,
-            "--iroh-relay",
-            "none",
-        ],
+        &iroh_args.iter().map(String::as_str).collect::<Vec<_>>(),
         &server.user_key,
         &["--host-key", &server.fingerprint],
     )?;

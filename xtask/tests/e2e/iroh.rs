@@ -6,16 +6,10 @@ use std::time::Duration;
 use xtask::BoundedOutput as _;
 use xtask::{
     AlknetClient, AlknetServer, HttpTarget, Profile, UpstreamProxyProcess, Workdir,
-    call_command_to, connect_command_to, require_tool, wait_until,
+    call_command_to, connect_command_to, free_udp_port, iroh_peer_args, require_tool, wait_until,
 };
 
 use crate::{assert_logs_do_not_mention, fetch};
-
-/// A loopback UDP port free right now.
-fn free_udp_port() -> u16 {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap().port()
-}
 
 /// `alknet serve` with one iroh listener on `port`, relays off.
 fn iroh_server(dir: &Workdir, port: u16) -> AlknetServer {
@@ -23,34 +17,17 @@ fn iroh_server(dir: &Workdir, port: u16) -> AlknetServer {
     AlknetServer::start_listening(dir, &[&listen], &["--iroh-relay", "none"]).unwrap()
 }
 
-/// The flags naming endpoint `id` at loopback UDP `port`, relays off.
-fn peer_args(id: &str, port: u16) -> Vec<String> {
-    let addr = format!("127.0.0.1:{port}");
-    [
-        "--transport",
-        "iroh",
-        "--peer",
-        id,
-        "--peer-addr",
-        &addr,
-        "--iroh-relay",
-        "none",
-    ]
-    .map(str::to_owned)
-    .to_vec()
-}
-
 fn as_strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
-/// [`peer_args`] for a running server.
+/// [`iroh_peer_args`] for a running server.
 fn server_peer_args(server: &AlknetServer, port: u16) -> Vec<String> {
     let id = server
         .endpoint_id
         .as_deref()
         .expect("no endpoint-id line on stdout");
-    peer_args(id, port)
+    iroh_peer_args(id, port)
 }
 
 fn iroh_client(dir: &Workdir, server: &AlknetServer, port: u16) -> AlknetClient {
@@ -72,7 +49,7 @@ fn iroh_client(dir: &Workdir, server: &AlknetServer, port: u16) -> AlknetClient 
 #[test]
 fn a_socks5_tunnel_runs_over_iroh_without_relays() {
     let dir = Workdir::new().unwrap();
-    let port = free_udp_port();
+    let port = free_udp_port().unwrap();
     let server = iroh_server(&dir, port);
     let client = iroh_client(&dir, &server, port);
     let target = HttpTarget::start("127.0.0.1:0").unwrap();
@@ -101,7 +78,7 @@ fn a_socks5_tunnel_runs_over_iroh_without_relays() {
 #[test]
 fn a_restarted_server_keeps_its_endpoint_id_and_the_client_comes_back() {
     let dir = Workdir::new().unwrap();
-    let port = free_udp_port();
+    let port = free_udp_port().unwrap();
     let mut server = iroh_server(&dir, port);
     let first_id = server.endpoint_id.clone().unwrap();
     let client = iroh_client(&dir, &server, port);
@@ -133,7 +110,7 @@ fn bad_or_unreachable_endpoint_ids_fail_clearly_or_retry() {
     // Not an endpoint id at all: a one-line error at once.
     let garbage = connect_command_to(
         Profile::Dev,
-        &as_strs(&peer_args("not-an-id", 9)),
+        &as_strs(&iroh_peer_args("not-an-id", 9)),
         &key,
         &[],
     )
@@ -165,7 +142,7 @@ fn bad_or_unreachable_endpoint_ids_fail_clearly_or_retry() {
 
     // A real id nobody answers for: the client keeps retrying, reporting
     // each failure, and exits cleanly when told to.
-    let port = free_udp_port();
+    let port = free_udp_port().unwrap();
     let mut gone = iroh_server(&dir, port);
     gone.process.terminate(Duration::from_secs(10)).unwrap();
     let command = connect_command_to(
@@ -187,7 +164,7 @@ fn bad_or_unreachable_endpoint_ids_fail_clearly_or_retry() {
 #[test]
 fn alknet_call_reaches_the_control_channel_over_iroh() {
     let dir = Workdir::new().unwrap();
-    let port = free_udp_port();
+    let port = free_udp_port().unwrap();
     let server = iroh_server(&dir, port);
     let output = call_command_to(
         &as_strs(&server_peer_args(&server, port)),
@@ -218,7 +195,7 @@ fn relay_traffic_goes_through_an_http_proxy() {
     let relay = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let relay_port = relay.local_addr().unwrap().port();
     let relay_url = format!("http://127.0.0.1:{relay_port}");
-    let port = free_udp_port();
+    let port = free_udp_port().unwrap();
     let server = iroh_server(&dir, port);
     let id = server.endpoint_id.clone().unwrap();
     let addr = format!("127.0.0.1:{port}");
