@@ -79,7 +79,8 @@ pub struct IrohOptions {
 }
 
 impl IrohOptions {
-    async fn bind(
+    /// Starts an endpoint with these options.
+    async fn start_endpoint(
         &self,
         secret: Option<SecretKey>,
         alpns: Vec<Vec<u8>>,
@@ -192,7 +193,9 @@ pub struct IrohAcceptor {
 impl IrohAcceptor {
     /// Starts an endpoint with `secret` (see [`derive_secret_key`]).
     pub async fn bind(options: &IrohOptions, secret: SecretKey) -> Result<Self, TransportError> {
-        let endpoint = options.bind(Some(secret), vec![ALPN.to_vec()]).await?;
+        let endpoint = options
+            .start_endpoint(Some(secret), vec![ALPN.to_vec()])
+            .await?;
         let (found, streams) = mpsc::channel(64);
         tokio::spawn(accept_connections(endpoint.clone(), found));
         Ok(Self {
@@ -210,11 +213,6 @@ impl IrohAcceptor {
     /// clients without relay or lookup).
     pub fn bound_sockets(&self) -> Vec<SocketAddr> {
         self.endpoint.bound_sockets()
-    }
-
-    /// Closes the endpoint gracefully: peers learn at once.
-    pub async fn close(&self) {
-        self.endpoint.close().await;
     }
 }
 
@@ -323,7 +321,7 @@ impl IrohTransport {
 
     async fn endpoint(&self) -> Result<&Endpoint, TransportError> {
         self.endpoint
-            .get_or_try_init(|| self.options.bind(None, Vec::new()))
+            .get_or_try_init(|| self.options.start_endpoint(None, Vec::new()))
             .await
     }
 
