@@ -284,7 +284,7 @@ impl OperationRegistry {
     /// Every spec: built-in, local, then each live spoke's (prefixed).
     pub fn specs(&self) -> Vec<OperationSpec> {
         let state = self.read();
-        let mut specs = builtin_specs();
+        let mut specs: Vec<OperationSpec> = BUILTINS.iter().map(|op| op.spec.clone()).collect();
         specs.extend(state.operations.values().map(|op| op.spec.clone()));
         for (spoke, entry) in &state.spokes {
             if let Spoke::Live { operations, .. } = entry {

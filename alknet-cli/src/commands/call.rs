@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::cli::CallArgs;
-use crate::commands::connect::{connect_options, transport};
+use crate::commands::session::{connect_options, transport};
 use crate::error::CliError;
 
 pub(crate) async fn run(args: CallArgs) -> Result<(), CliError> {

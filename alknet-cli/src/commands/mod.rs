@@ -5,6 +5,7 @@ pub(crate) mod connect;
 pub(crate) mod demo;
 pub(crate) mod keygen;
 pub(crate) mod serve;
+pub(crate) mod session;
 pub(crate) mod token;
 
 use std::net::SocketAddr;
