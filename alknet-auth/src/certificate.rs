@@ -4,7 +4,9 @@
 //! CA key *embedded in the certificate* — which anyone can make. Everything
 //! that makes a certificate trustworthy is checked here: the signing CA is
 //! one we trust (by fingerprint), it is a user certificate, the login name
-//! is among its principals, its critical options hold, and it is valid now.
+//! is among its principals, its critical options hold (an option or a
+//! `source-address` entry alknet cannot read refuses it), and it is valid
+//! now.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -98,6 +100,10 @@ pub enum CertificateRejection {
     SourceAddress,
     /// A critical option alknet does not understand.
     UnknownCriticalOption(String),
+    /// `source-address` holds an entry that is not an address or range.
+    MalformedSourceAddress,
+    /// The certificate, its key or its CA is revoked.
+    Revoked,
 }
 
 impl fmt::Display for CertificateRejection {
@@ -112,6 +118,10 @@ impl fmt::Display for CertificateRejection {
             Self::WrongPrincipal => f.write_str("the user name is not among its principals"),
             Self::SourceAddress => f.write_str("source-address does not allow this client"),
             Self::UnknownCriticalOption(name) => write!(f, "unknown critical option {name:?}"),
+            Self::MalformedSourceAddress => {
+                f.write_str("source-address holds something that is not an address or range")
+            }
+            Self::Revoked => f.write_str("revoked"),
         }
     }
 }
@@ -158,9 +168,16 @@ impl CertificateAuthorities {
         self.fingerprints.len()
     }
 
+    /// Whether the CA key with this fingerprint is trusted.
+    pub fn trusts(&self, ca: &Fingerprint) -> bool {
+        self.fingerprints.contains(ca)
+    }
+
     /// Decides whether `certificate` lets `user` log in from `peer` at
-    /// `now` (Unix seconds). The certificate's own signature is checked
-    /// here too, so this does not rely on the caller having done it.
+    /// `now` (Unix seconds), as `TrustedUserCAKeys` does: signed by a
+    /// trusted CA, and `user` among its principals. The certificate's own
+    /// signature is checked here too, so this does not rely on the caller
+    /// having done it.
     pub fn check(
         &self,
         certificate: &Certificate,
@@ -168,38 +185,12 @@ impl CertificateAuthorities {
         peer: Option<IpAddr>,
         now: u64,
     ) -> Result<CertificateGrant, CertificateRejection> {
-        let trusted = certificate.signature_key().fingerprint(HashAlg::Sha256);
-        if !self.fingerprints.contains(&trusted) || certificate.verify_signature().is_err() {
+        let ca = certificate.signature_key().fingerprint(HashAlg::Sha256);
+        if !self.trusts(&ca) {
             return Err(CertificateRejection::UntrustedAuthority);
         }
-        if certificate.cert_type() != CertType::User {
-            return Err(CertificateRejection::NotAUserCertificate);
-        }
-        if certificate.validate_at(now, [&trusted]).is_err() {
-            return Err(CertificateRejection::NotValidNow);
-        }
-        let principals = certificate.valid_principals();
-        if principals.is_empty() {
-            return Err(CertificateRejection::NoPrincipals);
-        }
-        if !principals.iter().any(|principal| principal == user) {
-            return Err(CertificateRejection::WrongPrincipal);
-        }
-        for (name, value) in certificate.critical_options().iter() {
-            match name.as_str() {
-                "source-address" => {
-                    if !source_address_allows(value, peer) {
-                        return Err(CertificateRejection::SourceAddress);
-                    }
-                }
-                known if KNOWN_CRITICAL_OPTIONS.contains(&known) => {}
-                unknown => {
-                    return Err(CertificateRejection::UnknownCriticalOption(
-                        unknown.to_owned(),
-                    ));
-                }
-            }
-        }
+        verify_user_certificate(certificate, &ca, peer, now)?;
+        require_principal(certificate, user)?;
         Ok(CertificateGrant {
             key_id: certificate.key_id().to_owned(),
             permit_port_forwarding: certificate
@@ -210,21 +201,84 @@ impl CertificateAuthorities {
     }
 }
 
-/// `source-address` is a comma-separated list of addresses and CIDR
-/// ranges; a peer without an IP address (iroh, say) never matches.
-fn source_address_allows(list: &str, peer: Option<IpAddr>) -> bool {
-    let Some(peer) = peer else { return false };
-    let peer = match peer {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
-        v4 => v4,
-    };
-    list.split(',').map(str::trim).any(|entry| {
-        if let Ok(net) = entry.parse::<ipnet::IpNet>() {
-            net.contains(&peer)
-        } else {
-            entry.parse::<IpAddr>().is_ok_and(|ip| ip == peer)
+/// Whether the certificate grants forwarding (`permit-port-forwarding`).
+pub(crate) fn permits_forwarding(certificate: &Certificate) -> bool {
+    certificate
+        .extensions()
+        .contains_key(PERMIT_PORT_FORWARDING)
+}
+
+/// Everything but the principals: signed (and verifying) by `ca`, a user
+/// certificate, valid at `now`, every critical option understood and
+/// holding for `peer`.
+pub(crate) fn verify_user_certificate(
+    certificate: &Certificate,
+    ca: &Fingerprint,
+    peer: Option<IpAddr>,
+    now: u64,
+) -> Result<(), CertificateRejection> {
+    if certificate.verify_signature().is_err() {
+        return Err(CertificateRejection::UntrustedAuthority);
+    }
+    if certificate.cert_type() != CertType::User {
+        return Err(CertificateRejection::NotAUserCertificate);
+    }
+    if certificate.validate_at(now, [ca]).is_err() {
+        return Err(CertificateRejection::NotValidNow);
+    }
+    if certificate.valid_principals().is_empty() {
+        return Err(CertificateRejection::NoPrincipals);
+    }
+    for (name, value) in certificate.critical_options().iter() {
+        match name.as_str() {
+            "source-address" => match source_address_allows(value, peer) {
+                Some(true) => {}
+                Some(false) => return Err(CertificateRejection::SourceAddress),
+                None => return Err(CertificateRejection::MalformedSourceAddress),
+            },
+            known if KNOWN_CRITICAL_OPTIONS.contains(&known) => {}
+            unknown => {
+                return Err(CertificateRejection::UnknownCriticalOption(
+                    unknown.to_owned(),
+                ));
+            }
         }
-    })
+    }
+    Ok(())
+}
+
+/// `user` must be one of the certificate's principals.
+pub(crate) fn require_principal(
+    certificate: &Certificate,
+    user: &str,
+) -> Result<(), CertificateRejection> {
+    if certificate
+        .valid_principals()
+        .iter()
+        .any(|principal| principal == user)
+    {
+        Ok(())
+    } else {
+        Err(CertificateRejection::WrongPrincipal)
+    }
+}
+
+/// `source-address` is a comma-separated list of addresses and CIDR
+/// ranges; a peer without an IP address (iroh, say) never matches. `None`
+/// when an entry is neither: the certificate is then refused, as sshd
+/// refuses it, rather than the entry skipped.
+fn source_address_allows(list: &str, peer: Option<IpAddr>) -> Option<bool> {
+    let mut allowed = false;
+    for entry in list.split(',').map(str::trim) {
+        let net: ipnet::IpNet = match entry.parse::<ipnet::IpNet>() {
+            Ok(net) => net,
+            Err(_) => entry.parse::<IpAddr>().ok()?.into(),
+        };
+        if let Some(peer) = peer {
+            allowed |= net.contains(&crate::address::canonical(peer));
+        }
+    }
+    Some(allowed)
 }
 
 #[cfg(test)]
@@ -234,18 +288,25 @@ mod tests {
     #[test]
     fn source_address_lists() {
         let local = Some("127.0.0.1".parse().unwrap());
-        assert!(source_address_allows("127.0.0.1", local));
-        assert!(source_address_allows("10.0.0.0/8, 127.0.0.0/8", local));
-        assert!(!source_address_allows("10.0.0.0/8", local));
-        assert!(source_address_allows(
-            "::1/128",
-            Some("::1".parse().unwrap())
-        ));
-        assert!(source_address_allows(
-            "127.0.0.1/32",
-            Some("::ffff:127.0.0.1".parse().unwrap())
-        ));
-        assert!(!source_address_allows("127.0.0.1", None));
-        assert!(!source_address_allows("garbage", local));
+        assert_eq!(source_address_allows("127.0.0.1", local), Some(true));
+        assert_eq!(source_address_allows("10.0.0.0/8, 127.0.0.0/8", local), Some(true));
+        assert_eq!(source_address_allows("10.0.0.0/8", local), Some(false));
+        assert_eq!(
+            source_address_allows("::1/128", Some("::1".parse().unwrap())),
+            Some(true)
+        );
+        assert_eq!(
+            source_address_allows("127.0.0.1/32", Some("::ffff:127.0.0.1".parse().unwrap())),
+            Some(true)
+        );
+        assert_eq!(source_address_allows("127.0.0.1", None), Some(false));
+    }
+
+    #[test]
+    fn a_malformed_source_address_refuses_rather_than_skips() {
+        let local = Some("127.0.0.1".parse().unwrap());
+        assert_eq!(source_address_allows("garbage", local), None);
+        assert_eq!(source_address_allows("127.0.0.1,garbage", local), None);
+        assert_eq!(source_address_allows("10.0.0.0/33", local), None);
     }
 }

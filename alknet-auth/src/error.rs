@@ -1,3 +1,6 @@
+//! [`AuthError`]: everything that can go wrong loading key material and
+//! policy, with messages that say what to do.
+
 use std::io;
 
 /// Everything that can go wrong while loading key material.
@@ -61,6 +64,18 @@ pub enum AuthError {
         source_name: String,
     },
 
+    /// A private key file that others may read.
+    #[error(
+        "{source_name}: permissions {mode:04o} are too open: a private key must not be readable \
+         by others; run `chmod 600 {source_name}`"
+    )]
+    PermissionsTooOpen {
+        /// The key file.
+        source_name: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+
     /// The key is valid but not Ed25519.
     #[error(
         "{source_name}: {algorithm} keys are not supported; alknet uses Ed25519 keys only \
@@ -107,6 +122,15 @@ pub enum AuthError {
         /// 1-based line number.
         line: usize,
         /// What is wrong with the line.
+        reason: String,
+    },
+
+    /// A forwarding policy could not be used.
+    #[error("{source_name}: forwarding policy: {reason}")]
+    Policy {
+        /// Where the policy came from.
+        source_name: String,
+        /// What is wrong with it (names the rule and field).
         reason: String,
     },
 

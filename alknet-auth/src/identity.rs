@@ -23,23 +23,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use alknet_identity::Identity;
 use async_trait::async_trait;
 
+use crate::authorized_keys::comment_list;
 use crate::{
     AuthorizedKey, AuthorizedKeys, ConfigReloadHandle, DEFAULT_TOKEN_WINDOW, TokenError,
-    TokenKeySource, fingerprint,
+    TokenKeySource, TokenReplayCache, fingerprint,
 };
-
-/// An authenticated peer.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Identity {
-    /// A stable identifier (the default provider uses the key fingerprint).
-    pub id: String,
-    /// What it may do, for access checks (all-of / any-of).
-    pub scopes: Vec<String>,
-    /// Which resources it may act on, as `type:action` grants.
-    pub resources: Vec<String>,
-}
 
 /// Resolves identities from what a transport proves.
 #[async_trait]
@@ -58,6 +49,7 @@ pub struct ConfigIdentityProvider {
     config: ConfigReloadHandle,
     tokens: Arc<TokenKeySource>,
     window: Duration,
+    replays: TokenReplayCache,
 }
 
 impl ConfigIdentityProvider {
@@ -67,6 +59,7 @@ impl ConfigIdentityProvider {
             config,
             tokens: Arc::new(TokenKeySource::Shared),
             window: DEFAULT_TOKEN_WINDOW,
+            replays: TokenReplayCache::default(),
         }
     }
 
@@ -80,20 +73,10 @@ impl ConfigIdentityProvider {
 
 /// The identity an authorized_keys entry describes.
 pub fn identity_of(entry: &AuthorizedKey) -> Identity {
-    let list = |prefix: &str| -> Vec<String> {
-        entry
-            .comment()
-            .split_whitespace()
-            .filter_map(|word| word.strip_prefix(prefix))
-            .flat_map(|items| items.split(','))
-            .filter(|item| !item.is_empty())
-            .map(str::to_owned)
-            .collect()
-    };
     Identity {
         id: fingerprint(entry.public_key()),
-        scopes: list("scopes="),
-        resources: list("resources="),
+        scopes: comment_list(entry.comment(), "scopes="),
+        resources: comment_list(entry.comment(), "resources="),
     }
 }
 
@@ -118,7 +101,8 @@ impl IdentityProvider for ConfigIdentityProvider {
         let verifier = self
             .tokens
             .verifier(&config.authorized_keys)
-            .with_window(self.window);
+            .with_window(self.window)
+            .with_replay_cache(self.replays.clone());
         let key = verifier.verify(token, now)?;
         find_by_fingerprint(keys, &fingerprint(key))
             .map(identity_of)
@@ -129,9 +113,7 @@ impl IdentityProvider for ConfigIdentityProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        AuthConfig, CertificateAuthorities, ForwardingPolicy, generate_ed25519, mint_token,
-    };
+    use crate::{AuthConfig, generate_ed25519, mint_token};
 
     #[tokio::test]
     async fn scopes_come_from_the_authorized_keys_comment_and_tokens_resolve_too() {
@@ -141,11 +123,7 @@ mod tests {
             alice.public_key().to_openssh().unwrap()
         );
         let keys = AuthorizedKeys::parse(&line).unwrap();
-        let handle = ConfigReloadHandle::new(AuthConfig::new(
-            keys,
-            CertificateAuthorities::default(),
-            ForwardingPolicy::default(),
-        ));
+        let handle = ConfigReloadHandle::new(AuthConfig::new(keys));
         let provider = ConfigIdentityProvider::new(handle.clone());
         let expected = Identity {
             id: fingerprint(alice.public_key()),
@@ -162,12 +140,18 @@ mod tests {
             provider.resolve_from_token(&token, 1_700_000_010).await,
             Ok(expected)
         );
+        assert_eq!(
+            provider.resolve_from_token(&token, 1_700_000_011).await,
+            Err(TokenError::Replayed),
+            "a token is good for one use"
+        );
 
         // After a reload without the key, neither path resolves it.
         handle.reload(AuthConfig::default());
         assert_eq!(provider.resolve_from_fingerprint(&id).await, None);
+        let fresh = mint_token(&alice, 1_700_000_001).unwrap();
         assert_eq!(
-            provider.resolve_from_token(&token, 1_700_000_010).await,
+            provider.resolve_from_token(&fresh, 1_700_000_010).await,
             Err(TokenError::UnknownKey)
         );
     }

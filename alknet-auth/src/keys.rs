@@ -1,3 +1,6 @@
+//! Loading, writing and generating OpenSSH Ed25519 keys, with errors that
+//! say what was found instead and what to do.
+
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -57,7 +60,11 @@ pub fn load_private_key(
     let text = source.read_text()?;
     let source_name = source.name();
     match sniff(&text) {
-        KeyFormat::OpenSshPrivate => {}
+        KeyFormat::OpenSshPrivate => {
+            if let KeySource::Path(path) = &source {
+                ensure_private(path)?;
+            }
+        }
         KeyFormat::Foreign(format) => {
             return Err(AuthError::NotOpenSsh {
                 source_name,
@@ -87,6 +94,27 @@ pub fn load_private_key(
     })?;
     key.decrypt(passphrase)
         .map_err(|_| AuthError::WrongPassphrase { source_name })
+}
+
+/// Refuses a private key file others may read, as ssh does: a key the
+/// whole machine can read is not private any more.
+fn ensure_private(path: &Path) -> Result<(), AuthError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(metadata) = std::fs::metadata(path) {
+            let mode = metadata.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(AuthError::PermissionsTooOpen {
+                    source_name: path.display().to_string(),
+                    mode,
+                });
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// Loads an OpenSSH public key (`ssh-ed25519 AAAA… [comment]`).
@@ -156,7 +184,34 @@ pub fn public_key_path(private_key_path: &Path) -> PathBuf {
 /// the same pair of files `ssh-keygen` writes. Existing files are never
 /// overwritten.
 pub fn write_key_pair(key: &PrivateKey, path: &Path) -> Result<(), AuthError> {
-    let private_text = key
+    write_key_pair_encrypted(key, path, None)
+}
+
+/// [`write_key_pair`], with the private key encrypted by `passphrase`
+/// when one is given (OpenSSH's format: bcrypt KDF, AES-256-CTR), so that
+/// `ssh-keygen -p` and `ssh` read it too.
+pub fn write_key_pair_encrypted(
+    key: &PrivateKey,
+    path: &Path,
+    passphrase: Option<&str>,
+) -> Result<(), AuthError> {
+    let encrypted;
+    let stored = match passphrase {
+        None => key,
+        Some("") => {
+            return Err(AuthError::Generate(
+                "an empty passphrase encrypts nothing; leave it out instead".to_owned(),
+            ));
+        }
+        Some(passphrase) => {
+            use ssh_key::getrandom::SysRng;
+            encrypted = key
+                .encrypt(&mut SysRng, passphrase)
+                .map_err(|e| AuthError::Generate(format!("cannot encrypt the key: {e}")))?;
+            &encrypted
+        }
+    };
+    let private_text = stored
         .to_openssh(LineEnding::LF)
         .map_err(|e| AuthError::Generate(e.to_string()))?;
     let public_text = key

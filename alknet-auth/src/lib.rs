@@ -3,10 +3,26 @@
 //! - keys and `authorized_keys` ([`load_private_key`], [`AuthorizedKeys`]),
 //! - OpenSSH user certificates ([`CertificateAuthorities`]),
 //! - tokens for transports that are not SSH ([`mint_token`], [`TokenVerifier`]),
-//! - the forwarding policy ([`ForwardingPolicy`]),
+//! - revoked keys and OpenSSH KRLs ([`RevokedKeys`]),
+//! - the forwarding policy and its TOML format ([`ForwardingPolicy`]),
 //! - identities and their scopes ([`Identity`], [`IdentityProvider`]),
+//! - **logging in** — a verified key or certificate becomes a
+//!   [`SessionGrant`] ([`AuthConfig::login_with_key`],
+//!   [`AuthConfig::login_with_certificate`]),
+//! - **admission** — one function decides every channel a session asks
+//!   for ([`AuthConfig::admit`], [`ChannelRequest`], [`Refusal`]),
+//! - connection limits before authentication ([`ConnectionLimiter`],
+//!   [`StartupLimits`]),
 //! - the part of all this a running server may reload ([`AuthConfig`],
 //!   [`ConfigReloadHandle`]).
+//!
+//! ```text
+//!  key / certificate ──login──► SessionGrant ──admit(request)──► allow | Refusal
+//!                                    │                 ▲
+//!                                    └── principals, permitopen, permit-port-forwarding
+//!                                                      │
+//!                                 ForwardingPolicy + reserved names
+//! ```
 //!
 //! alknet authenticates with Ed25519 keys in OpenSSH's formats only, so
 //! keys made by `ssh-keygen -t ed25519` and `alknet keygen` are
@@ -17,8 +33,9 @@
 //! `authorized_keys` line (with its line number).
 //!
 //! This crate does no I/O beyond reading and writing key files, and knows
-//! nothing about SSH sessions: its checks are functions of their inputs
-//! (a certificate, a login name, a peer address, the time).
+//! nothing about SSH sessions or sockets: its checks are functions of their
+//! inputs (a certificate, a login name, a peer address, the time, a
+//! random roll).
 //!
 //! # Example
 //!
@@ -39,33 +56,50 @@
 
 #![forbid(unsafe_code)]
 
+mod address;
+mod admission;
 mod authorized_keys;
 mod certificate;
 mod error;
 mod identity;
+mod key_options;
 mod keys;
+mod limits;
+mod login;
 mod policy;
+mod policy_file;
 mod reload;
+mod revocation;
 mod source;
 mod token;
 
+pub use address::{JudgedHost, numeric_host};
+pub use admission::{ChannelRequest, RESERVED_PREFIX, Refusal, SessionGrant, is_reserved};
 pub use authorized_keys::{AuthorizedKey, AuthorizedKeys, SkippedLine};
 pub use certificate::{
     CertificateAuthorities, CertificateGrant, CertificateRejection, RESOURCES_EXTENSION,
     SCOPES_EXTENSION, identity_of_certificate,
 };
 pub use error::AuthError;
-pub use identity::{ConfigIdentityProvider, Identity, IdentityProvider, identity_of};
+pub use alknet_identity::Identity;
+pub use identity::{ConfigIdentityProvider, IdentityProvider, identity_of};
+pub use key_options::{FromPatterns, HostPort, KeyOptions};
 pub use keys::{
     certificate_path, fingerprint, generate_ed25519, load_certificate, load_private_key,
-    load_public_key, public_key_path, write_key_pair,
+    load_public_key, public_key_path, write_key_pair, write_key_pair_encrypted,
 };
+pub use limits::{ConnectionLimiter, ConnectionPermit, LimitRefusal, PeerKey, StartupLimits};
+pub use login::{LoginRefusal, MAX_USER_NAME_BYTES, user_for_log};
 pub use policy::{ForwardRule, ForwardingPolicy, TargetMatch, Verdict, parse_port_range};
-pub use reload::{AuthConfig, ConfigReloadHandle, DEFAULT_MAX_AUTH_ATTEMPTS};
+pub use policy_file::PolicyTable;
+pub use reload::{
+    AuthConfig, ConfigReloadHandle, DEFAULT_MAX_AUTH_ATTEMPTS, DEFAULT_MAX_REMOTE_FORWARDS,
+};
+pub use revocation::RevokedKeys;
 pub use source::KeySource;
 pub use token::{
-    DEFAULT_TOKEN_WINDOW, TOKEN_BYTES, TokenError, TokenKeySource, TokenVerifier, mint_token,
-    token_key_id,
+    DEFAULT_TOKEN_WINDOW, TOKEN_BYTES, TokenError, TokenKeySource, TokenReplayCache,
+    TokenVerifier, mint_token, token_key_id,
 };
 
 /// The key types this crate hands out, re-exported so callers need not

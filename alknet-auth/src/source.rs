@@ -1,3 +1,5 @@
+//! [`KeySource`]: key material from a file or from memory.
+
 use std::path::{Path, PathBuf};
 
 use crate::AuthError;
@@ -23,15 +25,20 @@ impl KeySource {
         }
     }
 
-    /// Reads the source as UTF-8 text.
-    pub(crate) fn read_text(&self) -> Result<String, AuthError> {
-        let bytes = match self {
+    /// Reads the source's bytes.
+    pub(crate) fn read_bytes(&self) -> Result<Vec<u8>, AuthError> {
+        match self {
             KeySource::Path(path) => std::fs::read(path).map_err(|error| AuthError::Read {
                 source_name: self.name(),
                 error,
-            })?,
-            KeySource::Bytes(bytes) => bytes.clone(),
-        };
+            }),
+            KeySource::Bytes(bytes) => Ok(bytes.clone()),
+        }
+    }
+
+    /// Reads the source as UTF-8 text.
+    pub(crate) fn read_text(&self) -> Result<String, AuthError> {
+        let bytes = self.read_bytes()?;
         String::from_utf8(bytes).map_err(|_| AuthError::Malformed {
             source_name: self.name(),
             reason: "the data is not text (binary DER keys are not supported)".to_owned(),

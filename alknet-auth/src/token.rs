@@ -9,9 +9,13 @@
 //! signature = Ed25519 over key_id || timestamp
 //! ```
 //!
-//! Pure functions over bytes and a clock value the caller passes in.
+//! Pure functions over bytes and a clock value the caller passes in. A
+//! verifier accepts each token once: a token seen again within its window
+//! is a replay ([`TokenError::Replayed`]).
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -60,6 +64,52 @@ pub enum TokenError {
     /// Tokens are made with Ed25519 keys only.
     #[error("tokens need an Ed25519 key")]
     NotEd25519,
+    /// This token was accepted before: each is good for one use.
+    #[error("the token was already used; make a fresh one (`alknet token`)")]
+    Replayed,
+    /// So many tokens were accepted within one window that no more can be
+    /// remembered; new ones are refused until old ones expire.
+    #[error("too many tokens in use right now; retry in a few minutes")]
+    TooManyTokens,
+}
+
+/// The most accepted tokens remembered at once (64 bytes each): a bound on
+/// memory that only keys in the authorized set can fill.
+const MAX_REMEMBERED_TOKENS: usize = 1 << 20;
+
+/// Tokens already accepted, by signature, until their window closes.
+/// Cheap to clone; clones share, so every verifier built over one cache
+/// refuses the others' tokens too.
+#[derive(Clone, Debug, Default)]
+pub struct TokenReplayCache {
+    seen: Arc<Mutex<SeenTokens>>,
+}
+
+#[derive(Debug, Default)]
+struct SeenTokens {
+    /// Signature → the Unix second after which the token is stale anyway.
+    expires: HashMap<[u8; SIGNATURE_LEN], u64>,
+    /// Prune when the map grows past this.
+    prune_at: usize,
+}
+
+impl TokenReplayCache {
+    /// Records `signature` until `expires`; refuses one already recorded.
+    fn accept(&self, signature: [u8; SIGNATURE_LEN], expires: u64, now: u64) -> Result<(), TokenError> {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.expires.len() >= seen.prune_at {
+            seen.expires.retain(|_, expiry| *expiry >= now);
+            seen.prune_at = (seen.expires.len() * 2).max(1024);
+        }
+        if seen.expires.get(&signature).is_some_and(|expiry| *expiry >= now) {
+            return Err(TokenError::Replayed);
+        }
+        if seen.expires.len() >= MAX_REMEMBERED_TOKENS {
+            return Err(TokenError::TooManyTokens);
+        }
+        seen.expires.insert(signature, expires);
+        Ok(())
+    }
 }
 
 /// The token key id of an Ed25519 public key.
@@ -101,11 +151,12 @@ impl TokenKeySource {
     }
 }
 
-/// Checks tokens against a set of Ed25519 keys.
+/// Checks tokens against a set of Ed25519 keys, accepting each once.
 #[derive(Clone)]
 pub struct TokenVerifier {
     keys: Vec<([u8; KEY_ID_LEN], PublicKey)>,
     window: Duration,
+    replays: TokenReplayCache,
 }
 
 impl fmt::Debug for TokenVerifier {
@@ -127,7 +178,15 @@ impl TokenVerifier {
                 .filter_map(|key| Some((token_key_id(&key)?, key)))
                 .collect(),
             window: DEFAULT_TOKEN_WINDOW,
+            replays: TokenReplayCache::default(),
         }
+    }
+
+    /// Shares `cache` with other verifiers (a verifier rebuilt on every
+    /// reload must still refuse tokens its predecessor accepted).
+    pub fn with_replay_cache(mut self, cache: TokenReplayCache) -> Self {
+        self.replays = cache;
+        self
     }
 
     /// Sets how far a timestamp may be from `now`, either way.
@@ -137,6 +196,7 @@ impl TokenVerifier {
     }
 
     /// Checks `token` at `now` (Unix seconds); returns the key it proves.
+    /// A token is accepted once.
     pub fn verify(&self, token: &str, now: u64) -> Result<&PublicKey, TokenError> {
         let bytes = URL_SAFE_NO_PAD
             .decode(token.trim())
@@ -154,7 +214,8 @@ impl TokenVerifier {
             .ok_or(TokenError::UnknownKey)?;
         let mut stamp = [0u8; TIMESTAMP_LEN];
         stamp.copy_from_slice(timestamp);
-        let skew_secs = u64::from_be_bytes(stamp).abs_diff(now);
+        let stamped = u64::from_be_bytes(stamp);
+        let skew_secs = stamped.abs_diff(now);
         if skew_secs > self.window.as_secs() {
             return Err(TokenError::OutsideWindow {
                 skew_secs,
@@ -164,6 +225,10 @@ impl TokenVerifier {
         let signature = Signature::new(Algorithm::Ed25519, signature.to_vec())
             .map_err(|_| TokenError::BadSignature)?;
         Verifier::verify(key, signed, &signature).map_err(|_| TokenError::BadSignature)?;
+        let mut seen = [0u8; SIGNATURE_LEN];
+        seen.copy_from_slice(signature.as_bytes());
+        let stale_after = stamped.saturating_add(self.window.as_secs());
+        self.replays.accept(seen, stale_after, now)?;
         Ok(key)
     }
 }
@@ -186,10 +251,8 @@ mod tests {
             verifier.verify(&token, NOW + 299).unwrap(),
             key.public_key()
         );
-        assert_eq!(
-            verifier.verify(&token, NOW - 300).unwrap(),
-            key.public_key()
-        );
+        let early = mint_token(&key, NOW + 300).unwrap();
+        assert_eq!(verifier.verify(&early, NOW).unwrap(), key.public_key());
 
         assert!(matches!(
             verifier.verify(&token, NOW + 301),
@@ -233,6 +296,27 @@ mod tests {
                 "byte {index}: {result:?}"
             );
         }
+    }
+
+    #[test]
+    fn each_token_is_accepted_once_even_across_verifiers_sharing_a_cache() {
+        let key = generate_ed25519("token").unwrap();
+        let cache = TokenReplayCache::default();
+        let verifier =
+            TokenVerifier::new([key.public_key().clone()]).with_replay_cache(cache.clone());
+        let token = mint_token(&key, NOW).unwrap();
+        assert!(verifier.verify(&token, NOW).is_ok());
+        assert_eq!(verifier.verify(&token, NOW + 1), Err(TokenError::Replayed));
+        let rebuilt = TokenVerifier::new([key.public_key().clone()]).with_replay_cache(cache);
+        assert_eq!(rebuilt.verify(&token, NOW + 2), Err(TokenError::Replayed));
+        // A fresh token from the same key in the same second is fine.
+        let other = mint_token(&key, NOW + 1).unwrap();
+        assert!(rebuilt.verify(&other, NOW + 2).is_ok());
+        // Past its window a replay is refused as stale, not remembered forever.
+        assert!(matches!(
+            rebuilt.verify(&token, NOW + 301),
+            Err(TokenError::OutsideWindow { .. })
+        ));
     }
 
     #[test]

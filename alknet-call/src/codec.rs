@@ -1,7 +1,7 @@
 //! Framing: a 4-byte big-endian length, then that many bytes of UTF-8 JSON.
 //! Bytes in, envelopes out; no I/O (tokio-util's `Framed` adds that).
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde_json::Value;
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -104,6 +104,16 @@ impl Encoder<&EventEnvelope> for EnvelopeCodec {
     }
 }
 
+impl EnvelopeCodec {
+    /// One whole frame (length prefix and JSON) for `envelope`, for senders
+    /// that encode before queueing so the queue can be bounded in bytes.
+    pub fn encode_frame(&self, envelope: &EventEnvelope) -> Result<Bytes, CallError> {
+        let mut frame = BytesMut::new();
+        Encoder::<&EventEnvelope>::encode(&mut self.clone(), envelope, &mut frame)?;
+        Ok(frame.freeze())
+    }
+}
+
 /// Checks one frame's JSON field by field, for errors that say what is wrong.
 fn parse(frame: &[u8]) -> Result<EventEnvelope, CallError> {
     let text = std::str::from_utf8(frame).map_err(|_| CallError::InvalidUtf8)?;
@@ -117,7 +127,7 @@ fn parse(frame: &[u8]) -> Result<EventEnvelope, CallError> {
         Some(_) => Err(CallError::WrongType(name)),
         None => Err(CallError::MissingField(name)),
     };
-    let kind = string("type")?;
+    let kind = string("type")?.into();
     let id = string("id")?;
     let payload = fields
         .remove("payload")

@@ -5,6 +5,17 @@
 //! (responses to the pending map, requests to the [`Service`]), a writer
 //! that drains one outgoing queue (so frames never interleave), and a
 //! sweeper that fails calls whose deadline passed.
+//!
+//! **Memory is bounded per connection**, whatever the peer sends: frames
+//! are encoded before they are queued and the queue holds at most
+//! [`ConnectionOptions::send_buffer`] bytes — a sender waits for room, and
+//! when the reader itself must answer (a malformed request, say) it waits
+//! too, so a peer that never reads our answers stops being read. Requests
+//! being handled hold at most [`ConnectionOptions::max_request_bytes`] of
+//! their frames (their parsed JSON costs more: up to ~16× for a frame of
+//! tiny values), and a subscription's unread items at most
+//! [`ConnectionOptions::subscription_buffer`]. The sum of those three,
+//! plus one frame being decoded, is the bound.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -13,21 +24,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use alknet_auth::Identity;
-use futures_util::{SinkExt, Stream, StreamExt};
+use alknet_identity::Identity;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::envelope::{CallRequest, EventKind};
 use crate::service::{CallContext, Emitter, IncomingCall, Reply, Service};
-use crate::{
-    CALL_ABORTED, CALL_COMPLETED, CALL_ERROR, CALL_REQUESTED, CALL_RESPONDED, CallError,
-    DEFAULT_MAX_FRAME, EnvelopeCodec, EventEnvelope, Failure,
-};
+use crate::{CallError, DEFAULT_MAX_FRAME, EnvelopeCodec, EventEnvelope, Failure};
 
 /// How a connection behaves; [`Default`] suits most uses.
 #[derive(Clone, Debug)]
@@ -40,12 +50,17 @@ pub struct ConnectionOptions {
     /// How often expired calls are swept; a call fails at most this long
     /// after its deadline.
     pub sweep_interval: Duration,
-    /// Outgoing frames queued before senders wait (backpressure for
-    /// subscriptions that produce faster than the stream drains).
-    pub send_queue: usize,
+    /// Bytes of encoded frames queued for sending before senders wait
+    /// (backpressure for subscriptions that produce faster than the stream
+    /// drains, and for peers that do not read their answers). A frame
+    /// larger than this waits for an empty queue.
+    pub send_buffer: usize,
     /// The peer's calls handled at once; more are answered `unavailable`
     /// (retryable) rather than piling up tasks.
     pub max_concurrent_calls: usize,
+    /// Bytes of the peer's request frames being handled at once; past it,
+    /// the connection stops reading until handlers finish.
+    pub max_request_bytes: usize,
     /// Bytes of items one subscription may hold unread. The protocol has
     /// no flow control, so a peer sending faster than the subscriber reads
     /// would otherwise cost unbounded memory: past this, the subscription
@@ -59,9 +74,28 @@ impl Default for ConnectionOptions {
             max_frame: DEFAULT_MAX_FRAME,
             call_timeout: Some(Duration::from_secs(30)),
             sweep_interval: Duration::from_millis(100),
-            send_queue: 256,
+            send_buffer: 16 * 1024 * 1024,
             max_concurrent_calls: 1024,
+            max_request_bytes: 16 * 1024 * 1024,
             subscription_buffer: 64 * 1024 * 1024,
+        }
+    }
+}
+
+impl ConnectionOptions {
+    /// Limits for a connection whose peer is not trusted (a server's
+    /// control channel): 1 MiB frames, 4 MiB queued to send, 4 MiB of
+    /// requests in hand, 256 calls at once, 16 MiB per subscription —
+    /// about 100 MiB per connection at worst (the parsed JSON of 4 MiB of
+    /// request frames dominates).
+    pub fn untrusted_peer() -> Self {
+        Self {
+            max_frame: 1024 * 1024,
+            send_buffer: 4 * 1024 * 1024,
+            max_concurrent_calls: 256,
+            max_request_bytes: 4 * 1024 * 1024,
+            subscription_buffer: 16 * 1024 * 1024,
+            ..Self::default()
         }
     }
 }
@@ -120,7 +154,8 @@ where
     /// returns the handle for calling the peer.
     pub fn spawn(self) -> Caller {
         let (read, write) = tokio::io::split(self.stream);
-        let (outgoing, queue) = mpsc::channel(self.options.send_queue.max(1));
+        let codec = EnvelopeCodec::new(self.options.max_frame);
+        let (outgoing, queue) = Outgoing::new(codec, self.options.send_buffer);
         let shared = Arc::new(Shared {
             outgoing,
             pending: Mutex::new(HashMap::new()),
@@ -133,13 +168,9 @@ where
         let caller = Caller {
             shared: shared.clone(),
         };
-        let codec = EnvelopeCodec::new(self.options.max_frame);
-        tokio::spawn(write_frames(
-            FramedWrite::new(write, codec),
-            queue,
-            shared.clone(),
-        ));
+        tokio::spawn(write_frames(BufWriter::new(write), queue, shared.clone()));
         tokio::spawn(sweep(shared.clone(), self.options.sweep_interval));
+        let request_bytes = self.options.max_request_bytes.clamp(1, Semaphore::MAX_PERMITS);
         tokio::spawn(read_frames(
             FramedRead::new(read, codec),
             Router {
@@ -148,9 +179,81 @@ where
                 peer_identity: self.peer_identity,
                 max_concurrent_calls: self.options.max_concurrent_calls.max(1),
                 subscription_buffer: self.options.subscription_buffer,
+                request_budget: Arc::new(Semaphore::new(request_bytes)),
+                request_bytes,
             },
         ));
         caller
+    }
+}
+
+/// An encoded frame on its way out, holding its share of the send buffer
+/// until it is written.
+type QueuedFrame = (Bytes, OwnedSemaphorePermit);
+
+/// The sending side of the one outgoing queue, bounded in bytes.
+#[derive(Clone)]
+pub(crate) struct Outgoing {
+    codec: EnvelopeCodec,
+    frames: mpsc::UnboundedSender<QueuedFrame>,
+    room: Arc<Semaphore>,
+    capacity: usize,
+}
+
+impl Outgoing {
+    fn new(codec: EnvelopeCodec, capacity: usize) -> (Self, mpsc::UnboundedReceiver<QueuedFrame>) {
+        let capacity = capacity.clamp(1, Semaphore::MAX_PERMITS);
+        let (frames, queue) = mpsc::unbounded_channel();
+        let outgoing = Self {
+            codec,
+            frames,
+            room: Arc::new(Semaphore::new(capacity)),
+            capacity,
+        };
+        (outgoing, queue)
+    }
+
+    fn share(&self, frame: &Bytes) -> u32 {
+        u32::try_from(frame.len().min(self.capacity)).unwrap_or(u32::MAX)
+    }
+
+    /// Queues `envelope`, waiting for room in the buffer.
+    pub(crate) async fn send(&self, envelope: &EventEnvelope) -> Result<(), CallError> {
+        let frame = self.codec.encode_frame(envelope)?;
+        let permit = self
+            .room
+            .clone()
+            .acquire_many_owned(self.share(&frame))
+            .await
+            .map_err(|_| CallError::Closed)?;
+        self.frames
+            .send((frame, permit))
+            .map_err(|_| CallError::Closed)
+    }
+
+    /// Queues `envelope` without waiting when there is room, else from a
+    /// task of its own. Only for frames whose number our side bounds (the
+    /// aborts and errors of our own calls and handlers), from `Drop` and
+    /// the sweeper.
+    fn send_now(&self, envelope: EventEnvelope) {
+        let Ok(frame) = self.codec.encode_frame(&envelope) else {
+            return;
+        };
+        match self.room.clone().try_acquire_many_owned(self.share(&frame)) {
+            Ok(permit) => {
+                let _ = self.frames.send((frame, permit));
+            }
+            Err(_) => {
+                let outgoing = self.clone();
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move { outgoing.send(&envelope).await });
+                }
+            }
+        }
+    }
+
+    fn close(&self) {
+        self.room.close();
     }
 }
 
@@ -171,7 +274,7 @@ struct Pending {
 }
 
 struct Shared {
-    outgoing: mpsc::Sender<EventEnvelope>,
+    outgoing: Outgoing,
     /// Our calls awaiting answers, by request id.
     pending: Mutex<HashMap<String, Pending>>,
     /// The peer's calls our service is handling, by request id, each with
@@ -193,18 +296,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// Queues a frame without waiting: from `Drop` and the sweeper.
-    fn send_now(&self, envelope: EventEnvelope) {
-        if let Err(mpsc::error::TrySendError::Full(envelope)) = self.outgoing.try_send(envelope) {
-            let outgoing = self.outgoing.clone();
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move { outgoing.send(envelope).await });
-            }
-        }
-    }
-
     fn abort_peer_handler(&self, id: &str) {
-        self.send_now(EventEnvelope::new(CALL_ABORTED, id, Value::Null));
+        self.outgoing
+            .send_now(EventEnvelope::new(EventKind::Aborted, id, Value::Null));
     }
 
     /// Ends the connection: every pending call fails with
@@ -213,6 +307,7 @@ impl Shared {
         // Cancel first, then drain under the lock: a call that registers
         // after the drain sees the cancellation and fails at once.
         self.closed.cancel();
+        self.outgoing.close();
         let drained: Vec<Pending> = lock(&self.pending).drain().map(|(_, p)| p).collect();
         for pending in drained {
             let _ = pending.events.send(Err(CallError::Closed));
@@ -342,12 +437,12 @@ impl Caller {
             id: id.clone(),
             armed: true,
         };
-        let request = EventEnvelope::new(CALL_REQUESTED, id, json!({"name": name, "input": input}));
-        shared
-            .outgoing
-            .send(request)
-            .await
-            .map_err(|_| CallError::Closed)?;
+        let request = CallRequest {
+            name: name.to_owned(),
+            input,
+        };
+        let request = EventEnvelope::new(EventKind::Requested, id, request.to_payload());
+        shared.outgoing.send(&request).await?;
         Ok((guard, received, unread))
     }
 
@@ -417,36 +512,41 @@ impl Stream for Subscription {
 }
 
 async fn write_frames<W>(
-    mut frames: FramedWrite<W, EnvelopeCodec>,
-    mut queue: mpsc::Receiver<EventEnvelope>,
+    mut writer: BufWriter<W>,
+    mut queue: mpsc::UnboundedReceiver<QueuedFrame>,
     shared: Arc<Shared>,
 ) where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let closed = shared.closed.clone();
     loop {
-        let envelope = tokio::select! {
+        let (frame, permit) = tokio::select! {
             _ = closed.cancelled() => break,
-            envelope = queue.recv() => match envelope {
-                Some(envelope) => envelope,
+            queued = queue.recv() => match queued {
+                Some(queued) => queued,
                 None => break,
             },
         };
-        // Write everything already queued, then flush once.
-        let mut result = frames.feed(envelope).await;
+        // Write everything already queued, then flush once. Each frame's
+        // room in the buffer is given back once it is written.
+        let mut result = writer.write_all(&frame).await;
+        drop(permit);
         while result.is_ok() {
             match queue.try_recv() {
-                Ok(next) => result = frames.feed(next).await,
+                Ok((frame, permit)) => {
+                    result = writer.write_all(&frame).await;
+                    drop(permit);
+                }
                 Err(_) => break,
             }
         }
-        if let Err(error) = result.and(SinkExt::<EventEnvelope>::flush(&mut frames).await) {
+        if let Err(error) = result.and(writer.flush().await) {
             debug!(%error, "call connection: write failed");
             break;
         }
     }
     shared.shut_down();
-    let _ = SinkExt::<EventEnvelope>::close(&mut frames).await;
+    let _ = writer.shutdown().await;
 }
 
 async fn sweep(shared: Arc<Shared>, every: Duration) {
@@ -483,6 +583,9 @@ struct Router {
     peer_identity: Option<Arc<Identity>>,
     max_concurrent_calls: usize,
     subscription_buffer: usize,
+    /// Bytes of request frames whose handlers still run.
+    request_budget: Arc<Semaphore>,
+    request_bytes: usize,
 }
 
 async fn read_frames<R>(mut frames: FramedRead<R, EnvelopeCodec>, router: Router)
@@ -496,7 +599,16 @@ where
             frame = frames.next() => frame,
         };
         match frame {
-            Some(Ok(envelope)) => router.route(envelope, frames.decoder().last_frame_len()),
+            Some(Ok(envelope)) => {
+                let frame_len = frames.decoder().last_frame_len();
+                let routed = tokio::select! {
+                    _ = shared.closed.cancelled() => break,
+                    routed = router.route(envelope, frame_len) => routed,
+                };
+                if routed.is_err() {
+                    break;
+                }
+            }
             Some(Err(error)) => {
                 // A frame we cannot parse leaves the stream unframed: close.
                 debug!(%error, "call connection: bad frame, closing");
@@ -513,14 +625,19 @@ impl Router {
         &self.caller.shared
     }
 
-    fn route(&self, envelope: EventEnvelope, frame_len: usize) {
+    /// Routes one envelope. Waits when an answer must be queued and the
+    /// send buffer is full, or when the requests in hand use the budget:
+    /// the connection then stops reading from the peer.
+    async fn route(&self, envelope: EventEnvelope, frame_len: usize) -> Result<(), CallError> {
         let EventEnvelope { kind, id, payload } = envelope;
-        match kind.as_str() {
-            CALL_REQUESTED => self.start_handler(id, payload),
-            CALL_RESPONDED => self.deliver_item(&id, payload, frame_len),
-            CALL_COMPLETED => self.deliver(&id, Ok(Event::Completed)),
-            CALL_ERROR => self.deliver(&id, Err(CallError::Remote(Failure::from_payload(payload)))),
-            CALL_ABORTED => {
+        match kind {
+            EventKind::Requested => return self.start_handler(id, payload, frame_len).await,
+            EventKind::Responded => self.deliver_item(&id, payload, frame_len),
+            EventKind::Completed => self.deliver(&id, Ok(Event::Completed)),
+            EventKind::Error => {
+                self.deliver(&id, Err(CallError::Remote(Failure::from_payload(payload))));
+            }
+            EventKind::Aborted => {
                 // Either the peer cancels its call to us, or its handler
                 // cancels our call; ids unknown in both maps are ignored.
                 if let Some((_, handler)) = lock(&self.shared().serving).remove(&id) {
@@ -532,9 +649,11 @@ impl Router {
                     .or_else(|| payload.get("reason")?.as_str().map(str::to_owned));
                 self.deliver(&id, Err(CallError::Aborted(reason)));
             }
-            // Unknown event types are for future versions: ignore them.
-            _ => {}
+            // Unknown event types (a newer peer's, pubsub control
+            // envelopes such as `__subscribe`) are ignored.
+            EventKind::Other(_) => {}
         }
+        Ok(())
     }
 
     /// Delivers the last event of a call.
@@ -568,27 +687,45 @@ impl Router {
         let _ = events.send(Ok(Event::Item(item, len)));
     }
 
-    fn start_handler(&self, id: String, payload: Value) {
+    /// Answers `id` with a failure, waiting for room to send it.
+    async fn refuse(&self, id: String, failure: Failure) -> Result<(), CallError> {
+        self.shared()
+            .outgoing
+            .send(&EventEnvelope::new(EventKind::Error, id, failure.to_payload()))
+            .await
+    }
+
+    async fn start_handler(
+        &self,
+        id: String,
+        payload: Value,
+        frame_len: usize,
+    ) -> Result<(), CallError> {
         let shared = self.caller.shared.clone();
-        let request = match parse_request(payload) {
+        let request = match CallRequest::from_payload(payload) {
             Ok(request) => request,
-            Err(failure) => {
-                shared.send_now(EventEnvelope::new(CALL_ERROR, id, failure.to_payload()));
-                return;
-            }
+            Err(reason) => return self.refuse(id, Failure::invalid_input(reason)).await,
         };
         let Some(service) = self.service.clone() else {
-            let failure = Failure::not_found(format!("no operation named {}", request.0));
-            shared.send_now(EventEnvelope::new(CALL_ERROR, id, failure.to_payload()));
-            return;
+            let failure = Failure::not_found(format!("no operation named {}", request.name));
+            return self.refuse(id, failure).await;
         };
+        // The request's bytes are held until its handler is done; past the
+        // budget, reading waits here.
+        let share = u32::try_from(frame_len.clamp(1, self.request_bytes)).unwrap_or(u32::MAX);
+        let held = self
+            .request_budget
+            .clone()
+            .acquire_many_owned(share)
+            .await
+            .map_err(|_| CallError::Closed)?;
         let cancel = shared.closed.child_token();
         let serial = shared.next_id.fetch_add(1, Ordering::Relaxed);
         {
             let mut serving = lock(&shared.serving);
             if serving.contains_key(&id) {
                 debug!("call connection: peer reused a request id still in use; ignored");
-                return;
+                return Ok(());
             }
             if serving.len() >= self.max_concurrent_calls {
                 drop(serving);
@@ -596,14 +733,13 @@ impl Router {
                     "more than {} calls in flight on this connection; retry later",
                     self.max_concurrent_calls
                 ));
-                shared.send_now(EventEnvelope::new(CALL_ERROR, id, failure.to_payload()));
-                return;
+                return self.refuse(id, failure).await;
             }
             serving.insert(id.clone(), (serial, cancel.clone()));
         }
         let call = IncomingCall {
-            name: request.0,
-            input: request.1,
+            name: request.name,
+            input: request.input,
             context: CallContext::new(
                 self.peer_identity.clone(),
                 self.caller.clone(),
@@ -612,6 +748,7 @@ impl Router {
         };
         let emitter = Emitter::new(id.clone(), shared.outgoing.clone());
         tokio::spawn(async move {
+            let _held = held;
             let mut unanswered = Unanswered {
                 shared: shared.clone(),
                 id: id.clone(),
@@ -627,17 +764,29 @@ impl Router {
             unanswered.disarm();
             let envelope = match outcome {
                 None => return,
-                Some(Ok(Reply::Value(value))) => EventEnvelope::new(CALL_RESPONDED, id, value),
-                Some(Ok(Reply::Completed)) => EventEnvelope::new(CALL_COMPLETED, id, Value::Null),
+                Some(Ok(Reply::Value(value))) => EventEnvelope::new(EventKind::Responded, id, value),
+                Some(Ok(Reply::Completed)) => {
+                    EventEnvelope::new(EventKind::Completed, id, Value::Null)
+                }
                 Some(Ok(Reply::Aborted(reason))) => EventEnvelope::new(
-                    CALL_ABORTED,
+                    EventKind::Aborted,
                     id,
                     reason.map_or(Value::Null, |reason| json!({ "reason": reason })),
                 ),
-                Some(Err(failure)) => EventEnvelope::new(CALL_ERROR, id, failure.to_payload()),
+                Some(Err(failure)) => EventEnvelope::new(EventKind::Error, id, failure.to_payload()),
             };
-            let _ = shared.outgoing.send(envelope).await;
+            if let Err(error) = shared.outgoing.send(&envelope).await
+                && !matches!(error, CallError::Closed)
+            {
+                // An answer too large to frame: say so instead.
+                let failure = Failure::internal(format!("the answer could not be sent: {error}"));
+                let _ = shared
+                    .outgoing
+                    .send(&EventEnvelope::new(EventKind::Error, envelope.id, failure.to_payload()))
+                    .await;
+            }
         });
+        Ok(())
     }
 }
 
@@ -673,8 +822,8 @@ impl Drop for Unanswered {
         self.disarm();
         if !self.cancel.is_cancelled() {
             let failure = Failure::internal("the handler failed without answering");
-            self.shared.send_now(EventEnvelope::new(
-                CALL_ERROR,
+            self.shared.outgoing.send_now(EventEnvelope::new(
+                EventKind::Error,
                 self.id.clone(),
                 failure.to_payload(),
             ));
@@ -682,17 +831,3 @@ impl Drop for Unanswered {
     }
 }
 
-fn parse_request(payload: Value) -> Result<(String, Value), Failure> {
-    let Value::Object(mut fields) = payload else {
-        return Err(Failure::invalid_input(
-            "call.requested payload must be an object {\"name\", \"input\"}",
-        ));
-    };
-    let Some(Value::String(name)) = fields.remove("name") else {
-        return Err(Failure::invalid_input(
-            "call.requested payload needs a string \"name\"",
-        ));
-    };
-    let input = fields.remove("input").unwrap_or(Value::Null);
-    Ok((name, input))
-}

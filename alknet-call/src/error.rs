@@ -1,3 +1,5 @@
+//! [`CallError`]: why a call, a frame or a registration failed.
+
 use crate::Failure;
 
 /// What can go wrong with a frame, a call or a registration.
@@ -75,6 +77,9 @@ pub enum CallError {
     /// An operation of that name is already registered.
     #[error("operation {0:?} is already registered")]
     Duplicate(String),
+    /// A handler was registered for an operation whose spec is not.
+    #[error("operation {0:?} has no spec: register the spec first")]
+    UnknownOperation(String),
     /// An operation's input schema is not a valid JSON Schema.
     #[error("the input schema of {name:?} is not a valid JSON Schema: {reason}")]
     InvalidSchema {

@@ -20,11 +20,18 @@
 //! **Registry.** An [`OperationRegistry`] holds [`OperationSpec`]s and
 //! their [`Handler`]s (registered separately if need be), validates input
 //! against each spec's JSON Schema (`invalid_input`), checks
-//! [`AccessControl`] against the caller's identity (`forbidden`), answers
-//! the built-in discovery operations (`/services/list`, `/services/schema`,
-//! `/services/whoami`), and acts as a hub: a spoke that calls
-//! `/hub/services/register` is reachable as `/{spoke}/…` until it
-//! disconnects.
+//! [`AccessControl`] against the caller's identity (`forbidden`), and
+//! answers the built-in discovery operations (`/services/list`,
+//! `/services/schema`, `/services/whoami`, ordinary handlers themselves).
+//! A [`Hub`] wraps a registry: a spoke that calls `/hub/services/register`
+//! (holding the grant `spoke:NAME:register`, by default) is reachable as
+//! `/{spoke}/…` until it disconnects.
+//!
+//! **Identities** come from alknet-identity, a crate with no dependencies:
+//! this crate checks access against an [`Identity`](alknet_identity::Identity)
+//! without linking what establishes one (alknet-auth's key and certificate
+//! parsing), so it works over any byte pipe, authenticated however the
+//! embedder likes.
 //!
 //! ```
 //! use alknet_call::{CallConnection, Handler, OperationRegistry, OperationSpec, OperationType};
@@ -65,12 +72,14 @@ pub use binary::{from_binary_payload, to_binary_payload};
 pub use codec::{DEFAULT_MAX_FRAME, EnvelopeCodec};
 pub use connection::{CallConnection, Caller, ConnectionOptions, Subscription};
 pub use envelope::{
-    CALL_ABORTED, CALL_COMPLETED, CALL_ERROR, CALL_REQUESTED, CALL_RESPONDED, EventEnvelope,
+    CALL_ABORTED, CALL_COMPLETED, CALL_ERROR, CALL_REQUESTED, CALL_RESPONDED, CallRequest,
+    EventEnvelope, EventKind,
 };
 pub use error::CallError;
 pub use failure::{ErrorCode, Failure};
 pub use registry::{
-    HUB_REGISTER, Handler, OperationRegistry, SERVICES_LIST, SERVICES_SCHEMA, SERVICES_WHOAMI,
+    HUB_REGISTER, Handler, Hub, OperationRegistry, SERVICES_LIST, SERVICES_SCHEMA,
+    SERVICES_WHOAMI, SpokeRegistration,
 };
 pub use service::{CallContext, Emitter, IncomingCall, Reply, Service};
 pub use spec::{AccessControl, OperationSpec, OperationType, ResourceAccess};

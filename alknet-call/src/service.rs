@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use alknet_auth::Identity;
+use alknet_identity::Identity;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
-use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::{CALL_RESPONDED, CallError, Caller, EventEnvelope, Failure};
+use crate::connection::Outgoing;
+use crate::envelope::EventKind;
+use crate::{CallError, Caller, EventEnvelope, Failure};
 
 /// Answers the peer's calls. [`OperationRegistry`](crate::OperationRegistry)
 /// is the usual one; implement it directly to route calls elsewhere.
@@ -90,23 +91,28 @@ impl CallContext {
 }
 
 /// Sends the items of one subscription, in order.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Emitter {
     id: String,
-    outgoing: mpsc::Sender<EventEnvelope>,
+    outgoing: Outgoing,
+}
+
+impl std::fmt::Debug for Emitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emitter").field("id", &self.id).finish()
+    }
 }
 
 impl Emitter {
-    pub(crate) fn new(id: String, outgoing: mpsc::Sender<EventEnvelope>) -> Self {
+    pub(crate) fn new(id: String, outgoing: Outgoing) -> Self {
         Self { id, outgoing }
     }
 
     /// Sends one item (`call.responded`), waiting while the connection's
-    /// send queue is full.
+    /// send buffer is full.
     pub async fn emit(&self, item: Value) -> Result<(), CallError> {
         self.outgoing
-            .send(EventEnvelope::new(CALL_RESPONDED, self.id.clone(), item))
+            .send(&EventEnvelope::new(EventKind::Responded, self.id.clone(), item))
             .await
-            .map_err(|_| CallError::Closed)
     }
 }

@@ -1,6 +1,6 @@
 //! What an operation is: its name, kind, schemas and who may call it.
 
-use alknet_auth::Identity;
+use alknet_identity::Identity;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -56,16 +56,11 @@ impl AccessControl {
         let Some(identity) = identity else {
             return false;
         };
-        let has = |scope: &String| identity.scopes.contains(scope);
+        let has = |scope: &String| identity.has_scope(scope);
         let all_of = self.required_scopes.iter().all(has);
         let any_of = self.any_scopes.is_empty() || self.any_scopes.iter().any(has);
         let resource = self.resource.as_ref().is_none_or(|wanted| {
-            identity.resources.iter().any(|grant| {
-                grant == "*"
-                    || grant.split_once(':').is_some_and(|(kind, action)| {
-                        kind == wanted.resource_type && (action == "*" || action == wanted.action)
-                    })
-            })
+            identity.has_resource(&wanted.resource_type, &wanted.action)
         });
         all_of && any_of && resource
     }

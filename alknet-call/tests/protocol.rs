@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use alknet_auth::Identity;
+use alknet_identity::Identity;
 use alknet_call::{
     AccessControl, CALL_ABORTED, CALL_REQUESTED, CALL_RESPONDED, CallConnection, CallError, Caller,
     EnvelopeCodec, ErrorCode, EventEnvelope, Handler, OperationRegistry, OperationSpec,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::{ForwardSpec, ForwardTarget, ProxyError, StreamOpener, relay};
+use crate::{ForwardSpec, ForwardTarget, ProxyError, StreamOpener, relay_until};
 
 /// How long opening the far end of one forwarded connection may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -71,11 +71,7 @@ async fn forward(mut local: TcpStream, opener: &dyn StreamOpener, target: &Forwa
         }
     };
     match tokio::time::timeout(OPEN_TIMEOUT, open).await {
-        Ok(Ok(mut remote)) => {
-            if let Err(error) = relay(&mut local, &mut remote).await {
-                tracing::debug!(%error, "forwarded connection ended with an error");
-            }
-        }
+        Ok(Ok(mut remote)) => relay_until(&mut local, &mut remote, std::future::pending()).await,
         Ok(Err(error)) => tracing::debug!(%error, "forward target not reached"),
         Err(_) => tracing::debug!("forward target not reached in time"),
     }
@@ -84,7 +80,7 @@ async fn forward(mut local: TcpStream, opener: &dyn StreamOpener, target: &Forwa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::DirectOpener;
+    use crate::DirectConnector;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
@@ -111,7 +107,7 @@ mod tests {
                 });
             }
         });
-        let opener: Arc<dyn StreamOpener> = Arc::new(DirectOpener::new(Duration::from_secs(5)));
+        let opener: Arc<dyn StreamOpener> = Arc::new(DirectConnector::new(Duration::from_secs(5)));
 
         for spec in [
             format!("0:127.0.0.1:{tcp_port}"),

@@ -1,3 +1,7 @@
+//! Relaying bytes both ways between two streams, with correct half-close.
+
+use std::future::Future;
+
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Per-direction copy buffer. Larger reads mean fewer syscalls and fewer,
@@ -19,6 +23,26 @@ where
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
     tokio::io::copy_bidirectional_with_sizes(a, b, RELAY_BUFFER, RELAY_BUFFER).await
+}
+
+/// [`relay`] until both directions end or `stop` completes, whichever is
+/// first: how every tunnelled connection is carried (a server channel to
+/// its target, a remote forward, a client's forwarded channel). An error
+/// ends only this connection, so it is logged at debug level — without
+/// the peers, which are private — and not returned.
+pub async fn relay_until<A, B>(a: &mut A, b: &mut B, stop: impl Future<Output = ()>)
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    tokio::select! {
+        result = relay(a, b) => {
+            if let Err(error) = result {
+                tracing::debug!(%error, "relayed connection ended with an error");
+            }
+        }
+        () = stop => {}
+    }
 }
 
 #[cfg(test)]
@@ -61,5 +85,23 @@ mod tests {
 
         let (up, down) = relay_task.await.unwrap().unwrap();
         assert_eq!((up, down), (7, 100_000));
+    }
+
+    #[tokio::test]
+    async fn relay_until_stops_when_told_even_if_both_sides_are_silent() {
+        let (_client, mut left) = duplex(64);
+        let (mut right, _server) = duplex(64);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let relaying = tokio::spawn(async move {
+            relay_until(&mut left, &mut right, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), relaying)
+            .await
+            .expect("relay_until ignored its stop")
+            .unwrap();
     }
 }

@@ -9,6 +9,22 @@ use tokio::task::JoinSet;
 
 use crate::{OpenErrorKind, ProxyError, StreamOpener, TargetAddr, relay};
 
+/// The SOCKS5 reply code that reports an open failure (RFC 1928 §6).
+fn socks_reply(kind: OpenErrorKind) -> Reply {
+    match kind {
+        OpenErrorKind::ConnectionRefused => Reply::ConnectionRefused,
+        // A timeout means the host did not answer: what users and tools
+        // (curl: "Host unreachable") understand best; a name that does not
+        // resolve is a host that cannot be reached.
+        OpenErrorKind::HostUnreachable
+        | OpenErrorKind::NameNotResolved
+        | OpenErrorKind::TimedOut => Reply::HostUnreachable,
+        OpenErrorKind::NetworkUnreachable => Reply::NetworkUnreachable,
+        OpenErrorKind::NotAllowed => Reply::ConnectionNotAllowed,
+        _ => Reply::GeneralFailure,
+    }
+}
+
 /// Timeouts of a [`Socks5Server`].
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -102,12 +118,12 @@ impl Socks5Server {
         let mut remote = match opened {
             Ok(Ok(remote)) => remote,
             Ok(Err(error)) => {
-                send_reply(&mut client, error.kind().socks_reply()).await?;
+                send_reply(&mut client, socks_reply(error.kind())).await?;
                 return Err(ProxyError::Open(error));
             }
             Err(_) => {
                 let error = crate::OpenError::new(OpenErrorKind::TimedOut);
-                send_reply(&mut client, error.kind().socks_reply()).await?;
+                send_reply(&mut client, socks_reply(error.kind())).await?;
                 return Err(ProxyError::Open(error));
             }
         };
@@ -181,4 +197,30 @@ where
         .await?;
     client.flush().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_failures_map_to_distinct_socks_replies() {
+        assert_eq!(
+            socks_reply(OpenErrorKind::ConnectionRefused),
+            Reply::ConnectionRefused
+        );
+        assert_eq!(socks_reply(OpenErrorKind::HostUnreachable), Reply::HostUnreachable);
+        assert_eq!(socks_reply(OpenErrorKind::NameNotResolved), Reply::HostUnreachable);
+        assert_eq!(socks_reply(OpenErrorKind::TimedOut), Reply::HostUnreachable);
+        assert_eq!(
+            socks_reply(OpenErrorKind::NetworkUnreachable),
+            Reply::NetworkUnreachable
+        );
+        assert_eq!(
+            socks_reply(OpenErrorKind::NotAllowed),
+            Reply::ConnectionNotAllowed
+        );
+        assert_eq!(socks_reply(OpenErrorKind::TunnelDown), Reply::GeneralFailure);
+        assert_eq!(socks_reply(OpenErrorKind::Other), Reply::GeneralFailure);
+    }
 }

@@ -2,26 +2,22 @@
 //! proxy's CONNECT method instead of directly.
 //!
 //! The server uses this for `alknet serve --proxy` (its tunnel targets go
-//! through the proxy); the client uses it as the transport's
-//! [`TcpConnector`] for `alknet connect --proxy` (its connection to the
-//! server goes through the proxy).
+//! through the proxy); the client uses it, inside a
+//! [`Dialer`](crate::Dialer), as its transport's connector for
+//! `alknet connect --proxy` (its connection to the server goes through the
+//! proxy).
 
 use std::fmt;
-use std::io;
-use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use alknet_transport::{BoxStream, TcpConnector};
-use async_trait::async_trait;
+use alknet_transport::{OpenError, OpenErrorKind, TargetAddr, connect_direct};
 use socks5_proto::handshake::{self, Method};
 use socks5_proto::{Address, Command, Reply, Request, Response};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::{
-    OpenError, OpenErrorKind, ProxyError, StreamOpener, TargetAddr, connect_direct, connect_unix,
-};
+use crate::ProxyError;
 
 /// The longest HTTP response head we read from a proxy.
 const MAX_HTTP_HEAD: usize = 16 * 1024;
@@ -125,47 +121,6 @@ impl FromStr for UpstreamProxy {
             "http" => Ok(UpstreamProxy::HttpConnect { host, port }),
             _ => Err(invalid("the scheme must be socks5, socks5h or http")),
         }
-    }
-}
-
-#[async_trait]
-impl TcpConnector for UpstreamProxy {
-    async fn connect(&self, host: &str, port: u16) -> io::Result<TcpStream> {
-        // The transport applies its own overall timeout.
-        let target = TargetAddr::from_host_port(host, port);
-        UpstreamProxy::connect(self, &target, Duration::from_secs(3600))
-            .await
-            .map_err(|error| io::Error::other(error.to_string()))
-    }
-
-    fn describe(&self) -> String {
-        self.to_string()
-    }
-}
-
-/// A [`StreamOpener`] that reaches TCP targets through an [`UpstreamProxy`]
-/// (Unix sockets are local, so those are connected directly).
-#[derive(Clone, Debug)]
-pub struct ProxiedOpener {
-    proxy: UpstreamProxy,
-    timeout: Duration,
-}
-
-impl ProxiedOpener {
-    /// An opener through `proxy` whose opens give up after `timeout`.
-    pub fn new(proxy: UpstreamProxy, timeout: Duration) -> Self {
-        Self { proxy, timeout }
-    }
-}
-
-#[async_trait]
-impl StreamOpener for ProxiedOpener {
-    async fn open(&self, target: &TargetAddr) -> Result<BoxStream, OpenError> {
-        Ok(Box::new(self.proxy.connect(target, self.timeout).await?))
-    }
-
-    async fn open_unix(&self, path: &Path) -> Result<BoxStream, OpenError> {
-        connect_unix(path, self.timeout).await
     }
 }
 
@@ -357,7 +312,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy_port = listener.local_addr().unwrap().port();
         let socks =
-            crate::Socks5Server::new(Arc::new(crate::DirectOpener::new(Duration::from_secs(5))));
+            crate::Socks5Server::new(Arc::new(alknet_transport::DirectConnector::new(Duration::from_secs(5))));
         tokio::spawn(async move { socks.serve(listener).await });
         let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let target_addr = TargetAddr::Ip(target.local_addr().unwrap());

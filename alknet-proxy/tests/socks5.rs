@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alknet_proxy::{
-    BoxStream, DirectOpener, OpenError, OpenErrorKind, Socks5Config, Socks5Server, StreamOpener,
+    BoxStream, DirectConnector, OpenError, OpenErrorKind, Socks5Config, Socks5Server, StreamOpener,
     TargetAddr,
 };
 use async_trait::async_trait;
@@ -107,7 +107,7 @@ async fn echo_server(bind: &str) -> SocketAddr {
 }
 
 fn direct() -> Arc<dyn StreamOpener> {
-    Arc::new(DirectOpener::new(Duration::from_secs(5)))
+    Arc::new(DirectConnector::new(Duration::from_secs(5)))
 }
 
 #[tokio::test]

@@ -17,6 +17,19 @@
 //! `iroh::IrohAcceptor`: a server reached by its public key, through NATs).
 //! It knows nothing about SSH.
 //!
+//! It also holds alknet's **connector** seam, [`StreamOpener`]: "open a
+//! byte stream to [`TargetAddr`]", failing with an [`OpenError`] that says
+//! why without naming the target. [`DirectConnector`] is the plain TCP
+//! one (and [`connect_direct`] the one direct dialer behind it); the
+//! outbound proxies (alknet-proxy), the SSH client (alknet) and a
+//! transport going through a proxy ([`TcpTransport::with_connector`]) all
+//! meet here. The trait lives in this permissively licensed crate so that
+//! code implementing or consuming it links nothing GPL.
+//!
+//! ```text
+//!  SOCKS5 / -L ──► StreamOpener ◄── DirectConnector | UpstreamProxy | ssh Client
+//! ```
+//!
 //! # Example
 //!
 //! ```
@@ -41,10 +54,13 @@
 
 #![forbid(unsafe_code)]
 
+mod connector;
+mod direct;
 mod error;
 #[cfg(feature = "iroh")]
 pub mod iroh;
 mod quick_ack;
+mod target;
 mod tcp;
 mod tls;
 
@@ -54,7 +70,10 @@ use std::net::SocketAddr;
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub use connector::{OpenError, OpenErrorKind, StreamOpener};
+pub use direct::{DirectConnector, connect_direct, connect_direct_filtered, connect_unix};
 pub use error::TransportError;
+pub use target::TargetAddr;
 pub use tcp::{TcpAcceptor, TcpTransport, split_host_port};
 pub use tls::{TlsAcceptor, TlsClientOptions, TlsTransport};
 
@@ -108,18 +127,6 @@ pub struct TransportInfo {
     pub remote_addr: Option<SocketAddr>,
     /// Which transport carried the stream.
     pub kind: TransportKind,
-}
-
-/// Opens the TCP connection a transport runs over: directly, or through a
-/// proxy (alknet-proxy implements this for SOCKS5 and HTTP CONNECT
-/// proxies, for `alknet connect --proxy`).
-#[async_trait]
-pub trait TcpConnector: Send + Sync + 'static {
-    /// Connects to `host:port`; `host` is a name or an IP literal without brackets.
-    async fn connect(&self, host: &str, port: u16) -> std::io::Result<tokio::net::TcpStream>;
-
-    /// A short description for logs and errors, such as `socks5://127.0.0.1:1080`.
-    fn describe(&self) -> String;
 }
 
 /// The kind of transport that produced a stream.

@@ -1,3 +1,6 @@
+//! Plain TCP: the client transport (direct or through a [`StreamOpener`]
+//! such as an outbound proxy) and the listening acceptor.
+
 use crate::quick_ack::QuickAckStream;
 use std::fmt;
 use std::io;
@@ -9,8 +12,8 @@ use async_trait::async_trait;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::{
-    BoxStream, TcpConnector, Transport, TransportAcceptor, TransportError, TransportInfo,
-    TransportKind,
+    BoxStream, OpenErrorKind, StreamOpener, TargetAddr, Transport, TransportAcceptor,
+    TransportError, TransportInfo, TransportKind, connect_direct,
 };
 
 /// How long [`TcpTransport`] waits for a server by default.
@@ -24,7 +27,7 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct TcpTransport {
     server: String,
     connect_timeout: Duration,
-    connector: Option<Arc<dyn TcpConnector>>,
+    connector: Option<Arc<dyn StreamOpener>>,
 }
 
 impl fmt::Debug for TcpTransport {
@@ -49,7 +52,7 @@ impl TcpTransport {
 
     /// Makes the connection through `connector` (a proxy, say) instead of
     /// connecting directly.
-    pub fn with_connector(mut self, connector: Arc<dyn TcpConnector>) -> Self {
+    pub fn with_connector(mut self, connector: Arc<dyn StreamOpener>) -> Self {
         self.connector = Some(connector);
         self
     }
@@ -65,39 +68,40 @@ impl TcpTransport {
         &self.server
     }
 
-    async fn connect_any(&self) -> Result<TcpStream, TransportError> {
+    /// The stream to the server: direct (with quick ACKs), or whatever the
+    /// connector opens.
+    async fn connect_any(&self) -> Result<BoxStream, TransportError> {
+        let (host, port) = split_host_port(&self.server).ok_or_else(|| TransportError::Connect {
+            server: self.server.clone(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "expected host:port"),
+        })?;
+        let target = TargetAddr::from_host_port(host, port);
         if let Some(connector) = &self.connector {
-            let (host, port) =
-                split_host_port(&self.server).ok_or_else(|| TransportError::Connect {
-                    server: self.server.clone(),
-                    source: io::Error::new(io::ErrorKind::InvalidInput, "expected host:port"),
-                })?;
             return connector
-                .connect(host, port)
+                .open(&target)
                 .await
-                .map_err(|source| TransportError::Connect {
+                .map_err(|error| TransportError::Connect {
                     server: format!("{} via {}", self.server, connector.describe()),
-                    source,
+                    source: error.into(),
                 });
         }
-        let addrs = tokio::net::lookup_host(&self.server)
-            .await
-            .map_err(|source| TransportError::Resolve {
-                server: self.server.clone(),
-                source,
-            })?;
-        let mut last_error = None;
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(stream) => return Ok(stream),
-                Err(e) => last_error = Some(e),
-            }
+        match connect_direct(&target, self.connect_timeout).await {
+            Ok(stream) => Ok(Box::new(QuickAckStream::new(stream))),
+            Err(error) => Err(match error.kind() {
+                OpenErrorKind::NameNotResolved => TransportError::Resolve {
+                    server: self.server.clone(),
+                    source: error.into(),
+                },
+                OpenErrorKind::TimedOut => TransportError::Timeout {
+                    server: self.server.clone(),
+                    after: self.connect_timeout,
+                },
+                _ => TransportError::Connect {
+                    server: self.server.clone(),
+                    source: error.into(),
+                },
+            }),
         }
-        Err(TransportError::Connect {
-            server: self.server.clone(),
-            source: last_error
-                .unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address found")),
-        })
     }
 }
 
@@ -107,25 +111,22 @@ impl TcpTransport {
         self.connect_timeout
     }
 
-    /// Connects and returns the bare TCP stream (for transports layered on
-    /// top, such as TLS).
-    pub async fn connect_tcp(&self) -> Result<TcpStream, TransportError> {
-        let stream = tokio::time::timeout(self.connect_timeout, self.connect_any())
+    /// Connects and returns the stream to the server (for transports
+    /// layered on top, such as TLS), within the connect timeout.
+    pub async fn connect_stream(&self) -> Result<BoxStream, TransportError> {
+        tokio::time::timeout(self.connect_timeout, self.connect_any())
             .await
             .map_err(|_| TransportError::Timeout {
                 server: self.server.clone(),
                 after: self.connect_timeout,
-            })??;
-        // Failing to set NODELAY only costs latency; the stream still works.
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+            })?
     }
 }
 
 #[async_trait]
 impl Transport for TcpTransport {
     async fn connect(&self) -> Result<BoxStream, TransportError> {
-        Ok(Box::new(QuickAckStream::new(self.connect_tcp().await?)))
+        self.connect_stream().await
     }
 
     fn describe(&self) -> String {

@@ -5,7 +5,6 @@
 //! To an observer the handshake is an ordinary HTTPS one: ALPN `http/1.1`,
 //! a normal SNI, a certificate a browser would accept.
 
-use crate::quick_ack::QuickAckStream;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -125,10 +124,8 @@ impl TlsTransport {
 #[async_trait]
 impl Transport for TlsTransport {
     async fn connect(&self) -> Result<BoxStream, TransportError> {
-        let tcp = self.tcp.connect_tcp().await?;
-        let handshake = self
-            .connector
-            .connect(self.server_name.clone(), QuickAckStream::new(tcp));
+        let tcp = self.tcp.connect_stream().await?;
+        let handshake = self.connector.connect(self.server_name.clone(), tcp);
         let timeout = self.tcp.connect_timeout();
         match tokio::time::timeout(timeout, handshake).await {
             Ok(Ok(stream)) => Ok(Box::new(stream)),

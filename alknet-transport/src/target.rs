@@ -1,3 +1,5 @@
+//! [`TargetAddr`]: where a connection should go, as a name or an address.
+
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 

@@ -1,20 +1,33 @@
+//! The connector seam: [`StreamOpener`] opens a byte stream to a target,
+//! and [`OpenError`] says why it could not, in terms every caller (a SOCKS5
+//! client, an SSH peer, a user) understands.
+
 use std::fmt;
 use std::io;
 use std::path::Path;
 
-use alknet_transport::BoxStream;
 use async_trait::async_trait;
-use socks5_proto::Reply;
 
-use crate::TargetAddr;
+use crate::{BoxStream, TargetAddr};
 
-/// Opens a byte stream to `host:port` somewhere: through an SSH tunnel, a
-/// plain TCP connect, or anything else. The SOCKS5 server and the forward
-/// listeners reach the outside world only through this trait.
+/// Opens a byte stream to `host:port` somewhere: a plain TCP connect
+/// ([`DirectConnector`](crate::DirectConnector)), an outbound proxy, an SSH
+/// tunnel, or anything else.
+///
+/// It is the one seam between "where to" and "how": the SOCKS5 server and
+/// forward listeners reach the world through it, the server's dialer is
+/// one, and [`TcpTransport`](crate::TcpTransport) reaches its server
+/// through one when told to go via a proxy.
 #[async_trait]
 pub trait StreamOpener: Send + Sync + 'static {
     /// Opens one stream to `target`.
     async fn open(&self, target: &TargetAddr) -> Result<BoxStream, OpenError>;
+
+    /// A short description for logs and errors, such as
+    /// `socks5://127.0.0.1:1080`. Never a target.
+    fn describe(&self) -> String {
+        "a stream opener".to_owned()
+    }
 
     /// Opens one stream to a Unix-domain socket. Openers that cannot reach
     /// Unix sockets keep this default, which refuses.
@@ -33,8 +46,10 @@ pub trait StreamOpener: Send + Sync + 'static {
 pub enum OpenErrorKind {
     /// The target host actively refused the connection.
     ConnectionRefused,
-    /// The target host could not be reached (or its name did not resolve).
+    /// The target host could not be reached.
     HostUnreachable,
+    /// The target's name did not resolve.
+    NameNotResolved,
     /// The target's network could not be reached.
     NetworkUnreachable,
     /// Connecting to the target took too long.
@@ -48,19 +63,6 @@ pub enum OpenErrorKind {
 }
 
 impl OpenErrorKind {
-    /// The SOCKS5 reply code that reports this failure (RFC 1928 §6).
-    pub(crate) fn socks_reply(self) -> Reply {
-        match self {
-            OpenErrorKind::ConnectionRefused => Reply::ConnectionRefused,
-            // A timeout means the host did not answer: what users and tools
-            // (curl: "Host unreachable") understand best.
-            OpenErrorKind::HostUnreachable | OpenErrorKind::TimedOut => Reply::HostUnreachable,
-            OpenErrorKind::NetworkUnreachable => Reply::NetworkUnreachable,
-            OpenErrorKind::NotAllowed => Reply::ConnectionNotAllowed,
-            OpenErrorKind::TunnelDown | OpenErrorKind::Other => Reply::GeneralFailure,
-        }
-    }
-
     /// Classifies an operating-system connect error.
     pub fn from_io(error: &io::Error) -> Self {
         match error.kind() {
@@ -77,6 +79,7 @@ impl OpenErrorKind {
         match self {
             OpenErrorKind::ConnectionRefused => "connection refused",
             OpenErrorKind::HostUnreachable => "host unreachable",
+            OpenErrorKind::NameNotResolved => "name does not resolve",
             OpenErrorKind::NetworkUnreachable => "network unreachable",
             OpenErrorKind::TimedOut => "connection timed out",
             OpenErrorKind::NotAllowed => "not allowed",
@@ -131,30 +134,52 @@ impl fmt::Display for OpenError {
 
 impl std::error::Error for OpenError {}
 
+/// For callers that speak `io::Error` (a transport reaching its server):
+/// the kind maps to the closest `io::ErrorKind`, the message is the detail.
+impl From<OpenError> for io::Error {
+    fn from(error: OpenError) -> Self {
+        let kind = match error.kind {
+            OpenErrorKind::ConnectionRefused => io::ErrorKind::ConnectionRefused,
+            OpenErrorKind::HostUnreachable => io::ErrorKind::HostUnreachable,
+            OpenErrorKind::NameNotResolved => io::ErrorKind::NotFound,
+            OpenErrorKind::NetworkUnreachable => io::ErrorKind::NetworkUnreachable,
+            OpenErrorKind::TimedOut => io::ErrorKind::TimedOut,
+            OpenErrorKind::NotAllowed => io::ErrorKind::PermissionDenied,
+            OpenErrorKind::TunnelDown => io::ErrorKind::NotConnected,
+            OpenErrorKind::Other => io::ErrorKind::Other,
+        };
+        let message = error
+            .detail
+            .unwrap_or_else(|| error.kind.describe().to_owned());
+        io::Error::new(kind, message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn io_errors_map_to_distinct_socks_replies() {
-        let reply = |kind| OpenError::from(io::Error::from(kind)).kind().socks_reply();
+    fn io_errors_keep_their_kind_and_messages_stay_generic() {
+        let kind = |io_kind| OpenError::from(io::Error::from(io_kind)).kind();
         assert_eq!(
-            reply(io::ErrorKind::ConnectionRefused),
-            Reply::ConnectionRefused
+            kind(io::ErrorKind::ConnectionRefused),
+            OpenErrorKind::ConnectionRefused
         );
         assert_eq!(
-            reply(io::ErrorKind::HostUnreachable),
-            Reply::HostUnreachable
+            kind(io::ErrorKind::HostUnreachable),
+            OpenErrorKind::HostUnreachable
         );
         assert_eq!(
-            reply(io::ErrorKind::NetworkUnreachable),
-            Reply::NetworkUnreachable
+            kind(io::ErrorKind::NetworkUnreachable),
+            OpenErrorKind::NetworkUnreachable
         );
-        assert_eq!(reply(io::ErrorKind::TimedOut), Reply::HostUnreachable);
-        assert_eq!(reply(io::ErrorKind::Other), Reply::GeneralFailure);
+        assert_eq!(kind(io::ErrorKind::TimedOut), OpenErrorKind::TimedOut);
+        assert_eq!(kind(io::ErrorKind::PermissionDenied), OpenErrorKind::NotAllowed);
+        assert_eq!(kind(io::ErrorKind::Other), OpenErrorKind::Other);
         assert_eq!(
-            OpenErrorKind::NotAllowed.socks_reply(),
-            Reply::ConnectionNotAllowed
+            OpenError::with_detail(OpenErrorKind::NotAllowed, "by policy").to_string(),
+            "not allowed (by policy)"
         );
     }
 }

@@ -1,19 +1,22 @@
+//! The one direct dialer: resolve a target, try its addresses in turn
+//! within one time budget, and say why it failed without naming it.
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use alknet_transport::BoxStream;
 use async_trait::async_trait;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::{OpenError, OpenErrorKind, StreamOpener, TargetAddr};
+use crate::{BoxStream, OpenError, OpenErrorKind, StreamOpener, TargetAddr};
 
 /// Connects straight to `target` over TCP: names are resolved here, and
 /// every resolved address is tried in turn within `timeout` overall.
 ///
-/// Errors keep their kind (refused, unreachable, timed out) so that a SOCKS5
-/// client or SSH peer learns why, but never name the target.
+/// Errors keep their kind (refused, unreachable, timed out, not resolved)
+/// so that a SOCKS5 client or SSH peer learns why, but never name the
+/// target.
 pub async fn connect_direct(
     target: &TargetAddr,
     timeout: Duration,
@@ -36,12 +39,7 @@ pub async fn connect_direct_filtered(
             let lookup = tokio::net::lookup_host((name.as_str(), *port));
             match tokio::time::timeout_at(deadline, lookup).await {
                 Ok(Ok(addrs)) => addrs.collect(),
-                Ok(Err(_)) => {
-                    return Err(OpenError::with_detail(
-                        OpenErrorKind::HostUnreachable,
-                        "name does not resolve",
-                    ));
-                }
+                Ok(Err(_)) => return Err(OpenError::new(OpenErrorKind::NameNotResolved)),
                 Err(_) => return Err(OpenError::new(OpenErrorKind::TimedOut)),
             }
         }
@@ -54,7 +52,7 @@ pub async fn connect_direct_filtered(
             "every address of the target is refused by policy",
         ));
     }
-    let mut last_error = OpenError::with_detail(OpenErrorKind::HostUnreachable, "no address found");
+    let mut last_error = OpenError::new(OpenErrorKind::NameNotResolved);
     for (index, addr) in addrs.iter().enumerate() {
         // Share what is left of the budget among the remaining addresses, so
         // one black-holed address cannot use it all up.
@@ -70,31 +68,6 @@ pub async fn connect_direct_filtered(
         }
     }
     Err(last_error)
-}
-
-/// A [`StreamOpener`] that connects directly with [`connect_direct`]: what
-/// the server does for tunnelled channels, and a stand-in for the tunnel in tests.
-#[derive(Clone, Debug)]
-pub struct DirectOpener {
-    timeout: Duration,
-}
-
-impl DirectOpener {
-    /// An opener whose connects give up after `timeout`.
-    pub fn new(timeout: Duration) -> Self {
-        Self { timeout }
-    }
-}
-
-#[async_trait]
-impl StreamOpener for DirectOpener {
-    async fn open(&self, target: &TargetAddr) -> Result<BoxStream, OpenError> {
-        Ok(Box::new(connect_direct(target, self.timeout).await?))
-    }
-
-    async fn open_unix(&self, path: &Path) -> Result<BoxStream, OpenError> {
-        connect_unix(path, self.timeout).await
-    }
 }
 
 /// Connects to a Unix-domain socket within `timeout`.
@@ -114,6 +87,36 @@ pub async fn connect_unix(path: &Path, timeout: Duration) -> Result<BoxStream, O
             OpenErrorKind::NotAllowed,
             "Unix sockets exist only on Unix",
         ))
+    }
+}
+
+/// A [`StreamOpener`] that connects directly with [`connect_direct`] (and
+/// [`connect_unix`]): what a client does to reach its server, and a
+/// stand-in for the tunnel in tests.
+#[derive(Clone, Debug)]
+pub struct DirectConnector {
+    timeout: Duration,
+}
+
+impl DirectConnector {
+    /// A connector whose connects give up after `timeout`.
+    pub fn new(timeout: Duration) -> Self {
+        Self { timeout }
+    }
+}
+
+#[async_trait]
+impl StreamOpener for DirectConnector {
+    async fn open(&self, target: &TargetAddr) -> Result<BoxStream, OpenError> {
+        Ok(Box::new(connect_direct(target, self.timeout).await?))
+    }
+
+    async fn open_unix(&self, path: &Path) -> Result<BoxStream, OpenError> {
+        connect_unix(path, self.timeout).await
+    }
+
+    fn describe(&self) -> String {
+        "direct".to_owned()
     }
 }
 
@@ -138,12 +141,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unresolvable_name_is_host_unreachable() {
+    async fn unresolvable_name_is_reported_as_such() {
         let target = TargetAddr::Domain("no-such-host.invalid".into(), 80);
         let err = connect_direct(&target, Duration::from_secs(5))
             .await
             .unwrap_err();
-        assert_eq!(err.kind(), OpenErrorKind::HostUnreachable);
+        assert_eq!(err.kind(), OpenErrorKind::NameNotResolved);
         assert!(!err.to_string().contains("no-such-host"), "{err}");
     }
 
@@ -157,5 +160,15 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(stream.peer_addr().unwrap().port(), port);
+    }
+
+    #[tokio::test]
+    async fn refused_addresses_are_never_dialled() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = TargetAddr::Ip(listener.local_addr().unwrap());
+        let err = connect_direct_filtered(&target, Duration::from_secs(5), |_| false)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), OpenErrorKind::NotAllowed);
     }
 }
