@@ -721,21 +721,24 @@ impl Router {
             .map_err(|_| CallError::Closed)?;
         let cancel = shared.closed.child_token();
         let serial = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        {
+        let busy = {
             let mut serving = lock(&shared.serving);
             if serving.contains_key(&id) {
                 debug!("call connection: peer reused a request id still in use; ignored");
                 return Ok(());
             }
-            if serving.len() >= self.max_concurrent_calls {
-                drop(serving);
-                let failure = Failure::unavailable(format!(
-                    "more than {} calls in flight on this connection; retry later",
-                    self.max_concurrent_calls
-                ));
-                return self.refuse(id, failure).await;
+            let busy = serving.len() >= self.max_concurrent_calls;
+            if !busy {
+                serving.insert(id.clone(), (serial, cancel.clone()));
             }
-            serving.insert(id.clone(), (serial, cancel.clone()));
+            busy
+        };
+        if busy {
+            let failure = Failure::unavailable(format!(
+                "more than {} calls in flight on this connection; retry later",
+                self.max_concurrent_calls
+            ));
+            return self.refuse(id, failure).await;
         }
         let call = IncomingCall {
             name: request.name,

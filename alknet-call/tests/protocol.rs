@@ -7,8 +7,8 @@ use std::time::Duration;
 use alknet_identity::Identity;
 use alknet_call::{
     AccessControl, CALL_ABORTED, CALL_REQUESTED, CALL_RESPONDED, CallConnection, CallError, Caller,
-    EnvelopeCodec, ErrorCode, EventEnvelope, Handler, OperationRegistry, OperationSpec,
-    OperationType,
+    EnvelopeCodec, ErrorCode, EventEnvelope, Handler, Hub, OperationRegistry, OperationSpec,
+    OperationType, Service, SpokeRegistration,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -17,12 +17,35 @@ use tokio_util::codec::Framed;
 
 const BOUND: Duration = Duration::from_secs(10);
 
-/// Two connected peers, each serving its own registry.
-fn pair(a: &OperationRegistry, b: &OperationRegistry) -> (Caller, Caller) {
+/// Two connected peers, each serving its own registry (or hub).
+fn pair(a: &(impl Service + Clone), b: &(impl Service + Clone)) -> (Caller, Caller) {
     let (left, right) = tokio::io::duplex(64 * 1024);
     let a_calls_b = CallConnection::new(left).serve(a.clone()).spawn();
     let b_calls_a = CallConnection::new(right).serve(b.clone()).spawn();
     (a_calls_b, b_calls_a)
+}
+
+/// Like [`pair`], with `b` knowing `a` as `identity`.
+fn pair_as(
+    identity: Identity,
+    a: &(impl Service + Clone),
+    b: &(impl Service + Clone),
+) -> (Caller, Caller) {
+    let (left, right) = tokio::io::duplex(64 * 1024);
+    let a_calls_b = CallConnection::new(left).serve(a.clone()).spawn();
+    let b_calls_a = CallConnection::new(right)
+        .serve(b.clone())
+        .peer_identity(identity)
+        .spawn();
+    (a_calls_b, b_calls_a)
+}
+
+fn holder_of(id: &str, grants: &[&str]) -> Identity {
+    Identity {
+        id: id.into(),
+        resources: grants.iter().map(|grant| (*grant).to_owned()).collect(),
+        ..Identity::default()
+    }
 }
 
 fn remote_code(result: Result<Value, CallError>) -> ErrorCode {
@@ -390,7 +413,8 @@ async fn garbage_on_the_stream_closes_the_connection_and_fails_callers() {
 
 #[tokio::test]
 async fn a_hub_routes_to_its_spokes_and_forgets_them() {
-    let hub = OperationRegistry::new();
+    let hub = Hub::new(OperationRegistry::new());
+    hub.set_registration(SpokeRegistration::Open);
     // The spoke serves /tools/echo and /numbers/count on its hub connection.
     let spoke_ops = counting_registry(Arc::default(), Arc::default());
     spoke_ops
@@ -531,11 +555,11 @@ async fn a_handler_may_abort_and_the_caller_learns_why() {
 
 #[tokio::test]
 async fn a_hub_can_require_a_scope_to_register_spokes() {
-    let hub = OperationRegistry::new();
-    hub.set_hub_access(AccessControl {
+    let hub = Hub::new(OperationRegistry::new());
+    hub.set_registration(SpokeRegistration::Access(AccessControl {
         required_scopes: vec!["spoke".into()],
         ..AccessControl::default()
-    });
+    }));
     let (anyone, _) = pair(&OperationRegistry::new(), &hub);
     assert_eq!(
         remote_code(
@@ -549,6 +573,69 @@ async fn a_hub_can_require_a_scope_to_register_spokes() {
         ErrorCode::Forbidden
     );
     assert!(hub.spokes().is_empty());
+}
+
+fn register(spoke: &str) -> Value {
+    json!({"spoke": spoke, "operations": []})
+}
+
+#[tokio::test]
+async fn by_default_a_spoke_name_needs_a_grant_and_stays_with_its_holder_for_a_while() {
+    let hub = Hub::new(OperationRegistry::new());
+    let nobody = OperationRegistry::new();
+    // Without a grant (or without any identity), nothing can be registered.
+    let (anonymous, _) = pair(&nobody, &hub);
+    assert_eq!(
+        remote_code(anonymous.call("/hub/services/register", register("metrics")).await),
+        ErrorCode::Forbidden
+    );
+    let (other_name, _) = pair_as(holder_of("eve", &["spoke:billing:register"]), &nobody, &hub);
+    assert_eq!(
+        remote_code(other_name.call("/hub/services/register", register("metrics")).await),
+        ErrorCode::Forbidden
+    );
+    // The grant for the name (or for any name) lets it in.
+    let (alice, _) = pair_as(holder_of("alice", &["spoke:metrics:register"]), &nobody, &hub);
+    alice
+        .call("/hub/services/register", register("metrics"))
+        .await
+        .unwrap();
+    assert_eq!(hub.spokes(), ["metrics"]);
+
+    // Freed by a disconnect, the name is kept for alice, not for mallory.
+    alice.close();
+    timeout(BOUND, async {
+        while !hub.spokes().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the hub never noticed the disconnect");
+    let (mallory, _) = pair_as(holder_of("mallory", &["spoke:*:register"]), &nobody, &hub);
+    assert_eq!(
+        remote_code(mallory.call("/hub/services/register", register("metrics")).await),
+        ErrorCode::Forbidden
+    );
+    let (alice_again, _) =
+        pair_as(holder_of("alice", &["spoke:metrics:register"]), &nobody, &hub);
+    alice_again
+        .call("/hub/services/register", register("metrics"))
+        .await
+        .unwrap();
+    // After the grace period anyone with a grant may take a freed name.
+    hub.set_reclaim_grace(Duration::ZERO);
+    alice_again.close();
+    timeout(BOUND, async {
+        while !hub.spokes().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    mallory
+        .call("/hub/services/register", register("metrics"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -654,6 +741,90 @@ async fn a_subscriber_that_falls_too_far_behind_is_cut_off_not_buffered_forever(
     // Each frame is ~57 bytes of JSON: about 10 000 bytes' worth were kept.
     assert!((150..200).contains(&read), "{read} items buffered");
     assert!(items.next().await.is_none());
+}
+
+/// Writes `frames` raw frames to `stream` and reports whether all of them
+/// were taken within `within` (a connection that stopped reading leaves the
+/// writer waiting).
+async fn all_frames_taken(
+    stream: &mut tokio::io::DuplexStream,
+    frame: &[u8],
+    frames: usize,
+    within: Duration,
+) -> bool {
+    use tokio::io::AsyncWriteExt;
+    timeout(within, async {
+        for _ in 0..frames {
+            stream.write_all(frame).await.unwrap();
+        }
+    })
+    .await
+    .is_ok()
+}
+
+fn raw_frame(envelope: &EventEnvelope) -> Vec<u8> {
+    EnvelopeCodec::default()
+        .encode_frame(envelope)
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test]
+async fn a_peer_that_never_reads_its_answers_stops_being_read() {
+    // Every malformed request is answered with call.error; the peer reads
+    // none of them. Our answers wait in a 4 KiB send buffer, then the
+    // connection must stop reading instead of queueing (or spawning) more.
+    let (mut peer, ours) = tokio::io::duplex(4096);
+    let mut options = alknet_call::ConnectionOptions::default();
+    options.send_buffer = 4096;
+    let caller = CallConnection::new(ours)
+        .serve(OperationRegistry::new())
+        .options(options)
+        .spawn();
+    let malformed = raw_frame(&EventEnvelope::new(CALL_REQUESTED, "x", json!("not an object")));
+    let taken = all_frames_taken(&mut peer, &malformed, 100_000, Duration::from_secs(2)).await;
+    assert!(!taken, "100 000 unanswerable requests were all read");
+    assert!(!caller.is_closed(), "backpressure, not a disconnect");
+
+    // Once the peer reads, everything flows again.
+    use tokio::io::AsyncReadExt;
+    let mut sink = vec![0u8; 64 * 1024];
+    let drain = tokio::spawn(async move {
+        while peer.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    });
+    caller.close();
+    let _ = timeout(BOUND, drain).await;
+}
+
+#[tokio::test]
+async fn requests_in_hand_are_bounded_in_bytes_and_reading_waits_for_room() {
+    // Handlers that never answer hold their requests; past 64 KiB of them
+    // the connection stops reading.
+    let (mut peer, ours) = tokio::io::duplex(4096);
+    let mut options = alknet_call::ConnectionOptions::default();
+    options.max_request_bytes = 64 * 1024;
+    CallConnection::new(ours)
+        .serve(never_answering())
+        .options(options)
+        .spawn();
+    let big_input = "x".repeat(8 * 1024);
+    let mut frames = Vec::new();
+    for id in 0..100 {
+        frames.push(raw_frame(&EventEnvelope::new(
+            CALL_REQUESTED,
+            id.to_string(),
+            json!({"name": "/slow/never", "input": big_input}),
+        )));
+    }
+    let taken = timeout(Duration::from_secs(2), async {
+        use tokio::io::AsyncWriteExt;
+        for frame in &frames {
+            peer.write_all(frame).await.unwrap();
+        }
+    })
+    .await
+    .is_ok();
+    assert!(!taken, "800 KiB of requests were taken into handlers at once");
 }
 
 /// A random envelope: known and unknown types, ids that collide with live

@@ -37,7 +37,9 @@ pub(crate) fn failure_for(kind: OpenErrorKind, peer_is_alknet: bool) -> ChannelO
     };
     match kind {
         OpenErrorKind::ConnectionRefused => private(REFUSED, "Connection refused"),
-        OpenErrorKind::HostUnreachable => private(HOST_UNREACHABLE, "Host unreachable"),
+        OpenErrorKind::HostUnreachable | OpenErrorKind::NameNotResolved => {
+            private(HOST_UNREACHABLE, "Host unreachable")
+        }
         OpenErrorKind::NetworkUnreachable => private(NETWORK_UNREACHABLE, "Network unreachable"),
         OpenErrorKind::TimedOut => private(TIMED_OUT, "Connection timed out"),
         OpenErrorKind::NotAllowed => ChannelOpenFailure::AdministrativelyProhibited,
@@ -67,9 +69,10 @@ pub(crate) fn open_error_for(failure: &ChannelOpenFailure) -> OpenError {
 mod tests {
     use super::*;
 
-    const ALL_KINDS: [OpenErrorKind; 7] = [
+    const ALL_KINDS: [OpenErrorKind; 8] = [
         OpenErrorKind::ConnectionRefused,
         OpenErrorKind::HostUnreachable,
+        OpenErrorKind::NameNotResolved,
         OpenErrorKind::NetworkUnreachable,
         OpenErrorKind::TimedOut,
         OpenErrorKind::NotAllowed,
@@ -84,6 +87,9 @@ mod tests {
             let expected = match kind {
                 // A server never reports its own tunnel as down.
                 OpenErrorKind::TunnelDown => OpenErrorKind::Other,
+                // SOCKS5 has no code for it: an unknown name is an
+                // unreachable host there too.
+                OpenErrorKind::NameNotResolved => OpenErrorKind::HostUnreachable,
                 other => other,
             };
             assert_eq!(received, expected, "{kind:?}");

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use alknet_auth::{Certificate, PrivateKey, fingerprint};
 use alknet_proxy::{
-    BoxStream, ForwardSpec, OpenError, OpenErrorKind, StreamOpener, TargetAddr, relay,
+    BoxStream, Dialer, ForwardSpec, ForwardTarget, OpenError, OpenErrorKind, StreamOpener,
+    TargetAddr, relay_until,
 };
 use alknet_transport::Transport;
 use async_trait::async_trait;
@@ -20,7 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::channel_failure::open_error_for;
-use crate::remote_forward::{RemoteForwardPort, RemoteForwardTable, dial_local};
+use crate::remote_forward::{RemoteForwardPort, RemoteForwardTable};
 use crate::tuning::client_config;
 
 /// How long connecting a remote forward's local target may take.
@@ -346,13 +347,16 @@ impl russh::client::Handler for ClientHandler {
         };
         // Dial off the session loop, as the server does.
         tokio::spawn(async move {
-            match dial_local(&target, FORWARD_DIAL_TIMEOUT).await {
+            let dialer = Dialer::direct(FORWARD_DIAL_TIMEOUT);
+            let local = match &target {
+                ForwardTarget::Tcp(addr) => dialer.open(addr).await,
+                ForwardTarget::Unix(path) => dialer.open_unix(path).await,
+            };
+            match local {
                 Ok(mut local) => {
                     reply.accept().await;
                     let mut channel = channel.into_stream();
-                    if let Err(error) = relay(&mut channel, &mut local).await {
-                        debug!(%error, "forwarded connection ended with an error");
-                    }
+                    relay_until(&mut channel, &mut local, std::future::pending()).await;
                 }
                 Err(error) => {
                     debug!(%error, "remote forward target not reached");

@@ -1,3 +1,5 @@
+//! [`Error`]: what can go wrong setting up or running a client or server.
+
 use std::time::Duration;
 
 use alknet_auth::AuthError;
@@ -71,4 +73,8 @@ pub enum Error {
     /// An SSH protocol error.
     #[error("SSH: {0}")]
     Ssh(#[from] russh::Error),
+
+    /// A runtime or thread for serving could not be started.
+    #[error("cannot start a server thread: {0}")]
+    Runtime(#[source] std::io::Error),
 }

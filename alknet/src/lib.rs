@@ -82,4 +82,7 @@ pub use control::{CONTROL_HOST, CONTROL_PORT};
 pub use error::Error;
 pub use reconnect::{ReconnectingClient, SessionState};
 pub use remote_forward::RemoteForwardPort;
-pub use server::{ListenerOptions, RESERVED_HOST_PREFIX, ServeOptions, Server};
+pub use server::{
+    ChannelInfo, ChannelSink, ChannelTarget, DEFAULT_MAX_CHANNELS_PER_SESSION, DialSink,
+    IncomingChannel, Listener, ListenerOptions, RESERVED_HOST_PREFIX, ServeOptions, Server,
+};

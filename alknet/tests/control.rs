@@ -108,6 +108,27 @@ async fn hub_and_spoke_call_each_other_over_one_ssh_channel() {
             }),
         )
         .unwrap();
+    let specs: Vec<Value> = spoke
+        .specs()
+        .into_iter()
+        .filter(|spec| spec.name == "/math/add")
+        .map(|spec| serde_json::to_value(spec).unwrap())
+        .collect();
+    let registration = json!({"spoke": "laptop", "operations": specs});
+
+    // Registering a spoke needs the grant spoke:laptop:register.
+    let ungranted = server.client().await.open_control().await.unwrap();
+    assert_eq!(
+        remote_code(ungranted.call("/hub/services/register", registration.clone()).await),
+        ErrorCode::Forbidden
+    );
+    let line = server.user_key.public_key().to_openssh().unwrap();
+    server.reload.reload(alknet::auth::AuthConfig::new(
+        alknet::auth::AuthorizedKeys::parse(&format!(
+            "{line} tester resources=spoke:laptop:register"
+        ))
+        .unwrap(),
+    ));
     let client = server.client().await;
     let to_hub = client
         .open_control_serving(Arc::new(spoke.clone()))
@@ -121,17 +142,8 @@ async fn hub_and_spoke_call_each_other_over_one_ssh_channel() {
         json!(fingerprint)
     );
 
-    let specs: Vec<Value> = spoke
-        .specs()
-        .into_iter()
-        .filter(|spec| spec.name == "/math/add")
-        .map(|spec| serde_json::to_value(spec).unwrap())
-        .collect();
     to_hub
-        .call(
-            "/hub/services/register",
-            json!({"spoke": "laptop", "operations": specs}),
-        )
+        .call("/hub/services/register", registration)
         .await
         .unwrap();
 
@@ -153,7 +165,7 @@ async fn hub_and_spoke_call_each_other_over_one_ssh_channel() {
     // Dropping the spoke's session makes its operations unavailable.
     client.disconnect().await;
     timeout(LIMIT, async {
-        while !server.registry.spokes().is_empty() {
+        while !server.server.hub().spokes().is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -285,15 +297,12 @@ async fn dropping_the_session_fails_pending_calls_promptly() {
 #[tokio::test]
 async fn the_forwarding_policy_can_deny_the_control_channel() {
     let server = TestServer::start_with(|options| {
-        options.forwarding = ForwardingPolicy {
-            rules: vec![ForwardRule {
-                verdict: Verdict::Deny,
-                target: TargetMatch::Reserved,
-                ports: None,
-                principals: None,
-            }],
+        let policy = ForwardingPolicy {
+            rules: vec![ForwardRule::new(Verdict::Deny, TargetMatch::Reserved)],
             default: Verdict::Allow,
         };
+        let auth = options.auth_config().clone().forwarding(policy);
+        options.auth(auth)
     })
     .await;
     let client = server.client().await;

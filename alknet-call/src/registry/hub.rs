@@ -330,37 +330,31 @@ fn register(state: &Weak<RwLock<HubState>>, context: &CallContext, input: Value)
             },
         );
     }
-    tokio::spawn(forget_when_closed(
-        Arc::downgrade(&state),
-        spoke.clone(),
-        caller,
-        identity,
-    ));
+    tokio::spawn(forget_when_closed(Arc::downgrade(&state), spoke.clone(), caller));
     Ok(json!({"spoke": spoke, "registered": count}))
 }
 
-async fn forget_when_closed(
-    state: Weak<RwLock<HubState>>,
-    spoke: String,
-    caller: Caller,
-    identity: Option<String>,
-) {
+async fn forget_when_closed(state: Weak<RwLock<HubState>>, spoke: String, caller: Caller) {
     caller.closed().await;
     let Some(state) = state.upgrade() else {
         return;
     };
     let mut state = write(&state);
-    if let Some(Spoke::Live { caller: holder, .. }) = state.spokes.get(&spoke)
-        && holder.same_connection(&caller)
-    {
-        state.spokes.insert(
-            spoke,
-            Spoke::Gone {
-                identity,
-                since: Instant::now(),
-            },
-        );
-    }
+    let identity = match state.spokes.get(&spoke) {
+        Some(Spoke::Live {
+            caller: holder,
+            identity,
+            ..
+        }) if holder.same_connection(&caller) => identity.clone(),
+        _ => return,
+    };
+    state.spokes.insert(
+        spoke,
+        Spoke::Gone {
+            identity,
+            since: Instant::now(),
+        },
+    );
 }
 
 /// A call on its way to a spoke.

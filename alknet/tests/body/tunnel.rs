@@ -1,0 +1,521 @@
+// The tunnel tests, one body included once per transport (TCP, TLS, TLS
+// with stealth, iroh) by tests/tunnel.rs: `BACKEND` says which.
+
+use std::time::Duration;
+
+use alknet::auth::{ForwardRule, ForwardingPolicy, TargetMatch, Verdict, generate_ed25519};
+use alknet::proxy::{OpenErrorKind, StreamOpener, TargetAddr};
+use alknet::{Client, ConnectOptions, Error};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use crate::common::{LIMIT, TestServer};
+
+/// A loopback target that answers every connection with `greeting`.
+async fn greeter(greeting: &'static [u8]) -> TargetAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = socket.write_all(greeting).await;
+            });
+        }
+    });
+    TargetAddr::Ip(addr)
+}
+
+async fn read_all(opener: &dyn StreamOpener, target: &TargetAddr) -> Vec<u8> {
+    let mut stream = opener.open(target).await.expect("open failed");
+    let mut data = Vec::new();
+    tokio::time::timeout(LIMIT, stream.read_to_end(&mut data))
+        .await
+        .expect("read hung")
+        .unwrap();
+    data
+}
+
+fn closed_port() -> TargetAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    TargetAddr::Ip(listener.local_addr().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_channels_do_not_harm_the_session() {
+    let server = TestServer::start_on(BACKEND, |options| options).await;
+    let client = server.client().await;
+    let target = greeter(b"still here").await;
+
+    let refused = client
+        .open(&closed_port())
+        .await
+        .err()
+        .expect("closed port opened");
+    assert_eq!(refused.kind(), OpenErrorKind::ConnectionRefused);
+
+    // Reserved names are never dialled; only alknet-control:0 opens.
+    for reserved in [("alknet-other", 0), ("alknet-control", 80)] {
+        let reserved = TargetAddr::Domain(reserved.0.into(), reserved.1);
+        let prohibited = client
+            .open(&reserved)
+            .await
+            .err()
+            .expect("reserved host opened");
+        assert_eq!(prohibited.kind(), OpenErrorKind::NotAllowed);
+    }
+
+    let unresolvable = TargetAddr::Domain("no-such-host.invalid".into(), 80);
+    let unreachable = client
+        .open(&unresolvable)
+        .await
+        .err()
+        .expect("bad name opened");
+    assert_eq!(unreachable.kind(), OpenErrorKind::HostUnreachable);
+
+    assert_eq!(read_all(&client, &target).await, b"still here");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_channels_share_one_session() {
+    let server = TestServer::start_on(BACKEND, |options| options).await;
+    let client = std::sync::Arc::new(server.client().await);
+    let target = greeter(b"hello").await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (client, target) = (client.clone(), target.clone());
+        tasks.push(tokio::spawn(async move {
+            read_all(client.as_ref(), &target).await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), b"hello");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_data_survives_the_round_trip_with_half_close() {
+    // An echo server that answers only after the request is complete.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = TargetAddr::Ip(listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        socket.read_to_end(&mut request).await.unwrap();
+        socket.write_all(&request).await.unwrap();
+    });
+    let server = TestServer::start_on(BACKEND, |options| options).await;
+    let client = server.client().await;
+
+    let payload: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let stream = client.open(&target).await.unwrap();
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let send = async {
+        writer.write_all(&payload).await.unwrap();
+        writer.shutdown().await.unwrap();
+    };
+    let mut echoed = Vec::new();
+    let receive = reader.read_to_end(&mut echoed);
+    let (_, received) = tokio::time::timeout(LIMIT, async { tokio::join!(send, receive) })
+        .await
+        .expect("echo hung");
+    received.unwrap();
+    assert!(echoed == payload, "echo differs from what was sent");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_keys_are_refused_with_advice() {
+    let server = TestServer::start_on(BACKEND, |options| options).await;
+    let stranger = generate_ed25519("stranger").unwrap();
+    let options = ConnectOptions::new(stranger, "tester");
+    let error = Client::connect(server.transport.as_ref(), options)
+        .await
+        .err()
+        .expect("stranger got in");
+    assert!(matches!(error, Error::AuthRejected { .. }), "{error:?}");
+    assert!(error.to_string().contains("authorized_keys"), "{error}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_host_key_pin_is_refused_naming_both_keys() {
+    let server = TestServer::start_on(BACKEND, |options| options).await;
+    let wrong = "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU";
+    let options = ConnectOptions::new(server.user_key.clone(), "tester").with_host_key(wrong);
+    let error = Client::connect(server.transport.as_ref(), options)
+        .await
+        .err()
+        .expect("wrong pin accepted");
+    match &error {
+        Error::HostKeyMismatch { expected, actual } => {
+            assert_eq!(expected, wrong);
+            assert_eq!(actual, &server.fingerprint);
+        }
+        other => panic!("expected a host key mismatch, got {other:?}"),
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_pin_the_client_connects_and_reports_the_fingerprint() {
+    let server = TestServer::start_on(BACKEND, |options| options).await;
+    let options = ConnectOptions::new(server.user_key.clone(), "tester");
+    let client = Client::connect(server.transport.as_ref(), options).await.unwrap();
+    assert_eq!(client.server_fingerprint(), server.fingerprint);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_shutdown_ends_client_sessions() {
+    let server = TestServer::start_on(BACKEND, |options| options).await;
+    let client = server.client().await;
+    server.shutdown().await;
+    tokio::time::timeout(LIMIT, client.closed())
+        .await
+        .expect("client never noticed");
+    let error = client
+        .open(&closed_port())
+        .await
+        .err()
+        .expect("opened on a dead session");
+    assert_eq!(error.kind(), OpenErrorKind::TunnelDown);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unix_socket_targets_are_reached_with_direct_streamlocal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("greeter.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        socket.write_all(b"hello over a unix socket").await.unwrap();
+    });
+    // Unix sockets are reached only where a rule names their path.
+    let allowed_dir = format!("{}/*", dir.path().display());
+    let server = TestServer::start_on(BACKEND, move |options| {
+        let policy = ForwardingPolicy {
+            rules: vec![ForwardRule::new(Verdict::Allow, TargetMatch::SocketPath(allowed_dir))],
+            default: Verdict::Allow,
+        };
+        let auth = options.auth_config().clone().forwarding(policy);
+        options.auth(auth)
+    })
+    .await;
+    let client = server.client().await;
+
+    let mut stream = client
+        .open_unix(&path)
+        .await
+        .expect("streamlocal open failed");
+    let mut greeting = Vec::new();
+    tokio::time::timeout(LIMIT, stream.read_to_end(&mut greeting))
+        .await
+        .expect("read hung")
+        .unwrap();
+    assert_eq!(greeting, b"hello over a unix socket");
+
+    let missing = client.open_unix(&dir.path().join("missing.sock")).await;
+    assert!(missing.is_err(), "a missing socket must fail the open");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_forwards_bring_server_side_connections_to_client_side_targets() {
+    let TargetAddr::Ip(greeter_addr) = greeter(b"reached the client side").await else {
+        unreachable!("greeter listens on an IP")
+    };
+    let server = TestServer::start_on(BACKEND, |options| options).await;
+    let mut options = server.options();
+    options.remote_forwards = vec![
+        format!("0:127.0.0.1:{}", greeter_addr.port())
+            .parse()
+            .unwrap(),
+    ];
+    let client = Client::connect(server.transport.as_ref(), options).await.unwrap();
+    let [forward] = client.remote_forward_ports() else {
+        panic!(
+            "expected one remote forward, got {:?}",
+            client.remote_forward_ports()
+        )
+    };
+    assert_ne!(forward.port, 0, "the server's chosen port is reported");
+
+    // A connection to the server-side port comes out at the greeter.
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", forward.port))
+        .await
+        .unwrap();
+    let mut greeting = Vec::new();
+    tokio::time::timeout(LIMIT, stream.read_to_end(&mut greeting))
+        .await
+        .expect("read hung")
+        .unwrap();
+    assert_eq!(greeting, b"reached the client side");
+
+    // The server stops listening when the session ends.
+    client.disconnect().await;
+    tokio::time::timeout(LIMIT, client.closed()).await.unwrap();
+    let gone =
+        alknet::proxy::TargetAddr::Ip(std::net::SocketAddr::from(([127, 0, 0, 1], forward.port)));
+    let refused = tokio::time::timeout(LIMIT, async {
+        loop {
+            if tokio::net::TcpStream::connect(gone.to_string())
+                .await
+                .is_err()
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        refused.is_ok(),
+        "the forward's port stayed open after the session ended"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_refuses_new_logins_while_open_sessions_keep_working() {
+    let server = TestServer::start_on(BACKEND, |options| options).await;
+    let client = server.client().await;
+    let target = greeter(b"still served").await;
+
+    server.reload.reload(alknet::auth::AuthConfig::default());
+    let refused = Client::connect(server.transport.as_ref(), server.options()).await;
+    assert!(
+        matches!(refused, Err(Error::AuthRejected { .. })),
+        "a removed key still logs in"
+    );
+    assert_eq!(read_all(&client, &target).await, b"still served");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_forwarding_policy_decides_which_targets_open() {
+    use alknet::auth::{ForwardRule, ForwardingPolicy, TargetMatch, Verdict};
+    let allowed = greeter(b"allowed").await;
+    let denied = greeter(b"denied").await;
+    let denied_port = denied.port();
+    let server = TestServer::start_on(BACKEND, |options| {
+        let policy = ForwardingPolicy {
+            rules: vec![
+                ForwardRule::new(Verdict::Deny, TargetMatch::Cidr("127.0.0.0/8".parse().unwrap()))
+                    .ports(denied_port..=denied_port),
+            ],
+            default: Verdict::Allow,
+        };
+        let auth = options.auth_config().clone().forwarding(policy);
+        options.auth(auth)
+    })
+    .await;
+    let client = server.client().await;
+    assert_eq!(read_all(&client, &allowed).await, b"allowed");
+    let refused = client
+        .open(&denied)
+        .await
+        .err()
+        .expect("a denied target opened");
+    assert_eq!(refused.kind(), OpenErrorKind::NotAllowed);
+    server.shutdown().await;
+}
+
+/// A server whose policy is `rules` (default allow).
+async fn server_with_policy(rules: Vec<ForwardRule>, default: Verdict) -> TestServer {
+    TestServer::start_on(BACKEND, move |options| {
+        let policy = ForwardingPolicy { rules, default };
+        let auth = options.auth_config().clone().forwarding(policy);
+        options.auth(auth)
+    })
+    .await
+}
+
+fn loopback_ranges() -> Vec<ForwardRule> {
+    vec![
+        ForwardRule::new(Verdict::Deny, TargetMatch::Cidr("127.0.0.0/8".parse().unwrap())),
+        ForwardRule::new(Verdict::Deny, TargetMatch::Cidr("::1/128".parse().unwrap())),
+    ]
+}
+
+async fn refused_kind(client: &Client, host: &str, port: u16) -> OpenErrorKind {
+    match client.open(&TargetAddr::from_host_port(host, port)).await {
+        Ok(_) => panic!("{host}:{port} opened"),
+        Err(error) => error.kind(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn principal_rules_follow_what_the_server_authenticated_not_the_login_name() {
+    let target = greeter(b"admins only").await;
+    let mut rules = vec![
+        ForwardRule::new(Verdict::Allow, TargetMatch::Cidr("127.0.0.0/8".parse().unwrap()))
+            .principals(["admin"]),
+    ];
+    rules.extend(loopback_ranges());
+    let server = server_with_policy(rules, Verdict::Allow).await;
+    // A plain key typing "admin" as its login name is no admin.
+    let options = ConnectOptions::new(server.user_key.clone(), "admin")
+        .with_host_key(server.fingerprint.clone());
+    let typed = Client::connect(server.transport.as_ref(), options).await.unwrap();
+    assert_eq!(
+        refused_kind(&typed, "127.0.0.1", target.port()).await,
+        OpenErrorKind::NotAllowed
+    );
+    // The authorized_keys line names the principal: now whatever name is typed.
+    let line = server.user_key.public_key().to_openssh().unwrap();
+    let auth = alknet::auth::AuthConfig::new(
+        alknet::auth::AuthorizedKeys::parse(&format!("{line} ops principals=admin")).unwrap(),
+    )
+    .forwarding(ForwardingPolicy {
+        rules: {
+            let mut rules = vec![
+                ForwardRule::new(Verdict::Allow, TargetMatch::Cidr("127.0.0.0/8".parse().unwrap()))
+                    .principals(["admin"]),
+            ];
+            rules.extend(loopback_ranges());
+            rules
+        },
+        default: Verdict::Allow,
+    });
+    server.reload.reload(auth);
+    let named = server.client().await;
+    assert_eq!(read_all(&named, &target).await, b"admins only");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_spelling_of_a_denied_address_is_refused_and_unspecified_ones_never_dialled() {
+    let target = greeter(b"loopback").await;
+    let port = target.port();
+    let open = TestServer::start_on(BACKEND, |options| options).await;
+    let client = open.client().await;
+    // Linux connects 0.0.0.0 to this host: never dialled, whatever the policy.
+    for host in ["0.0.0.0", "0", "::", "[::]"] {
+        assert_eq!(refused_kind(&client, host, port).await, OpenErrorKind::NotAllowed, "{host}");
+    }
+    open.shutdown().await;
+
+    let server = server_with_policy(loopback_ranges(), Verdict::Allow).await;
+    let client = server.client().await;
+    for host in [
+        "127.0.0.1",
+        "2130706433",
+        "0x7f.1",
+        "0177.0.0.1",
+        "127.1",
+        "::ffff:127.0.0.1",
+        "localhost",
+        "::1",
+    ] {
+        assert_eq!(refused_kind(&client, host, port).await, OpenErrorKind::NotAllowed, "{host}");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unix_sockets_need_a_rule_naming_their_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("private.sock");
+    let _listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let server = TestServer::start_on(BACKEND, |options| options).await;
+    let client = server.client().await;
+    let refused = client.open_unix(&path).await.err().expect("socket opened");
+    assert_eq!(refused.kind(), OpenErrorKind::NotAllowed);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_forwards_follow_the_policy_and_the_per_session_cap() {
+    let spec = |port: u16| format!("0:127.0.0.1:{port}").parse().unwrap();
+    let denying = server_with_policy(Vec::new(), Verdict::Deny).await;
+    let mut options = denying.options();
+    options.remote_forwards = vec![spec(9)];
+    let client = Client::connect(denying.transport.as_ref(), options).await.unwrap();
+    assert!(
+        client.remote_forward_ports().is_empty(),
+        "default deny let a remote forward listen"
+    );
+    denying.shutdown().await;
+
+    let capped = TestServer::start_on(BACKEND, |options| {
+        let policy = ForwardingPolicy {
+            rules: vec![ForwardRule::new(Verdict::Allow, TargetMatch::Any).for_listening()],
+            default: Verdict::Deny,
+        };
+        let auth = options
+            .auth_config()
+            .clone()
+            .forwarding(policy)
+            .max_remote_forwards(2);
+        options.auth(auth)
+    })
+    .await;
+    let mut options = capped.options();
+    options.remote_forwards = vec![spec(9), spec(10), spec(11)];
+    let client = Client::connect(capped.transport.as_ref(), options).await.unwrap();
+    assert_eq!(client.remote_forward_ports().len(), 2, "the cap is 2 per session");
+    capped.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_routed_target_is_answered_by_its_own_sink() {
+    use std::sync::Arc;
+    struct Echo;
+    #[async_trait::async_trait]
+    impl alknet::ChannelSink for Echo {
+        async fn handle(&self, channel: alknet::IncomingChannel) {
+            let mut stream = channel.accept().await;
+            let mut buffer = vec![0u8; 1024];
+            while let Ok(n) = stream.read(&mut buffer).await {
+                if n == 0 || stream.write_all(&buffer[..n]).await.is_err() {
+                    break;
+                }
+            }
+            let _ = stream.shutdown().await;
+        }
+    }
+    let tunnelled = greeter(b"dialled as usual").await;
+    let server = TestServer::start_on(BACKEND, |options| options.route("echo", 7, Arc::new(Echo))).await;
+    let client = server.client().await;
+    let mut echo = client
+        .open(&TargetAddr::Domain("echo".into(), 7))
+        .await
+        .unwrap();
+    echo.write_all(b"ping").await.unwrap();
+    echo.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(LIMIT, echo.read_to_end(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, b"ping");
+    assert_eq!(read_all(&client, &tunnelled).await, b"dialled as usual");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn channels_beyond_the_per_session_limit_are_refused() {
+    let server =
+        TestServer::start_on(BACKEND, |options| options.max_channels_per_session(2)).await;
+    let client = server.client().await;
+    let held = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = TargetAddr::Ip(held.local_addr().unwrap());
+    let _first = client.open(&target).await.unwrap();
+    let _second = client.open(&target).await.unwrap();
+    assert!(client.open(&target).await.is_err(), "a third channel opened");
+    drop(_first);
+    // Closing one frees its place (once the server has seen the close).
+    let reopened = tokio::time::timeout(LIMIT, async {
+        loop {
+            if client.open(&target).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(reopened.is_ok(), "a closed channel's place was never freed");
+    server.shutdown().await;
+}
