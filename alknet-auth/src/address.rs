@@ -96,20 +96,18 @@ fn parse_part(part: &str) -> Option<u32> {
     if part.is_empty() {
         return None;
     }
-    let (digits, radix) = if let Some(hex) = part
-        .strip_prefix("0x")
-        .or_else(|| part.strip_prefix("0X"))
-    {
-        // A bare `0x` is zero to inet_aton.
-        if hex.is_empty() {
-            return Some(0);
-        }
-        (hex, 16)
-    } else if part.len() > 1 && part.starts_with('0') {
-        (&part[1..], 8)
-    } else {
-        (part, 10)
-    };
+    let (digits, radix) =
+        if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+            // A bare `0x` is zero to inet_aton.
+            if hex.is_empty() {
+                return Some(0);
+            }
+            (hex, 16)
+        } else if part.len() > 1 && part.starts_with('0') {
+            (&part[1..], 8)
+        } else {
+            (part, 10)
+        };
     if !digits.chars().all(|c| c.is_digit(radix)) {
         return None;
     }

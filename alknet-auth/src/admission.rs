@@ -153,9 +153,7 @@ pub enum Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Refusal::ForwardingNotPermitted => {
-                "the certificate or key does not permit forwarding"
-            }
+            Refusal::ForwardingNotPermitted => "the certificate or key does not permit forwarding",
             Refusal::NotPermittedByKey => "not in the key's permitopen/permitlisten",
             Refusal::Policy => "denied by the forwarding policy",
             Refusal::Reserved => "a reserved alknet-* name",
@@ -192,11 +190,15 @@ impl AuthConfig {
                 {
                     return Err(Refusal::UnspecifiedAddress);
                 }
-                permitted(grant.permit_open.as_deref(), |entry| entry.matches(host, port))?;
+                permitted(grant.permit_open.as_deref(), |entry| {
+                    entry.matches(host, port)
+                })?;
                 verdict(self.forwarding.connect_verdict(host, port, principals))
             }
             ChannelRequest::Service { host, port } => {
-                permitted(grant.permit_open.as_deref(), |entry| entry.matches(host, port))?;
+                permitted(grant.permit_open.as_deref(), |entry| {
+                    entry.matches(host, port)
+                })?;
                 verdict(self.forwarding.connect_verdict(host, port, principals))
             }
             ChannelRequest::UnixSocket { path } => {
@@ -232,7 +234,10 @@ impl AuthConfig {
     }
 }
 
-fn permitted(list: Option<&[HostPort]>, matches: impl Fn(&HostPort) -> bool) -> Result<(), Refusal> {
+fn permitted(
+    list: Option<&[HostPort]>,
+    matches: impl Fn(&HostPort) -> bool,
+) -> Result<(), Refusal> {
     match list {
         Some(entries) if !entries.iter().any(matches) => Err(Refusal::NotPermittedByKey),
         _ => Ok(()),
@@ -261,7 +266,10 @@ mod tests {
     fn reserved_names_and_unspecified_addresses_are_never_dialled() {
         let open = AuthConfig::default();
         for host in ["alknet-control", "ALKNET-other", "alknet-control."] {
-            assert_eq!(open.admit(&grant(), &connect(host, 0)), Err(Refusal::Reserved));
+            assert_eq!(
+                open.admit(&grant(), &connect(host, 0)),
+                Err(Refusal::Reserved)
+            );
         }
         for host in ["0.0.0.0", "0", "::", "[::]", "0x0", "::ffff:0.0.0.0"] {
             assert_eq!(
@@ -290,21 +298,33 @@ mod tests {
     fn principal_rules_see_only_what_the_server_authenticated() {
         let config = config(
             vec![
-                ForwardRule::new(Verdict::Allow, TargetMatch::Cidr("127.0.0.0/8".parse().unwrap()))
-                    .principals(["admin"]),
-                ForwardRule::new(Verdict::Deny, TargetMatch::Cidr("127.0.0.0/8".parse().unwrap())),
+                ForwardRule::new(
+                    Verdict::Allow,
+                    TargetMatch::Cidr("127.0.0.0/8".parse().unwrap()),
+                )
+                .principals(["admin"]),
+                ForwardRule::new(
+                    Verdict::Deny,
+                    TargetMatch::Cidr("127.0.0.0/8".parse().unwrap()),
+                ),
             ],
             Verdict::Allow,
         );
         let plain = grant();
-        assert_eq!(config.admit(&plain, &connect("127.0.0.1", 80)), Err(Refusal::Policy));
+        assert_eq!(
+            config.admit(&plain, &connect("127.0.0.1", 80)),
+            Err(Refusal::Policy)
+        );
         let admin = grant().with_principals(vec!["admin".into()]);
         assert_eq!(config.admit(&admin, &connect("127.0.0.1", 80)), Ok(()));
         assert_eq!(
             config.admit_address(&plain, "127.0.0.1:80".parse().unwrap()),
             Err(Refusal::Policy)
         );
-        assert_eq!(config.admit_address(&admin, "127.0.0.1:80".parse().unwrap()), Ok(()));
+        assert_eq!(
+            config.admit_address(&admin, "127.0.0.1:80".parse().unwrap()),
+            Ok(())
+        );
     }
 
     #[test]
@@ -352,7 +372,10 @@ mod tests {
             active: 0,
         };
         assert_eq!(open.admit(&limited, &listen(8080)), Ok(()));
-        assert_eq!(open.admit(&limited, &listen(9090)), Err(Refusal::NotPermittedByKey));
+        assert_eq!(
+            open.admit(&limited, &listen(9090)),
+            Err(Refusal::NotPermittedByKey)
+        );
     }
 
     #[test]

@@ -97,7 +97,11 @@ impl AuthorizedKeys {
     pub fn load(source: impl Into<KeySource>) -> Result<Self, AuthError> {
         let source = source.into();
         let text = source.read_text()?;
-        Ok(Self::parse_named(&text, &source.name(), &TimeZone::system()))
+        Ok(Self::parse_named(
+            &text,
+            &source.name(),
+            &TimeZone::system(),
+        ))
     }
 
     /// A set built from keys already in memory, without options.
@@ -323,7 +327,10 @@ mod tests {
     #[test]
     fn plain_key_principals_come_from_the_comment() {
         let key = generate_ed25519("").unwrap();
-        let text = format!("{} alice@laptop principals=admin,ops scopes=x\n", line_of(&key));
+        let text = format!(
+            "{} alice@laptop principals=admin,ops scopes=x\n",
+            line_of(&key)
+        );
         let set = AuthorizedKeys::parse(&text).unwrap();
         assert_eq!(
             set.find(key.public_key()).unwrap().principals(),

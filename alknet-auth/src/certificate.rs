@@ -289,7 +289,10 @@ mod tests {
     fn source_address_lists() {
         let local = Some("127.0.0.1".parse().unwrap());
         assert_eq!(source_address_allows("127.0.0.1", local), Some(true));
-        assert_eq!(source_address_allows("10.0.0.0/8, 127.0.0.0/8", local), Some(true));
+        assert_eq!(
+            source_address_allows("10.0.0.0/8, 127.0.0.0/8", local),
+            Some(true)
+        );
         assert_eq!(source_address_allows("10.0.0.0/8", local), Some(false));
         assert_eq!(
             source_address_allows("::1/128", Some("::1".parse().unwrap())),

@@ -194,7 +194,8 @@ fn glob_with_question_mark(pattern: &str, text: &str) -> bool {
     if !pattern.contains('?') {
         return glob_matches(pattern, text);
     }
-    let (pattern, text): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (pattern, text): (Vec<char>, Vec<char>) =
+        (pattern.chars().collect(), text.chars().collect());
     fn go(p: &[char], t: &[char]) -> bool {
         match (p.first(), t.first()) {
             (None, None) => true,
@@ -241,7 +242,10 @@ pub(crate) fn parse_options(field: &str, local: &TimeZone) -> Result<KeyOptions,
             }
             "permitlisten" => {
                 let entry = HostPort::parse(&needs_value(value)?, true)?;
-                options.permit_listen.get_or_insert_with(Vec::new).push(entry);
+                options
+                    .permit_listen
+                    .get_or_insert_with(Vec::new)
+                    .push(entry);
             }
             "expiry-time" => {
                 options.expires_at = Some(parse_expiry(&needs_value(value)?, local)?);
@@ -275,7 +279,10 @@ pub(crate) fn split_unquoted(text: &str, separator: char) -> Vec<&str> {
         }
     }
     pieces.push(&text[start..]);
-    pieces.into_iter().filter(|piece| !piece.is_empty()).collect()
+    pieces
+        .into_iter()
+        .filter(|piece| !piece.is_empty())
+        .collect()
 }
 
 /// `"value"` with `\"` escapes, as sshd writes option values.

@@ -75,13 +75,13 @@ mod token;
 
 pub use address::{JudgedHost, numeric_host};
 pub use admission::{ChannelRequest, RESERVED_PREFIX, Refusal, SessionGrant, is_reserved};
+pub use alknet_identity::Identity;
 pub use authorized_keys::{AuthorizedKey, AuthorizedKeys, SkippedLine};
 pub use certificate::{
     CertificateAuthorities, CertificateGrant, CertificateRejection, RESOURCES_EXTENSION,
     SCOPES_EXTENSION, identity_of_certificate,
 };
 pub use error::AuthError;
-pub use alknet_identity::Identity;
 pub use identity::{ConfigIdentityProvider, IdentityProvider, identity_of};
 pub use key_options::{FromPatterns, HostPort, KeyOptions};
 pub use keys::{
@@ -98,8 +98,8 @@ pub use reload::{
 pub use revocation::RevokedKeys;
 pub use source::KeySource;
 pub use token::{
-    DEFAULT_TOKEN_WINDOW, TOKEN_BYTES, TokenError, TokenKeySource, TokenReplayCache,
-    TokenVerifier, mint_token, token_key_id,
+    DEFAULT_TOKEN_WINDOW, TOKEN_BYTES, TokenError, TokenKeySource, TokenReplayCache, TokenVerifier,
+    mint_token, token_key_id,
 };
 
 /// The key types this crate hands out, re-exported so callers need not

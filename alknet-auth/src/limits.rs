@@ -252,7 +252,9 @@ mod tests {
     fn per_address_limits_count_open_connections_and_free_them_on_drop() {
         let limiter = ConnectionLimiter::default();
         let (a, b) = (ip("192.0.2.1"), ip("192.0.2.2"));
-        let admit = |peer: &Option<PeerKey>, limit| limiter.admit(peer.clone(), limit, &NO_STARTUP_LIMIT, 0);
+        let admit = |peer: &Option<PeerKey>, limit| {
+            limiter.admit(peer.clone(), limit, &NO_STARTUP_LIMIT, 0)
+        };
         let first = admit(&a, 2).unwrap();
         let _second = admit(&a, 2).unwrap();
         assert_eq!(admit(&a, 2).unwrap_err(), LimitRefusal::PerAddress);
@@ -264,7 +266,10 @@ mod tests {
         assert!(admit(&None, 1).is_ok(), "no address, no per-address limit");
         let endpoint = Some(PeerKey::Endpoint("5f3c".into()));
         let _iroh = admit(&endpoint, 1).unwrap();
-        assert!(admit(&endpoint, 1).is_err(), "iroh peers count by endpoint id");
+        assert!(
+            admit(&endpoint, 1).is_err(),
+            "iroh peers count by endpoint id"
+        );
         assert_eq!(ip("::ffff:192.0.2.1"), a, "mapped addresses count as IPv4");
     }
 

@@ -24,9 +24,7 @@ use ssh_key::{Certificate, HashAlg, PublicKey};
 
 use crate::certificate::{permits_forwarding, require_principal, verify_user_certificate};
 use crate::key_options::KeyOptions;
-use crate::{
-    AuthConfig, CertificateRejection, SessionGrant, identity_of, identity_of_certificate,
-};
+use crate::{AuthConfig, CertificateRejection, SessionGrant, identity_of, identity_of_certificate};
 
 /// The longest login name accepted, in bytes. A name is only a label to
 /// alknet; the cap keeps hostile ones out of memory and logs.
@@ -155,7 +153,10 @@ impl AuthConfig {
         verify_user_certificate(certificate, &ca, peer, now).map_err(rejected)?;
         match &line.options().principals {
             Some(allowed) => {
-                if !principals.iter().any(|principal| allowed.contains(principal)) {
+                if !principals
+                    .iter()
+                    .any(|principal| allowed.contains(principal))
+                {
                     return Err(rejected(CertificateRejection::WrongPrincipal));
                 }
             }
@@ -215,17 +216,26 @@ mod tests {
             config.login_with_key("me", key.public_key(), local(), NOW),
             Err(LoginRefusal::SourceNotAllowed)
         );
-        assert!(config
-            .login_with_key("me", key.public_key(), Some("10.1.1.1".parse().unwrap()), NOW)
-            .is_ok());
+        assert!(
+            config
+                .login_with_key(
+                    "me",
+                    key.public_key(),
+                    Some("10.1.1.1".parse().unwrap()),
+                    NOW
+                )
+                .is_ok()
+        );
         let config = config_with(&format!("expiry-time=\"20300101Z\" {text}"));
         assert_eq!(
             config.login_with_key("me", key.public_key(), local(), NOW),
             Err(LoginRefusal::Expired)
         );
-        assert!(config
-            .login_with_key("me", key.public_key(), local(), 1_800_000_000)
-            .is_ok());
+        assert!(
+            config
+                .login_with_key("me", key.public_key(), local(), 1_800_000_000)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -236,7 +246,10 @@ mod tests {
         let grant = plain
             .login_with_key("admin", key.public_key(), local(), NOW)
             .unwrap();
-        assert!(grant.principals().is_empty(), "the typed name is not a principal");
+        assert!(
+            grant.principals().is_empty(),
+            "the typed name is not a principal"
+        );
         let named = config_with(&format!("{text} alice principals=admin"));
         let grant = named
             .login_with_key("bob", key.public_key(), local(), NOW)
@@ -276,6 +289,9 @@ mod tests {
         assert!(logged.len() < 100, "{logged}");
         assert!(logged.contains("100000 bytes"));
         assert_eq!(user_for_log("alice"), "alice");
-        assert_eq!(user_for_log(&"é".repeat(70)).chars().count(), 64 + "…(140 bytes)".chars().count());
+        assert_eq!(
+            user_for_log(&"é".repeat(70)).chars().count(),
+            64 + "…(140 bytes)".chars().count()
+        );
     }
 }

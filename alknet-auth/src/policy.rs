@@ -277,20 +277,44 @@ mod tests {
             default: Verdict::Allow,
         };
         let u = names(&["u"]);
-        assert_eq!(policy.connect_verdict("bastion.example.com", 22, &u), Verdict::Allow);
-        assert_eq!(policy.connect_verdict("bastion.example.com", 80, &u), Verdict::Deny);
-        assert_eq!(policy.connect_verdict("WWW.Example.COM", 443, &u), Verdict::Deny);
-        assert_eq!(policy.connect_verdict("www.example.com.", 443, &u), Verdict::Deny);
-        assert_eq!(policy.connect_verdict("example.org", 443, &u), Verdict::Allow);
+        assert_eq!(
+            policy.connect_verdict("bastion.example.com", 22, &u),
+            Verdict::Allow
+        );
+        assert_eq!(
+            policy.connect_verdict("bastion.example.com", 80, &u),
+            Verdict::Deny
+        );
+        assert_eq!(
+            policy.connect_verdict("WWW.Example.COM", 443, &u),
+            Verdict::Deny
+        );
+        assert_eq!(
+            policy.connect_verdict("www.example.com.", 443, &u),
+            Verdict::Deny
+        );
+        assert_eq!(
+            policy.connect_verdict("example.org", 443, &u),
+            Verdict::Allow
+        );
         assert_eq!(policy.connect_verdict("10.1.2.3", 80, &u), Verdict::Deny);
         assert_eq!(policy.connect_verdict("167837955", 80, &u), Verdict::Deny);
         assert_eq!(policy.connect_verdict("11.1.2.3", 80, &u), Verdict::Allow);
-        assert_eq!(policy.connect_verdict("alknet-control", 0, &u), Verdict::Deny);
+        assert_eq!(
+            policy.connect_verdict("alknet-control", 0, &u),
+            Verdict::Deny
+        );
         assert_eq!(policy.connect_verdict("ALKNET-x", 0, &u), Verdict::Deny);
         let admin = names(&["someone", "admin"]);
-        assert_eq!(policy.connect_verdict("192.168.1.1", 80, &admin), Verdict::Allow);
+        assert_eq!(
+            policy.connect_verdict("192.168.1.1", 80, &admin),
+            Verdict::Allow
+        );
         assert_eq!(policy.connect_verdict("192.168.1.1", 80, &u), Verdict::Deny);
-        assert_eq!(policy.connect_verdict("192.168.1.1", 80, &[]), Verdict::Deny);
+        assert_eq!(
+            policy.connect_verdict("192.168.1.1", 80, &[]),
+            Verdict::Deny
+        );
         assert_eq!(policy.connect_verdict("[::1]", 80, &u), Verdict::Allow);
     }
 
@@ -303,8 +327,18 @@ mod tests {
             ],
             default: Verdict::Allow,
         };
-        for host in ["2130706433", "0x7f.1", "0177.0.0.1", "127.1", "::ffff:127.0.0.1"] {
-            assert_eq!(policy.connect_verdict(host, 80, &[]), Verdict::Deny, "{host}");
+        for host in [
+            "2130706433",
+            "0x7f.1",
+            "0177.0.0.1",
+            "127.1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert_eq!(
+                policy.connect_verdict(host, 80, &[]),
+                Verdict::Deny,
+                "{host}"
+            );
         }
         assert_eq!(policy.connect_verdict("0x0a090807", 80, &[]), Verdict::Deny);
     }
@@ -320,7 +354,10 @@ mod tests {
             default: Verdict::Deny,
         };
         let ip = |text: &str| text.parse::<IpAddr>().unwrap();
-        assert_eq!(policy.address_verdict(ip("10.1.2.3"), 80, &[]), Some(Verdict::Deny));
+        assert_eq!(
+            policy.address_verdict(ip("10.1.2.3"), 80, &[]),
+            Some(Verdict::Deny)
+        );
         assert_eq!(
             policy.address_verdict(ip("::ffff:10.1.2.3"), 80, &[]),
             Some(Verdict::Deny)
@@ -337,13 +374,25 @@ mod tests {
         let mut policy = ForwardingPolicy::default();
         assert_eq!(policy.socket_verdict("/run/app.sock", &[]), Verdict::Deny);
         policy.rules = vec![
-            ForwardRule::new(Verdict::Deny, TargetMatch::SocketPath("/run/app/secret*".into())),
+            ForwardRule::new(
+                Verdict::Deny,
+                TargetMatch::SocketPath("/run/app/secret*".into()),
+            ),
             ForwardRule::new(Verdict::Allow, TargetMatch::SocketPath("/run/app/*".into())),
             ForwardRule::new(Verdict::Allow, TargetMatch::Any),
         ];
-        assert_eq!(policy.socket_verdict("/run/app/web.sock", &[]), Verdict::Allow);
-        assert_eq!(policy.socket_verdict("/run/app/sub/db.sock", &[]), Verdict::Allow);
-        assert_eq!(policy.socket_verdict("/run/app/secret.sock", &[]), Verdict::Deny);
+        assert_eq!(
+            policy.socket_verdict("/run/app/web.sock", &[]),
+            Verdict::Allow
+        );
+        assert_eq!(
+            policy.socket_verdict("/run/app/sub/db.sock", &[]),
+            Verdict::Allow
+        );
+        assert_eq!(
+            policy.socket_verdict("/run/app/secret.sock", &[]),
+            Verdict::Deny
+        );
         assert_eq!(policy.socket_verdict("/root/x.sock", &[]), Verdict::Deny);
         assert_eq!(
             policy.connect_verdict("/run/app/web.sock", 0, &[]),
@@ -375,17 +424,29 @@ mod tests {
             default: Verdict::Deny,
         };
         let web = names(&["web"]);
-        assert_eq!(closed.listen_verdict("127.0.0.1", 8080, &web), Verdict::Allow);
+        assert_eq!(
+            closed.listen_verdict("127.0.0.1", 8080, &web),
+            Verdict::Allow
+        );
         assert_eq!(closed.listen_verdict("127.0.0.1", 80, &[]), Verdict::Allow);
         assert_eq!(closed.listen_verdict("127.0.0.1", 443, &[]), Verdict::Deny);
-        assert_eq!(closed.listen_verdict("127.0.0.1", 9000, &[]), Verdict::Allow);
+        assert_eq!(
+            closed.listen_verdict("127.0.0.1", 9000, &[]),
+            Verdict::Allow
+        );
 
         let deny_by_default = ForwardingPolicy {
             rules: vec![ForwardRule::new(Verdict::Allow, TargetMatch::Any)],
             default: Verdict::Deny,
         };
-        assert_eq!(deny_by_default.listen_verdict("127.0.0.1", 9000, &[]), Verdict::Deny);
-        assert_eq!(deny_by_default.listen_verdict("127.0.0.1", 0, &[]), Verdict::Deny);
+        assert_eq!(
+            deny_by_default.listen_verdict("127.0.0.1", 9000, &[]),
+            Verdict::Deny
+        );
+        assert_eq!(
+            deny_by_default.listen_verdict("127.0.0.1", 0, &[]),
+            Verdict::Deny
+        );
     }
 
     #[test]
@@ -394,8 +455,18 @@ mod tests {
             rules: vec![ForwardRule::new(Verdict::Deny, TargetMatch::Reserved)],
             default: Verdict::Allow,
         };
-        for host in ["ålknet-x", "алкнет-", "日本語のホスト", "a\u{301}lknet-", "é"] {
-            assert_eq!(policy.connect_verdict(host, 80, &[]), Verdict::Allow, "{host}");
+        for host in [
+            "ålknet-x",
+            "алкнет-",
+            "日本語のホスト",
+            "a\u{301}lknet-",
+            "é",
+        ] {
+            assert_eq!(
+                policy.connect_verdict(host, 80, &[]),
+                Verdict::Allow,
+                "{host}"
+            );
         }
     }
 

@@ -80,12 +80,19 @@ impl PolicyTable {
         for (index, rule) in self.rule.unwrap_or_default().into_iter().enumerate() {
             let n = index + 1;
             let listen = rule.listen.unwrap_or(false);
-            let target = match (rule.host, rule.cidr, rule.reserved.unwrap_or(false), rule.path) {
+            let target = match (
+                rule.host,
+                rule.cidr,
+                rule.reserved.unwrap_or(false),
+                rule.path,
+            ) {
                 (None, None, false, None) => TargetMatch::Any,
                 (Some(glob), None, false, None) => TargetMatch::HostGlob(glob),
-                (None, Some(cidr), false, None) => TargetMatch::Cidr(cidr.parse().map_err(|_| {
-                    bad(format!("rule {n}: cidr {cidr:?} is not an address range"))
-                })?),
+                (None, Some(cidr), false, None) => {
+                    TargetMatch::Cidr(cidr.parse().map_err(|_| {
+                        bad(format!("rule {n}: cidr {cidr:?} is not an address range"))
+                    })?)
+                }
                 (None, None, true, None) => TargetMatch::Reserved,
                 (None, None, false, Some(path)) => {
                     if !path.starts_with('/') {
@@ -170,13 +177,28 @@ mod tests {
         let ops = vec!["ops".to_owned()];
         assert_eq!(policy.default, Verdict::Deny);
         assert_eq!(policy.rules.len(), 5);
-        assert_eq!(policy.connect_verdict("www.example.com", 443, &[]), Verdict::Allow);
-        assert_eq!(policy.connect_verdict("www.example.com", 22, &[]), Verdict::Deny);
+        assert_eq!(
+            policy.connect_verdict("www.example.com", 443, &[]),
+            Verdict::Allow
+        );
+        assert_eq!(
+            policy.connect_verdict("www.example.com", 22, &[]),
+            Verdict::Deny
+        );
         assert_eq!(policy.connect_verdict("10.1.1.1", 22, &ops), Verdict::Allow);
         assert_eq!(policy.connect_verdict("10.1.1.1", 22, &[]), Verdict::Deny);
-        assert_eq!(policy.connect_verdict("alknet-control", 0, &ops), Verdict::Deny);
-        assert_eq!(policy.socket_verdict("/run/app/web.sock", &[]), Verdict::Allow);
-        assert_eq!(policy.listen_verdict("127.0.0.1", 8080, &[]), Verdict::Allow);
+        assert_eq!(
+            policy.connect_verdict("alknet-control", 0, &ops),
+            Verdict::Deny
+        );
+        assert_eq!(
+            policy.socket_verdict("/run/app/web.sock", &[]),
+            Verdict::Allow
+        );
+        assert_eq!(
+            policy.listen_verdict("127.0.0.1", 8080, &[]),
+            Verdict::Allow
+        );
         assert_eq!(policy.listen_verdict("127.0.0.1", 9090, &[]), Verdict::Deny);
     }
 
@@ -189,10 +211,19 @@ mod tests {
                 "[[rule]]\naction = \"deny\"\nhost = \"a\"\ncidr = \"10.0.0.0/8\"\n",
                 "only one of",
             ),
-            ("[[rule]]\naction = \"deny\"\ncidr = \"ten\"\n", "rule 1: cidr"),
-            ("[[rule]]\naction = \"deny\"\nports = \"9-1\"\n", "rule 1: ports"),
+            (
+                "[[rule]]\naction = \"deny\"\ncidr = \"ten\"\n",
+                "rule 1: cidr",
+            ),
+            (
+                "[[rule]]\naction = \"deny\"\nports = \"9-1\"\n",
+                "rule 1: ports",
+            ),
             ("[[rule]]\naction = \"deny\"\nport = 22\n", "port"),
-            ("[[rule]]\naction = \"allow\"\npath = \"x.sock\"\n", "absolute"),
+            (
+                "[[rule]]\naction = \"allow\"\npath = \"x.sock\"\n",
+                "absolute",
+            ),
             (
                 "[[rule]]\naction = \"allow\"\nlisten = true\nreserved = true\n",
                 "listen rule",

@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::{
-    AuthorizedKeys, CertificateAuthorities, ForwardingPolicy, RevokedKeys, StartupLimits,
-};
+use crate::{AuthorizedKeys, CertificateAuthorities, ForwardingPolicy, RevokedKeys, StartupLimits};
 
 /// Who may log in and what they may do, plus the limits that protect the
 /// server. Build with [`AuthConfig::new`] and the builder methods.

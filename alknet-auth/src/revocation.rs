@@ -69,7 +69,8 @@ impl RevokedKeys {
             reason,
         };
         if bytes.starts_with(KRL_MAGIC) {
-            return parse_krl(bytes).map_err(|reason| malformed(format!("not a valid KRL: {reason}")));
+            return parse_krl(bytes)
+                .map_err(|reason| malformed(format!("not a valid KRL: {reason}")));
         }
         let text = std::str::from_utf8(bytes)
             .map_err(|_| malformed("neither a KRL nor a text list of public keys".to_owned()))?;
@@ -79,11 +80,12 @@ impl RevokedKeys {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let key = PublicKey::from_openssh(line).map_err(|error| AuthError::AuthorizedKeysLine {
-                source_name: source_name.to_owned(),
-                line: index + 1,
-                reason: format!("not an OpenSSH public key: {error}"),
-            })?;
+            let key =
+                PublicKey::from_openssh(line).map_err(|error| AuthError::AuthorizedKeysLine {
+                    source_name: source_name.to_owned(),
+                    line: index + 1,
+                    reason: format!("not an OpenSSH public key: {error}"),
+                })?;
             revoked.revoke_key(&key);
         }
         Ok(revoked)
@@ -236,23 +238,27 @@ fn parse_krl(bytes: &[u8]) -> Result<RevokedKeys, String> {
             SECTION_CERTIFICATES => revoked.certificates.push(parse_certificates(&mut section)?),
             SECTION_EXPLICIT_KEY => {
                 while !section.is_empty() {
-                    revoked.sha256.push(Sha256::digest(section.string()?).into());
+                    revoked
+                        .sha256
+                        .push(Sha256::digest(section.string()?).into());
                 }
             }
             SECTION_FINGERPRINT_SHA1 => {
                 while !section.is_empty() {
                     let hash = section.string()?;
-                    revoked
-                        .sha1
-                        .push(hash.try_into().map_err(|_| "a SHA-1 hash is not 20 bytes")?);
+                    revoked.sha1.push(
+                        hash.try_into()
+                            .map_err(|_| "a SHA-1 hash is not 20 bytes")?,
+                    );
                 }
             }
             SECTION_FINGERPRINT_SHA256 => {
                 while !section.is_empty() {
                     let hash = section.string()?;
-                    revoked
-                        .sha256
-                        .push(hash.try_into().map_err(|_| "a SHA-256 hash is not 32 bytes")?);
+                    revoked.sha256.push(
+                        hash.try_into()
+                            .map_err(|_| "a SHA-256 hash is not 32 bytes")?,
+                    );
                 }
             }
             SECTION_EXTENSION => check_extension(&mut section)?,
@@ -296,8 +302,8 @@ fn parse_certificates(section: &mut Reader<'_>) -> Result<CertificateRevocations
             }
             CERT_KEY_ID => {
                 while !data.is_empty() {
-                    let id = std::str::from_utf8(data.string()?)
-                        .map_err(|_| "a key id is not UTF-8")?;
+                    let id =
+                        std::str::from_utf8(data.string()?).map_err(|_| "a key id is not UTF-8")?;
                     revocations.key_ids.push(id.to_owned());
                 }
             }
@@ -363,13 +369,25 @@ mod tests {
         let key = crate::generate_ed25519("k").unwrap();
         let blob = key.public_key().to_bytes().unwrap();
         let explicit = krl(&[(SECTION_EXPLICIT_KEY, string(&blob))]);
-        assert!(RevokedKeys::parse(&explicit, "krl").unwrap().is_key_revoked(key.public_key()));
+        assert!(
+            RevokedKeys::parse(&explicit, "krl")
+                .unwrap()
+                .is_key_revoked(key.public_key())
+        );
         let hash: [u8; 32] = Sha256::digest(&blob).into();
         let by_hash = krl(&[(SECTION_FINGERPRINT_SHA256, string(&hash))]);
-        assert!(RevokedKeys::parse(&by_hash, "krl").unwrap().is_key_revoked(key.public_key()));
+        assert!(
+            RevokedKeys::parse(&by_hash, "krl")
+                .unwrap()
+                .is_key_revoked(key.public_key())
+        );
         let sha1: [u8; 20] = <sha1::Sha1 as sha1::Digest>::digest(&blob).into();
         let by_sha1 = krl(&[(SECTION_FINGERPRINT_SHA1, string(&sha1))]);
-        assert!(RevokedKeys::parse(&by_sha1, "krl").unwrap().is_key_revoked(key.public_key()));
+        assert!(
+            RevokedKeys::parse(&by_sha1, "krl")
+                .unwrap()
+                .is_key_revoked(key.public_key())
+        );
     }
 
     #[test]

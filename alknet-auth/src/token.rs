@@ -95,13 +95,22 @@ struct SeenTokens {
 
 impl TokenReplayCache {
     /// Records `signature` until `expires`; refuses one already recorded.
-    fn accept(&self, signature: [u8; SIGNATURE_LEN], expires: u64, now: u64) -> Result<(), TokenError> {
+    fn accept(
+        &self,
+        signature: [u8; SIGNATURE_LEN],
+        expires: u64,
+        now: u64,
+    ) -> Result<(), TokenError> {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
         if seen.expires.len() >= seen.prune_at {
             seen.expires.retain(|_, expiry| *expiry >= now);
             seen.prune_at = (seen.expires.len() * 2).max(1024);
         }
-        if seen.expires.get(&signature).is_some_and(|expiry| *expiry >= now) {
+        if seen
+            .expires
+            .get(&signature)
+            .is_some_and(|expiry| *expiry >= now)
+        {
             return Err(TokenError::Replayed);
         }
         if seen.expires.len() >= MAX_REMEMBERED_TOKENS {

@@ -188,12 +188,14 @@ fn authorized_keys_restrictions_are_kept_and_unknown_options_refuse_the_line() {
     let set = AuthorizedKeys::parse(&format!("from=\"10.0.0.1\" {line}")).unwrap();
     let entry = set.find(&alice).expect("a from= line is usable");
     assert!(entry.options().from.is_some());
-    assert!(!entry
-        .options()
-        .from
-        .as_ref()
-        .unwrap()
-        .allows(Some("127.0.0.1".parse().unwrap())));
+    assert!(
+        !entry
+            .options()
+            .from
+            .as_ref()
+            .unwrap()
+            .allows(Some("127.0.0.1".parse().unwrap()))
+    );
 
     let set = AuthorizedKeys::parse(&format!("no-frobnication {line}")).unwrap();
     assert!(set.is_empty());

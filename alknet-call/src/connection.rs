@@ -170,7 +170,10 @@ where
         };
         tokio::spawn(write_frames(BufWriter::new(write), queue, shared.clone()));
         tokio::spawn(sweep(shared.clone(), self.options.sweep_interval));
-        let request_bytes = self.options.max_request_bytes.clamp(1, Semaphore::MAX_PERMITS);
+        let request_bytes = self
+            .options
+            .max_request_bytes
+            .clamp(1, Semaphore::MAX_PERMITS);
         tokio::spawn(read_frames(
             FramedRead::new(read, codec),
             Router {
@@ -691,7 +694,11 @@ impl Router {
     async fn refuse(&self, id: String, failure: Failure) -> Result<(), CallError> {
         self.shared()
             .outgoing
-            .send(&EventEnvelope::new(EventKind::Error, id, failure.to_payload()))
+            .send(&EventEnvelope::new(
+                EventKind::Error,
+                id,
+                failure.to_payload(),
+            ))
             .await
     }
 
@@ -767,7 +774,9 @@ impl Router {
             unanswered.disarm();
             let envelope = match outcome {
                 None => return,
-                Some(Ok(Reply::Value(value))) => EventEnvelope::new(EventKind::Responded, id, value),
+                Some(Ok(Reply::Value(value))) => {
+                    EventEnvelope::new(EventKind::Responded, id, value)
+                }
                 Some(Ok(Reply::Completed)) => {
                     EventEnvelope::new(EventKind::Completed, id, Value::Null)
                 }
@@ -776,7 +785,9 @@ impl Router {
                     id,
                     reason.map_or(Value::Null, |reason| json!({ "reason": reason })),
                 ),
-                Some(Err(failure)) => EventEnvelope::new(EventKind::Error, id, failure.to_payload()),
+                Some(Err(failure)) => {
+                    EventEnvelope::new(EventKind::Error, id, failure.to_payload())
+                }
             };
             if let Err(error) = shared.outgoing.send(&envelope).await
                 && !matches!(error, CallError::Closed)
@@ -785,7 +796,11 @@ impl Router {
                 let failure = Failure::internal(format!("the answer could not be sent: {error}"));
                 let _ = shared
                     .outgoing
-                    .send(&EventEnvelope::new(EventKind::Error, envelope.id, failure.to_payload()))
+                    .send(&EventEnvelope::new(
+                        EventKind::Error,
+                        envelope.id,
+                        failure.to_payload(),
+                    ))
                     .await;
             }
         });
@@ -833,4 +848,3 @@ impl Drop for Unanswered {
         }
     }
 }
-

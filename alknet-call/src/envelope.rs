@@ -155,14 +155,27 @@ mod tests {
 
     #[test]
     fn known_and_unknown_kinds_round_trip_as_strings() {
-        for kind in [CALL_REQUESTED, CALL_RESPONDED, CALL_COMPLETED, CALL_ABORTED, CALL_ERROR, "__subscribe"] {
+        for kind in [
+            CALL_REQUESTED,
+            CALL_RESPONDED,
+            CALL_COMPLETED,
+            CALL_ABORTED,
+            CALL_ERROR,
+            "__subscribe",
+        ] {
             let envelope = EventEnvelope::new(kind, "1", Value::Null);
             let text = serde_json::to_string(&envelope).unwrap();
-            assert_eq!(text, format!(r#"{{"type":"{kind}","id":"1","payload":null}}"#));
+            assert_eq!(
+                text,
+                format!(r#"{{"type":"{kind}","id":"1","payload":null}}"#)
+            );
             let back: EventEnvelope = serde_json::from_str(&text).unwrap();
             assert_eq!(back, envelope);
         }
-        assert_eq!(EventKind::from("__subscribe"), EventKind::Other("__subscribe".into()));
+        assert_eq!(
+            EventKind::from("__subscribe"),
+            EventKind::Other("__subscribe".into())
+        );
         assert_eq!(EventKind::from(CALL_ERROR.to_owned()), EventKind::Error);
     }
 
@@ -172,7 +185,9 @@ mod tests {
         assert_eq!(request.name, "/a/b");
         assert_eq!(request.input, json!([1]));
         assert_eq!(
-            CallRequest::from_payload(json!({"name": "/a/b"})).unwrap().input,
+            CallRequest::from_payload(json!({"name": "/a/b"}))
+                .unwrap()
+                .input,
             Value::Null
         );
         assert!(CallRequest::from_payload(json!([])).is_err());

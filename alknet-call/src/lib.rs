@@ -78,8 +78,8 @@ pub use envelope::{
 pub use error::CallError;
 pub use failure::{ErrorCode, Failure};
 pub use registry::{
-    HUB_REGISTER, Handler, Hub, OperationRegistry, SERVICES_LIST, SERVICES_SCHEMA,
-    SERVICES_WHOAMI, SpokeRegistration,
+    HUB_REGISTER, Handler, Hub, OperationRegistry, SERVICES_LIST, SERVICES_SCHEMA, SERVICES_WHOAMI,
+    SpokeRegistration,
 };
 pub use service::{CallContext, Emitter, IncomingCall, Reply, Service};
 pub use spec::{AccessControl, OperationSpec, OperationType, ResourceAccess};

@@ -112,7 +112,11 @@ impl Emitter {
     /// send buffer is full.
     pub async fn emit(&self, item: Value) -> Result<(), CallError> {
         self.outgoing
-            .send(&EventEnvelope::new(EventKind::Responded, self.id.clone(), item))
+            .send(&EventEnvelope::new(
+                EventKind::Responded,
+                self.id.clone(),
+                item,
+            ))
             .await
     }
 }

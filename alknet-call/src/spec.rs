@@ -59,9 +59,10 @@ impl AccessControl {
         let has = |scope: &String| identity.has_scope(scope);
         let all_of = self.required_scopes.iter().all(has);
         let any_of = self.any_scopes.is_empty() || self.any_scopes.iter().any(has);
-        let resource = self.resource.as_ref().is_none_or(|wanted| {
-            identity.has_resource(&wanted.resource_type, &wanted.action)
-        });
+        let resource = self
+            .resource
+            .as_ref()
+            .is_none_or(|wanted| identity.has_resource(&wanted.resource_type, &wanted.action));
         all_of && any_of && resource
     }
 }

@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use alknet_identity::Identity;
 use alknet_call::{
     AccessControl, CALL_ABORTED, CALL_REQUESTED, CALL_RESPONDED, CallConnection, CallError, Caller,
     EnvelopeCodec, ErrorCode, EventEnvelope, Handler, Hub, OperationRegistry, OperationSpec,
     OperationType, Service, SpokeRegistration,
 };
+use alknet_identity::Identity;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::time::timeout;
@@ -586,16 +586,28 @@ async fn by_default_a_spoke_name_needs_a_grant_and_stays_with_its_holder_for_a_w
     // Without a grant (or without any identity), nothing can be registered.
     let (anonymous, _) = pair(&nobody, &hub);
     assert_eq!(
-        remote_code(anonymous.call("/hub/services/register", register("metrics")).await),
+        remote_code(
+            anonymous
+                .call("/hub/services/register", register("metrics"))
+                .await
+        ),
         ErrorCode::Forbidden
     );
     let (other_name, _) = pair_as(holder_of("eve", &["spoke:billing:register"]), &nobody, &hub);
     assert_eq!(
-        remote_code(other_name.call("/hub/services/register", register("metrics")).await),
+        remote_code(
+            other_name
+                .call("/hub/services/register", register("metrics"))
+                .await
+        ),
         ErrorCode::Forbidden
     );
     // The grant for the name (or for any name) lets it in.
-    let (alice, _) = pair_as(holder_of("alice", &["spoke:metrics:register"]), &nobody, &hub);
+    let (alice, _) = pair_as(
+        holder_of("alice", &["spoke:metrics:register"]),
+        &nobody,
+        &hub,
+    );
     alice
         .call("/hub/services/register", register("metrics"))
         .await
@@ -613,11 +625,18 @@ async fn by_default_a_spoke_name_needs_a_grant_and_stays_with_its_holder_for_a_w
     .expect("the hub never noticed the disconnect");
     let (mallory, _) = pair_as(holder_of("mallory", &["spoke:*:register"]), &nobody, &hub);
     assert_eq!(
-        remote_code(mallory.call("/hub/services/register", register("metrics")).await),
+        remote_code(
+            mallory
+                .call("/hub/services/register", register("metrics"))
+                .await
+        ),
         ErrorCode::Forbidden
     );
-    let (alice_again, _) =
-        pair_as(holder_of("alice", &["spoke:metrics:register"]), &nobody, &hub);
+    let (alice_again, _) = pair_as(
+        holder_of("alice", &["spoke:metrics:register"]),
+        &nobody,
+        &hub,
+    );
     alice_again
         .call("/hub/services/register", register("metrics"))
         .await
@@ -781,7 +800,11 @@ async fn a_peer_that_never_reads_its_answers_stops_being_read() {
         .serve(OperationRegistry::new())
         .options(options)
         .spawn();
-    let malformed = raw_frame(&EventEnvelope::new(CALL_REQUESTED, "x", json!("not an object")));
+    let malformed = raw_frame(&EventEnvelope::new(
+        CALL_REQUESTED,
+        "x",
+        json!("not an object"),
+    ));
     let taken = all_frames_taken(&mut peer, &malformed, 100_000, Duration::from_secs(2)).await;
     assert!(!taken, "100 000 unanswerable requests were all read");
     assert!(!caller.is_closed(), "backpressure, not a disconnect");
@@ -789,9 +812,8 @@ async fn a_peer_that_never_reads_its_answers_stops_being_read() {
     // Once the peer reads, everything flows again.
     use tokio::io::AsyncReadExt;
     let mut sink = vec![0u8; 64 * 1024];
-    let drain = tokio::spawn(async move {
-        while peer.read(&mut sink).await.is_ok_and(|n| n > 0) {}
-    });
+    let drain =
+        tokio::spawn(async move { while peer.read(&mut sink).await.is_ok_and(|n| n > 0) {} });
     caller.close();
     let _ = timeout(BOUND, drain).await;
 }
@@ -824,7 +846,10 @@ async fn requests_in_hand_are_bounded_in_bytes_and_reading_waits_for_room() {
     })
     .await
     .is_ok();
-    assert!(!taken, "800 KiB of requests were taken into handlers at once");
+    assert!(
+        !taken,
+        "800 KiB of requests were taken into handlers at once"
+    );
 }
 
 /// A random envelope: known and unknown types, ids that collide with live

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use alknet::auth::StartupLimits;
 use alknet::proxy::{ForwardSpec, UpstreamProxy};
 use clap::{Args, Parser, Subcommand};
 
@@ -98,9 +99,16 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub(crate) max_auth_attempts: Option<usize>,
 
+    /// Keys and certificates that may never log in: a file of OpenSSH
+    /// public keys, or a KRL made by `ssh-keygen -k` (as sshd's
+    /// RevokedKeys). Re-read on SIGHUP.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) revoked_keys: Option<PathBuf>,
+
     /// The forwarding policy: a TOML file of ordered allow/deny rules (by
-    /// host glob, CIDR, port range, alknet-* names and login name). Re-read
-    /// on SIGHUP, with the key and CA files. [default: allow everything]
+    /// host glob, CIDR, Unix-socket path, port range, alknet-* names,
+    /// principals, and listen rules for -R). Re-read on SIGHUP, with the
+    /// key and CA files. [default: allow TCP targets and -R above port 1023]
     #[arg(long, value_name = "PATH")]
     pub(crate) forward_policy: Option<PathBuf>,
 
@@ -108,6 +116,27 @@ pub(crate) struct ServeArgs {
     /// at once. 0 means no limit. [default: 0]
     #[arg(long, value_name = "N")]
     pub(crate) max_connections_per_ip: Option<usize>,
+
+    /// Connections not yet authenticated, as sshd's MaxStartups
+    /// START:RATE:FULL: from START on, new ones are dropped with RATE%
+    /// probability, rising to 100% at FULL. [default: 10:30:100]
+    #[arg(long, value_name = "START:RATE:FULL")]
+    pub(crate) max_startups: Option<StartupLimits>,
+
+    /// Connections not yet authenticated from one address (sshd's
+    /// PerSourceMaxStartups), so one flooding address cannot take every
+    /// startup slot. 0 means no limit. [default: 10]
+    #[arg(long, value_name = "N")]
+    pub(crate) max_startups_per_source: Option<usize>,
+
+    /// Seconds a client may take from connecting to being authenticated,
+    /// TLS and stealth included (sshd's LoginGraceTime). [default: 60]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) login_grace_time: Option<u64>,
+
+    /// Remote forwards (-R) one session may hold at once. [default: 16]
+    #[arg(long, value_name = "N")]
+    pub(crate) max_remote_forwards: Option<usize>,
 
     /// Let remote forwards (`ssh -R`, `alknet connect -R`) listen on the
     /// address the client names, as OpenSSH's `GatewayPorts yes`. Without
@@ -252,6 +281,13 @@ pub(crate) struct KeygenArgs {
     /// Comment stored in the key [default: user@host].
     #[arg(long, short = 'C', value_name = "TEXT")]
     pub(crate) comment: Option<String>,
+
+    /// Encrypt the private key with the passphrase in this environment
+    /// variable (OpenSSH's format; ALKNET_PASSPHRASE unlocks it later).
+    /// Without it, on a terminal, keygen asks as ssh-keygen does (empty:
+    /// no passphrase).
+    #[arg(long, value_name = "VAR")]
+    pub(crate) passphrase_env: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -3,14 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
-use alknet::auth::{DEFAULT_MAX_AUTH_ATTEMPTS, ForwardingPolicy};
+use alknet::auth::{
+    DEFAULT_MAX_AUTH_ATTEMPTS, DEFAULT_MAX_REMOTE_FORWARDS, ForwardingPolicy, PolicyTable,
+    StartupLimits,
+};
 use alknet::proxy::UpstreamProxy;
 use serde::Deserialize;
 
 use crate::cli::ServeArgs;
 use crate::error::CliError;
 use crate::listen::{ListenSpec, TransportName};
-use crate::policy_file::{PolicyTable, load_policy};
 
 /// The file's keys: the long flags' names with `_` for `-`. Unknown keys
 /// are errors, so a typo is never silently ignored.
@@ -28,6 +30,11 @@ struct ConfigFile {
     stealth_timeout: Option<u64>,
     max_auth_attempts: Option<usize>,
     max_connections_per_ip: Option<usize>,
+    max_startups: Option<String>,
+    max_startups_per_source: Option<usize>,
+    login_grace_time: Option<u64>,
+    max_remote_forwards: Option<usize>,
+    revoked_keys: Option<PathBuf>,
     gateway_ports: Option<bool>,
     proxy: Option<String>,
     iroh_relay: Option<String>,
@@ -50,6 +57,13 @@ pub(crate) struct ServeSettings {
     /// The flags' values, which win over the file at every reload.
     max_auth_attempts_flag: Option<usize>,
     max_connections_per_ip_flag: Option<usize>,
+    max_startups_flag: Option<StartupLimits>,
+    max_startups_per_source_flag: Option<usize>,
+    max_remote_forwards_flag: Option<usize>,
+    /// Seconds from accept to authentication (fixed at start).
+    pub(crate) login_grace_time: u64,
+    /// The revocation file (re-read on SIGHUP).
+    pub(crate) revoked_keys: Option<PathBuf>,
     pub(crate) gateway_ports: bool,
     pub(crate) proxy: Option<UpstreamProxy>,
     /// `default`, `none` or a relay URL, for iroh listeners.
@@ -64,6 +78,8 @@ pub(crate) struct ServeSettings {
 pub(crate) struct Limits {
     pub(crate) max_connections_per_ip: usize,
     pub(crate) max_auth_attempts: usize,
+    pub(crate) startups: StartupLimits,
+    pub(crate) max_remote_forwards: usize,
 }
 
 impl ServeSettings {
@@ -128,6 +144,9 @@ impl ServeSettings {
         let authorized_keys = args
             .authorized_keys
             .or_else(|| from_file(file.authorized_keys.clone()));
+        let revoked_keys = args
+            .revoked_keys
+            .or_else(|| from_file(file.revoked_keys.clone()));
         let cert_authorities: Vec<PathBuf> = if args.cert_authority.is_empty() {
             file.cert_authority
                 .unwrap_or_default()
@@ -160,6 +179,15 @@ impl ServeSettings {
                 .clamp(1, 3600),
             max_auth_attempts_flag: args.max_auth_attempts,
             max_connections_per_ip_flag: args.max_connections_per_ip,
+            max_startups_flag: args.max_startups,
+            max_startups_per_source_flag: args.max_startups_per_source,
+            max_remote_forwards_flag: args.max_remote_forwards,
+            login_grace_time: args
+                .login_grace_time
+                .or(file.login_grace_time)
+                .unwrap_or(60)
+                .clamp(1, 3600),
+            revoked_keys,
             iroh_relay: args
                 .iroh_relay
                 .or(file.iroh_relay)
@@ -183,7 +211,32 @@ impl ServeSettings {
             }
             None => ConfigFile::default(),
         };
+        let mut startups = match (self.max_startups_flag, &file.max_startups) {
+            (Some(limits), _) => limits,
+            (None, Some(text)) => text.parse().map_err(|reason: String| {
+                CliError::Usage(format!(
+                    "{}: max_startups: {reason}",
+                    self.config
+                        .as_deref()
+                        .map(Path::display)
+                        .map(|d| d.to_string())
+                        .unwrap_or_default()
+                ))
+            })?,
+            (None, None) => StartupLimits::default(),
+        };
+        if let Some(per_source) = self
+            .max_startups_per_source_flag
+            .or(file.max_startups_per_source)
+        {
+            startups.per_source = per_source;
+        }
         Ok(Limits {
+            startups,
+            max_remote_forwards: self
+                .max_remote_forwards_flag
+                .or(file.max_remote_forwards)
+                .unwrap_or(DEFAULT_MAX_REMOTE_FORWARDS),
             max_connections_per_ip: self
                 .max_connections_per_ip_flag
                 .or(file.max_connections_per_ip)
@@ -200,7 +253,7 @@ impl ServeSettings {
     /// Read fresh on every call, for SIGHUP.
     pub(crate) fn forwarding_policy(&self) -> Result<ForwardingPolicy, CliError> {
         if let Some(path) = &self.forward_policy {
-            return load_policy(path);
+            return Ok(ForwardingPolicy::load(path)?);
         }
         match &self.config {
             Some(path) => {
@@ -208,9 +261,10 @@ impl ServeSettings {
                     CliError::Usage(format!("cannot read {}: {error}", path.display()))
                 })?;
                 let file = parse(&text, path)?;
-                file.forwarding
+                Ok(file
+                    .forwarding
                     .unwrap_or_default()
-                    .into_policy(&path.display().to_string())
+                    .into_policy(&path.display().to_string())?)
             }
             None => Ok(ForwardingPolicy::default()),
         }

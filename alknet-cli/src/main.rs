@@ -11,7 +11,6 @@ mod config;
 mod error;
 mod listen;
 mod logging;
-mod policy_file;
 mod signals;
 
 use std::process::ExitCode;
@@ -24,6 +23,9 @@ use crate::error::CliError;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
+    if matches!(cli.command, Command::Serve(_) | Command::Connect(_)) {
+        raise_open_file_limit();
+    }
     let result = match cli.command {
         Command::Serve(args) => block_on(commands::serve::run(args)),
         Command::Connect(args) => block_on(commands::connect::run(args)),
@@ -38,6 +40,16 @@ fn main() -> ExitCode {
             eprintln!("alknet: error: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Every tunnel and every client is a file descriptor: raise the soft
+/// limit to the hard one, as servers do, so a busy server or client is not
+/// stopped by a default of 1024.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
     }
 }
 

@@ -56,6 +56,6 @@ pub use upstream::UpstreamProxy;
 /// this crate need not name it.
 #[doc(inline)]
 pub use alknet_transport::{
-    BoxStream, DirectConnector, OpenError, OpenErrorKind, StreamOpener, TargetAddr,
-    connect_direct, connect_unix,
+    BoxStream, DirectConnector, OpenError, OpenErrorKind, StreamOpener, TargetAddr, connect_direct,
+    connect_unix,
 };

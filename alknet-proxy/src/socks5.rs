@@ -209,8 +209,14 @@ mod tests {
             socks_reply(OpenErrorKind::ConnectionRefused),
             Reply::ConnectionRefused
         );
-        assert_eq!(socks_reply(OpenErrorKind::HostUnreachable), Reply::HostUnreachable);
-        assert_eq!(socks_reply(OpenErrorKind::NameNotResolved), Reply::HostUnreachable);
+        assert_eq!(
+            socks_reply(OpenErrorKind::HostUnreachable),
+            Reply::HostUnreachable
+        );
+        assert_eq!(
+            socks_reply(OpenErrorKind::NameNotResolved),
+            Reply::HostUnreachable
+        );
         assert_eq!(socks_reply(OpenErrorKind::TimedOut), Reply::HostUnreachable);
         assert_eq!(
             socks_reply(OpenErrorKind::NetworkUnreachable),
@@ -220,7 +226,10 @@ mod tests {
             socks_reply(OpenErrorKind::NotAllowed),
             Reply::ConnectionNotAllowed
         );
-        assert_eq!(socks_reply(OpenErrorKind::TunnelDown), Reply::GeneralFailure);
+        assert_eq!(
+            socks_reply(OpenErrorKind::TunnelDown),
+            Reply::GeneralFailure
+        );
         assert_eq!(socks_reply(OpenErrorKind::Other), Reply::GeneralFailure);
     }
 }

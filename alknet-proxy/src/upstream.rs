@@ -311,8 +311,9 @@ mod tests {
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy_port = listener.local_addr().unwrap().port();
-        let socks =
-            crate::Socks5Server::new(Arc::new(alknet_transport::DirectConnector::new(Duration::from_secs(5))));
+        let socks = crate::Socks5Server::new(Arc::new(alknet_transport::DirectConnector::new(
+            Duration::from_secs(5),
+        )));
         tokio::spawn(async move { socks.serve(listener).await });
         let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let target_addr = TargetAddr::Ip(target.local_addr().unwrap());

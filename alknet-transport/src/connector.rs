@@ -175,7 +175,10 @@ mod tests {
             OpenErrorKind::NetworkUnreachable
         );
         assert_eq!(kind(io::ErrorKind::TimedOut), OpenErrorKind::TimedOut);
-        assert_eq!(kind(io::ErrorKind::PermissionDenied), OpenErrorKind::NotAllowed);
+        assert_eq!(
+            kind(io::ErrorKind::PermissionDenied),
+            OpenErrorKind::NotAllowed
+        );
         assert_eq!(kind(io::ErrorKind::Other), OpenErrorKind::Other);
         assert_eq!(
             OpenError::with_detail(OpenErrorKind::NotAllowed, "by policy").to_string(),

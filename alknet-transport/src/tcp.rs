@@ -71,10 +71,11 @@ impl TcpTransport {
     /// The stream to the server: direct (with quick ACKs), or whatever the
     /// connector opens.
     async fn connect_any(&self) -> Result<BoxStream, TransportError> {
-        let (host, port) = split_host_port(&self.server).ok_or_else(|| TransportError::Connect {
-            server: self.server.clone(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "expected host:port"),
-        })?;
+        let (host, port) =
+            split_host_port(&self.server).ok_or_else(|| TransportError::Connect {
+                server: self.server.clone(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "expected host:port"),
+            })?;
         let target = TargetAddr::from_host_port(host, port);
         if let Some(connector) = &self.connector {
             return connector

@@ -119,7 +119,11 @@ async fn hub_and_spoke_call_each_other_over_one_ssh_channel() {
     // Registering a spoke needs the grant spoke:laptop:register.
     let ungranted = server.client().await.open_control().await.unwrap();
     assert_eq!(
-        remote_code(ungranted.call("/hub/services/register", registration.clone()).await),
+        remote_code(
+            ungranted
+                .call("/hub/services/register", registration.clone())
+                .await
+        ),
         ErrorCode::Forbidden
     );
     let line = server.user_key.public_key().to_openssh().unwrap();

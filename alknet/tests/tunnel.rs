@@ -58,4 +58,3 @@ async fn a_client_that_never_speaks_is_dropped_after_the_login_grace() {
     );
     serving.abort();
 }
-

@@ -252,6 +252,26 @@ impl AlknetServer {
     pub fn log(&self) -> String {
         self.process.stderr()
     }
+
+    /// Replaces the server's authorized_keys with `text`, sends SIGHUP and
+    /// waits until the server says it reloaded.
+    pub fn reload_authorized_keys(&self, text: &str) -> Result<()> {
+        const RELOADED: &str = "configuration reloaded";
+        let before = self.log().matches(RELOADED).count();
+        std::fs::write(&self.authorized_keys, text)
+            .map_err(XtaskError::io("writing authorized_keys"))?;
+        self.process.hangup()?;
+        crate::wait_until("the reload", STARTUP, || {
+            (self.log().matches(RELOADED).count() > before).then_some(())
+        })
+    }
+
+    /// The authorized_keys line of the user key, as the server got it.
+    pub fn user_key_line(&self) -> Result<String> {
+        let text = std::fs::read_to_string(self.launch.dir.join("alknet_user.pub"))
+            .map_err(XtaskError::io("reading the user's public key"))?;
+        Ok(text.trim().to_owned())
+    }
 }
 
 /// A running `alknet connect` offering SOCKS5 on a kernel-chosen port.

@@ -38,6 +38,11 @@ pub fn call_bench_binary() -> Result<PathBuf> {
     build_target(Profile::Release, "alknet", "--example", "call_bench")
 }
 
+/// The path of one of the facade's examples, dev build.
+pub fn example_binary(name: &str) -> Result<PathBuf> {
+    build_target(Profile::Dev, "alknet", "--example", name)
+}
+
 fn build(profile: Profile) -> Result<PathBuf> {
     build_target(profile, "alknet-cli", "--bin", "alknet")
 }

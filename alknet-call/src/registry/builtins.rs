@@ -38,9 +38,10 @@ pub(super) fn install(registry: &OperationRegistry) {
         OperationSpec::new(SERVICES_WHOAMI, OperationType::Query)
             .description("the caller's identity: id, scopes, resources"),
         Handler::call(|context: CallContext, _| async move {
-            Ok(context.identity().map_or(Value::Null, |who| {
-                json!({"id": who.id, "scopes": who.scopes, "resources": who.resources})
-            }))
+            Ok(context.identity().map_or(
+                Value::Null,
+                |who| json!({"id": who.id, "scopes": who.scopes, "resources": who.resources}),
+            ))
         }),
     );
 }

@@ -267,7 +267,11 @@ fn spoke_specs(state: &HubState) -> Vec<OperationSpec> {
 }
 
 /// `/hub/services/register`.
-fn register(state: &Weak<RwLock<HubState>>, context: &CallContext, input: Value) -> Result<Value, Failure> {
+fn register(
+    state: &Weak<RwLock<HubState>>,
+    context: &CallContext,
+    input: Value,
+) -> Result<Value, Failure> {
     #[derive(Deserialize)]
     struct Registration {
         spoke: String,
@@ -330,7 +334,11 @@ fn register(state: &Weak<RwLock<HubState>>, context: &CallContext, input: Value)
             },
         );
     }
-    tokio::spawn(forget_when_closed(Arc::downgrade(&state), spoke.clone(), caller));
+    tokio::spawn(forget_when_closed(
+        Arc::downgrade(&state),
+        spoke.clone(),
+        caller,
+    ));
     Ok(json!({"spoke": spoke, "registered": count}))
 }
 

@@ -285,7 +285,12 @@ impl OperationRegistry {
     }
 
     /// The handler for a call of `name`, after the access and input checks.
-    fn handler_for(&self, name: &str, context: &CallContext, input: &Value) -> Result<Handler, Failure> {
+    fn handler_for(
+        &self,
+        name: &str,
+        context: &CallContext,
+        input: &Value,
+    ) -> Result<Handler, Failure> {
         let entries = self.read();
         let Some(entry) = entries.get(name) else {
             return Err(Failure::not_found(format!("no operation named {name}")));
@@ -297,7 +302,11 @@ impl OperationRegistry {
             .ok_or_else(|| Failure::unavailable(format!("{name} has no handler yet")))
     }
 
-    pub(crate) async fn dispatch(self, call: IncomingCall, emitter: Emitter) -> Result<Reply, Failure> {
+    pub(crate) async fn dispatch(
+        self,
+        call: IncomingCall,
+        emitter: Emitter,
+    ) -> Result<Reply, Failure> {
         let IncomingCall {
             name,
             input,
@@ -309,7 +318,10 @@ impl OperationRegistry {
 }
 
 fn refuse_reserved(name: &str) -> Result<(), CallError> {
-    if RESERVED_PREFIXES.iter().any(|prefix| name.starts_with(prefix)) {
+    if RESERVED_PREFIXES
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+    {
         return Err(CallError::InvalidName {
             name: name.to_owned(),
             reason: "/services/ and /hub/ are built in",
@@ -386,7 +398,10 @@ mod tests {
     fn handlers_registered_apart_must_fit_their_spec() {
         let registry = OperationRegistry::new();
         registry
-            .register_spec(OperationSpec::new("/feed/items", OperationType::Subscription))
+            .register_spec(OperationSpec::new(
+                "/feed/items",
+                OperationType::Subscription,
+            ))
             .unwrap();
         assert!(matches!(
             registry.register_handler("/feed/items", Handler::call(|_, v| async move { Ok(v) })),

@@ -1,27 +1,18 @@
-//! `alknet serve`.
-//!
-//! The server runs one single-threaded tokio runtime per core, each
-//! accepting from the shared listener: a connection then lives its whole
-//! life on one thread (like OpenSSH's process per connection), so packets
-//! pass between its SSH session and its relays without cross-thread
-//! wake-ups, while different connections still use every core. Measured
-//! with `cargo xtask bench` on 2 cores: ~1200 MiB/s against ~1110 MiB/s
-//! with one multi-threaded runtime.
-
-use std::sync::Arc;
-use std::thread;
+//! `alknet serve`: the flags and the config file become an [`AuthConfig`]
+//! (everything SIGHUP reloads) and [`ServeOptions`]; the facade serves
+//! every listener on one runtime per core.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use alknet::auth::{
-    AuthConfig, AuthorizedKeys, CertificateAuthorities, PrivateKey, load_private_key,
+    AuthConfig, AuthorizedKeys, CertificateAuthorities, PrivateKey, RevokedKeys, load_private_key,
 };
 use alknet::stealth::StealthConfig;
 use alknet::transport::iroh::{IrohAcceptor, IrohOptions, derive_secret_key};
-use alknet::transport::{TcpAcceptor, TlsAcceptor, TransportAcceptor};
-use alknet::{ListenerOptions, ServeOptions, Server};
-use tokio::sync::{oneshot, watch};
+use alknet::transport::{TcpAcceptor, TlsAcceptor};
+use alknet::{Listener, ListenerOptions, ServeOptions, Server};
 use tracing::{info, warn};
 
 use crate::cli::ServeArgs;
@@ -37,13 +28,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
 
     let shutdown = shutdown_signal()?;
     let listeners = bind_listeners(&args, &host_key).await?;
-    let mut options = ServeOptions::new(host_key, auth.authorized_keys.clone());
-    options.cert_authorities = auth.cert_authorities.clone();
-    options.forwarding = auth.forwarding.clone();
-    options.max_auth_attempts = auth.max_auth_attempts;
-    options.max_connections_per_ip = auth.max_connections_per_ip;
-    options.gateway_ports = args.gateway_ports;
-    options.proxy = args.proxy.clone();
+    let options = ServeOptions::new(host_key, auth)
+        .gateway_ports(args.gateway_ports)
+        .proxy(args.proxy.clone())
+        .login_grace(Duration::from_secs(args.login_grace_time));
     let server = Server::new(options);
     reload_on_sighup(&server, Arc::new(args))?;
     for (acceptor, listener) in &listeners {
@@ -58,63 +46,13 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
         listeners = listeners.len(),
         "alknet server ready"
     );
-    let listeners = Arc::new(listeners);
-
-    let (stop, stopped) = watch::channel(false);
-    let workers = thread::available_parallelism().map_or(1, usize::from);
-    let mut finished = Vec::with_capacity(workers);
-    for index in 0..workers {
-        let (server, listeners, stopped) = (server.clone(), listeners.clone(), stopped.clone());
-        let (done, done_rx) = oneshot::channel::<()>();
-        finished.push(done_rx);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(CliError::Runtime)?;
-        thread::Builder::new()
-            .name(format!("alknet-serve-{index}"))
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let mut serving = tokio::task::JoinSet::new();
-                    for index in 0..listeners.len() {
-                        let (server, listeners, mut stopped) =
-                            (server.clone(), listeners.clone(), stopped.clone());
-                        serving.spawn(async move {
-                            let (acceptor, options) = &listeners[index];
-                            let shutdown = async move {
-                                let _ = stopped.wait_for(|stop| *stop).await;
-                            };
-                            server
-                                .serve_with(acceptor.as_ref(), options, shutdown)
-                                .await
-                        });
-                    }
-                    while let Some(result) = serving.join_next().await {
-                        if let Ok(Err(error)) = result {
-                            warn!(%error, "server worker stopped");
-                        }
-                    }
-                });
-                let _ = done.send(());
-            })
-            .map_err(CliError::Runtime)?;
-    }
-
-    // This runtime keeps driving the listener the workers accept from.
-    shutdown.await;
-    let _ = stop.send(true);
-    for done in finished {
-        let _ = done.await;
-    }
-    // iroh endpoints tell their peers goodbye instead of going silent.
-    for (acceptor, _) in listeners.iter() {
-        acceptor.close().await;
-    }
+    server.serve_on_every_core(listeners, shutdown).await?;
     info!("server stopped");
     Ok(())
 }
 
-/// Who may log in and where they may forward, read fresh from the files.
+/// Who may log in, what is revoked, where sessions may forward, and the
+/// limits: read fresh from the files (for start and every SIGHUP).
 fn load_auth_config(args: &ServeSettings) -> Result<AuthConfig, CliError> {
     let authorized_keys = match &args.authorized_keys {
         Some(path) => load_authorized_keys(path, args.cert_authorities.is_empty())?,
@@ -124,16 +62,25 @@ fn load_auth_config(args: &ServeSettings) -> Result<AuthConfig, CliError> {
     for path in &args.cert_authorities {
         cert_authorities.load(path.as_path())?;
     }
-    let mut config = AuthConfig::new(authorized_keys, cert_authorities, args.forwarding_policy()?);
+    let revoked = match &args.revoked_keys {
+        Some(path) => RevokedKeys::load(path.as_path())?,
+        None => RevokedKeys::default(),
+    };
     let limits = args.limits_now()?;
-    config.max_connections_per_ip = limits.max_connections_per_ip;
-    config.max_auth_attempts = limits.max_auth_attempts;
-    Ok(config)
+    Ok(AuthConfig::new(authorized_keys)
+        .cert_authorities(cert_authorities)
+        .revoked_keys(revoked)
+        .forwarding(args.forwarding_policy()?)
+        .max_connections_per_ip(limits.max_connections_per_ip)
+        .max_auth_attempts(limits.max_auth_attempts)
+        .startups(limits.startups)
+        .max_remote_forwards(limits.max_remote_forwards))
 }
 
-/// On SIGHUP, re-reads the key, CA and policy files; new connections get
-/// the new configuration, open sessions keep theirs. A file that fails to
-/// load leaves the previous configuration in place.
+/// On SIGHUP, re-reads the key, CA, revocation and policy files and the
+/// limits; new connections get the new configuration, open sessions keep
+/// theirs. A file that fails to load leaves the previous configuration in
+/// place.
 fn reload_on_sighup(server: &Server, args: Arc<ServeSettings>) -> Result<(), CliError> {
     #[cfg(unix)]
     {
@@ -147,6 +94,7 @@ fn reload_on_sighup(server: &Server, args: Arc<ServeSettings>) -> Result<(), Cli
                         info!(
                             authorized_keys = config.authorized_keys.len(),
                             cert_authorities = config.cert_authorities.len(),
+                            revoked_keys = config.revoked_keys.len(),
                             forwarding_rules = config.forwarding.rules.len(),
                             max_connections_per_ip = config.max_connections_per_ip,
                             max_auth_attempts = config.max_auth_attempts,
@@ -185,9 +133,6 @@ fn load_authorized_keys(path: &Path, only_way_in: bool) -> Result<AuthorizedKeys
     }
     Ok(authorized_keys)
 }
-
-/// A bound listener and its options.
-type Listener = (Box<dyn TransportAcceptor>, ListenerOptions);
 
 /// Checks the listener flags together and binds every listener, so that a
 /// mistake or a busy port is reported before anything is served.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use alknet::ConnectOptions;
 use alknet::auth::{certificate_path, load_certificate, load_private_key};
-use alknet::proxy::UpstreamProxy;
+use alknet::proxy::{Dialer, UpstreamProxy};
 use alknet::transport::iroh::{IrohOptions, IrohRelay, IrohTransport, parse_endpoint_id};
 use alknet::transport::{TcpTransport, TlsClientOptions, TlsTransport, Transport};
 use tracing::warn;
@@ -34,7 +34,9 @@ pub(crate) fn transport(args: &SessionArgs) -> Result<Arc<dyn Transport>, CliErr
     })?;
     let mut tcp = TcpTransport::new(server);
     if let Some(proxy) = &args.proxy {
-        tcp = tcp.with_connector(Arc::new(proxy.clone()));
+        // The transport applies its own connect timeout.
+        let dialer = Dialer::new(Some(proxy.clone()), Duration::from_secs(3600));
+        tcp = tcp.with_connector(Arc::new(dialer));
     }
     let tls_flags = args.tls_server_name.is_some() || !args.tls_ca.is_empty() || args.insecure;
     match args.transport {

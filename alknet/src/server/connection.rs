@@ -42,7 +42,8 @@ impl Server {
         let started = std::time::Instant::now();
         let _open = self.inner.open_connections.count();
         info!(remote_addr = %peer, transport = %accepted.info.kind, "connection opened");
-        self.run_connection(accepted, peer.clone(), stop, kill).await;
+        self.run_connection(accepted, peer.clone(), stop, kill)
+            .await;
         info!(remote_addr = %peer, duration = ?started.elapsed(), "connection closed");
     }
 

@@ -32,7 +32,12 @@ pub(crate) fn server_bind_host(requested: &str, gateway_ports: bool) -> &str {
 
 impl SessionHandler {
     /// `tcpip-forward`: whether the server now listens for the client.
-    pub(super) async fn listen(&mut self, address: &str, port: &mut u32, session: &mut Session) -> bool {
+    pub(super) async fn listen(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        session: &mut Session,
+    ) -> bool {
         let Ok(requested) = u16::try_from(*port) else {
             return false;
         };

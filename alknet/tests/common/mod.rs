@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use alknet::auth::{AuthorizedKeys, PrivateKey, generate_ed25519};
 use alknet::stealth::StealthConfig;
-use alknet::transport::iroh::{IrohAcceptor, IrohOptions, IrohRelay, IrohTransport, derive_secret_key};
+use alknet::transport::iroh::{
+    IrohAcceptor, IrohOptions, IrohRelay, IrohTransport, derive_secret_key,
+};
 use alknet::transport::{
     TcpAcceptor, TcpTransport, TlsAcceptor, TlsClientOptions, TlsTransport, Transport,
     TransportAcceptor,
@@ -61,8 +63,8 @@ impl TestServer {
         let user_key = generate_ed25519("user").unwrap();
         let authorized = AuthorizedKeys::from_keys([user_key.public_key().clone()]);
         let host_key = generate_ed25519("host").unwrap();
-        let options = ServeOptions::new(host_key.clone(), authorized)
-            .dial_timeout(Duration::from_secs(2));
+        let options =
+            ServeOptions::new(host_key.clone(), authorized).dial_timeout(Duration::from_secs(2));
         let server = Server::new(adjust(options));
         let reload = server.reload_handle();
         let registry = server.registry();
@@ -73,7 +75,11 @@ impl TestServer {
                 Backend::Tcp => {
                     let acceptor = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
                     let transport = TcpTransport::new(acceptor.local_addr().to_string());
-                    (Box::new(acceptor), Arc::new(transport), ListenerOptions::default())
+                    (
+                        Box::new(acceptor),
+                        Arc::new(transport),
+                        ListenerOptions::default(),
+                    )
                 }
                 Backend::Tls | Backend::TlsStealth => {
                     let (acceptor, transport) = tls_pair(dir.path()).await;
@@ -98,7 +104,11 @@ impl TestServer {
                         acceptor.endpoint_id(),
                         &acceptor.bound_sockets(),
                     );
-                    (Box::new(acceptor), Arc::new(transport), ListenerOptions::default())
+                    (
+                        Box::new(acceptor),
+                        Arc::new(transport),
+                        ListenerOptions::default(),
+                    )
                 }
             };
         let (stop, stopped) = oneshot::channel::<()>();
@@ -130,10 +140,13 @@ impl TestServer {
     }
 
     pub async fn client(&self) -> Client {
-        tokio::time::timeout(LIMIT, Client::connect(self.transport.as_ref(), self.options()))
-            .await
-            .expect("connect hung")
-            .expect("connect failed")
+        tokio::time::timeout(
+            LIMIT,
+            Client::connect(self.transport.as_ref(), self.options()),
+        )
+        .await
+        .expect("connect hung")
+        .expect("connect failed")
     }
 
     pub async fn shutdown(mut self) {
@@ -160,6 +173,7 @@ async fn tls_pair(dir: &std::path::Path) -> (TlsAcceptor, TlsTransport) {
     let mut client = TlsClientOptions::default();
     client.server_name = Some("localhost".to_owned());
     client.extra_roots = vec![cert_file];
-    let transport = TlsTransport::new(TcpTransport::new(format!("127.0.0.1:{port}")), &client).unwrap();
+    let transport =
+        TlsTransport::new(TcpTransport::new(format!("127.0.0.1:{port}")), &client).unwrap();
     (acceptor, transport)
 }

@@ -170,6 +170,11 @@ fn a_node_peer_serves_and_calls_through_a_local_forward() {
     require_tool("node").unwrap();
     let dir = Workdir::new().unwrap();
     let server = AlknetServer::start(&dir, &[]).unwrap();
+    // Registering the spoke "jsnode" needs its grant.
+    let line = server.user_key_line().unwrap();
+    server
+        .reload_authorized_keys(&format!("{line} resources=spoke:jsnode:register\n"))
+        .unwrap();
     let client = AlknetClient::start(
         &dir,
         server.port,

@@ -97,3 +97,16 @@ fn demo_tunnels_curl_and_exits_cleanly_on_sigterm() {
         demo.stderr()
     );
 }
+
+#[test]
+fn the_echo_sink_example_answers_its_own_target_and_exits_zero() {
+    let example = xtask::example_binary("echo_sink").unwrap();
+    let output = Command::new(example).bounded_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("echo_sink: ok"));
+}

@@ -31,7 +31,18 @@ fn local_forwards_reach_an_http_server_and_a_unix_socket() {
         }
     });
 
-    let server = AlknetServer::start(&dir, &[]).unwrap();
+    // Unix sockets are reached only where a rule names their path.
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[[rule]]\naction = \"allow\"\npath = \"{}/*.sock\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let policy_arg = policy.display().to_string();
+    let server = AlknetServer::start(&dir, &["--forward-policy", &policy_arg]).unwrap();
     let http_forward = format!("127.0.0.1:0:localhost:{http_port}");
     let unix_forward = format!("0:{}", socket_path.display());
     let client = AlknetClient::start(
