@@ -1,3 +1,5 @@
+//! [`CliError`]: why the `alknet` command stopped, printed as one line.
+
 use std::io;
 
 use alknet::auth::AuthError;

@@ -1,3 +1,5 @@
+//! [`ProxyError`]: why one proxied connection, forward or proxy URL failed.
+
 use std::io;
 
 use crate::OpenError;

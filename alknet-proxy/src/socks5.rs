@@ -1,3 +1,6 @@
+//! The SOCKS5 server (RFC 1928, via socks5-proto): CONNECT only, every
+//! target opened through a [`StreamOpener`].
+
 use std::sync::Arc;
 use std::time::Duration;
 

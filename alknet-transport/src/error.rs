@@ -1,3 +1,5 @@
+//! [`TransportError`]: what can go wrong opening or accepting a stream.
+
 use std::io;
 use std::time::Duration;
 

@@ -387,3 +387,176 @@ impl ServerCertVerifier for AnyCertificate {
         self.algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// A listener with a certificate for `localhost` made in-process; the
+    /// certificate's PEM file is returned for clients to trust.
+    async fn listener(dir: &Path) -> (TlsAcceptor, PathBuf) {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        let tcp = TcpAcceptor::bind("127.0.0.1:0").await.unwrap();
+        (TlsAcceptor::new(tcp, &cert, &key).unwrap(), cert)
+    }
+
+    fn client(
+        acceptor: &TlsAcceptor,
+        options: TlsClientOptions,
+    ) -> Result<TlsTransport, TransportError> {
+        let tcp = TcpTransport::new(acceptor.local_addr().to_string());
+        TlsTransport::new(tcp, &options)
+    }
+
+    /// Accepts one stream and echoes one line back.
+    fn echo_once(acceptor: Arc<TlsAcceptor>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let (mut stream, info) = acceptor.accept().await.unwrap();
+            assert_eq!(info.kind, TransportKind::Tls);
+            let mut buffer = [0u8; 5];
+            if stream.read_exact(&mut buffer).await.is_ok() {
+                let _ = stream.write_all(&buffer).await;
+                let _ = stream.flush().await;
+            }
+        })
+    }
+
+    async fn round_trip(transport: &TlsTransport) -> Result<Vec<u8>, TransportError> {
+        let mut stream = tokio::time::timeout(LIMIT, transport.connect())
+            .await
+            .unwrap()?;
+        stream.write_all(b"hello").await.unwrap();
+        stream.flush().await.unwrap();
+        let mut back = vec![0u8; 5];
+        stream.read_exact(&mut back).await.unwrap();
+        Ok(back)
+    }
+
+    #[tokio::test]
+    async fn the_verifier_trusts_a_given_ca_checks_the_name_and_refuses_strangers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (acceptor, cert) = listener(dir.path()).await;
+        let acceptor = Arc::new(acceptor);
+
+        // Trusted as a private CA, under the name it was made for.
+        let mut trusted = TlsClientOptions::default();
+        trusted.server_name = Some("localhost".into());
+        trusted.extra_roots = vec![cert.clone()];
+        let server = echo_once(acceptor.clone());
+        assert_eq!(
+            round_trip(&client(&acceptor, trusted).unwrap())
+                .await
+                .unwrap(),
+            b"hello"
+        );
+        server.await.unwrap();
+
+        // Not trusted: a rejected certificate, which retrying will not fix.
+        let server = echo_once(acceptor.clone());
+        let mut stranger = TlsClientOptions::default();
+        stranger.server_name = Some("localhost".into());
+        let error = round_trip(&client(&acceptor, stranger).unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, TransportError::CertificateRejected { .. }),
+            "{error:?}"
+        );
+        assert!(error.to_string().contains("--tls-ca"), "{error}");
+        server.abort();
+
+        // Trusted CA, wrong name.
+        let server = echo_once(acceptor.clone());
+        let mut wrong_name = TlsClientOptions::default();
+        wrong_name.server_name = Some("example.com".into());
+        wrong_name.extra_roots = vec![cert];
+        let error = round_trip(&client(&acceptor, wrong_name).unwrap())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, TransportError::CertificateRejected { .. }),
+            "{error:?}"
+        );
+        server.abort();
+
+        // --insecure accepts it all (SSH's host key is then what authenticates).
+        let server = echo_once(acceptor.clone());
+        let mut insecure = TlsClientOptions::default();
+        insecure.server_name = Some("example.com".into());
+        insecure.insecure = true;
+        assert_eq!(
+            round_trip(&client(&acceptor, insecure).unwrap())
+                .await
+                .unwrap(),
+            b"hello"
+        );
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn handshakes_run_lazily_so_a_silent_client_holds_up_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let (acceptor, cert) = listener(dir.path()).await;
+        let acceptor = Arc::new(acceptor);
+        // A client that connects and says nothing is accepted at once…
+        let _silent = tokio::net::TcpStream::connect(acceptor.local_addr())
+            .await
+            .unwrap();
+        let (silent_stream, _) = tokio::time::timeout(LIMIT, acceptor.accept())
+            .await
+            .expect("accept waited for a handshake")
+            .unwrap();
+        // …and a real one behind it is served meanwhile.
+        let server = echo_once(acceptor.clone());
+        let mut trusted = TlsClientOptions::default();
+        trusted.server_name = Some("localhost".into());
+        trusted.extra_roots = vec![cert];
+        assert_eq!(
+            round_trip(&client(&acceptor, trusted).unwrap())
+                .await
+                .unwrap(),
+            b"hello"
+        );
+        server.await.unwrap();
+        drop(silent_stream);
+    }
+
+    #[tokio::test]
+    async fn a_failed_handshake_is_a_read_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let (acceptor, _) = listener(dir.path()).await;
+        let mut plain = tokio::net::TcpStream::connect(acceptor.local_addr())
+            .await
+            .unwrap();
+        plain.write_all(b"SSH-2.0-not-tls\r\n").await.unwrap();
+        let (mut stream, _) = acceptor.accept().await.unwrap();
+        let mut buffer = [0u8; 16];
+        let read = tokio::time::timeout(LIMIT, stream.read(&mut buffer))
+            .await
+            .expect("a failed handshake hung");
+        assert!(read.is_err(), "{read:?}");
+        // And it stays failed.
+        assert!(stream.write_all(b"x").await.is_err());
+    }
+
+    #[test]
+    fn bad_certificate_files_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let error = read_certificates(&empty).unwrap_err().to_string();
+        assert!(error.contains("empty.pem"), "{error}");
+        let missing = read_certificates(&dir.path().join("missing.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("missing.pem"), "{missing}");
+    }
+}

@@ -1,22 +1,45 @@
 //! alknet: SSH tunnels over any byte pipe.
 //!
 //! This facade crate holds the SSH glue — a [`Server`] that authenticates
-//! clients and dials their `direct-tcpip` channels, and a [`Client`] that
-//! opens such channels — and re-exports the crates it ties together:
+//! clients and hands their channels on, and a [`Client`] that opens such
+//! channels — and re-exports the crates it ties together:
 //!
-//! - [`transport`]: the byte pipes SSH runs over (TCP, TLS),
-//! - [`auth`]: keys, fingerprints and `authorized_keys`,
-//! - [`call`]: the call protocol served on the `alknet-control:0` channel,
-//! - [`proxy`]: the SOCKS5 server, forwards, outbound dialing, proxies and the relay,
+//! - [`transport`]: the byte pipes SSH runs over (TCP, TLS, iroh), and the
+//!   **connector** seam ([`proxy::StreamOpener`]: "open a byte stream to a
+//!   target", implemented by a direct connect, an outbound proxy and the
+//!   SSH [`Client`] alike);
+//! - [`auth`]: keys, authorized_keys, certificates, logins, and
+//!   **admission** — [`auth::AuthConfig::admit`] is the one function that
+//!   decides every channel a session asks for;
+//! - [`call`]: the call protocol served on the `alknet-control:0` channel;
+//! - [`proxy`]: the SOCKS5 server, forwards, the dialer, proxies and the relay;
 //! - [`stealth`]: telling SSH from web traffic on one port, and playing nginx.
+//!
+//! On the server a channel request travels one way:
+//!
+//! ```text
+//!  russh callback ──► admission (auth) ──► ChannelSink ──► relay
+//!                       allow | refusal       ├─ DialSink (default): Dialer, direct or via --proxy,
+//!                                             │    each resolved address re-admitted
+//!                                             ├─ the control channel: the call protocol
+//!                                             └─ yours: ServeOptions::sink / ::route
+//! ```
+//!
+//! A **channel sink** ([`ChannelSink`]) receives each admitted channel with
+//! who opened it, where it asks to go, and over what
+//! ([`IncomingChannel::info`]); it accepts it as a byte stream or rejects
+//! it with a reason. `examples/echo_sink.rs` answers one target itself and
+//! tunnels the rest.
 //!
 //! A [`Client`] is a [`proxy::StreamOpener`], so putting a SOCKS5 server in
 //! front of it is one line. Every session also carries the call protocol:
 //! the server answers `alknet-control:0` channels from its
-//! [`call::OperationRegistry`] ([`Server::registry`]), and
-//! [`Client::open_control`] opens one as a [`call::Caller`]. A [`ReconnectingClient`] is the same with a
-//! session that is re-established whenever it ends, which is what
-//! `alknet connect` runs.
+//! [`call::OperationRegistry`] ([`Server::registry`]) and routes to spokes
+//! through its [`call::Hub`] ([`Server::hub`]); [`Client::open_control`]
+//! opens one as a [`call::Caller`]. A [`ReconnectingClient`] is the same
+//! with a session that is re-established whenever it ends, which is what
+//! `alknet connect` runs; [`Server::serve_on_every_core`] is what `alknet
+//! serve` runs.
 //!
 //! # Example
 //!

@@ -1,3 +1,5 @@
+//! [`XtaskError`]: why a harness step (a build, a process, a wait) failed.
+
 use std::io;
 
 /// What went wrong while building, starting or driving a program.

@@ -1,9 +1,113 @@
 //! Workspace policy, checked like any other behaviour (after
-//! rust-analyzer's `tidy`): formatting, crate docs, lints and licences.
+//! rust-analyzer's `tidy`): formatting, module docs, lints, licences and
+//! who may depend on whom.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use xtask::BoundedOutput as _;
+
+/// `cargo metadata` for the workspace's own packages.
+fn metadata() -> serde_json::Value {
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(workspace_root())
+        .bounded_output()
+        .expect("cargo metadata runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON")
+}
+
+/// The crates with no alknet-* dependency but these (ARCHITECTURE.md):
+/// alknet-proxy implements alknet-transport's connector trait, and the
+/// crates that check or establish identities share alknet-identity.
+const LEAVES: [&str; 6] = [
+    "alknet-identity",
+    "alknet-transport",
+    "alknet-auth",
+    "alknet-call",
+    "alknet-proxy",
+    "alknet-stealth",
+];
+const ALLOWED_BETWEEN_LEAVES: [(&str, &str); 3] = [
+    ("alknet-proxy", "alknet-transport"),
+    ("alknet-call", "alknet-identity"),
+    ("alknet-auth", "alknet-identity"),
+];
+
+#[test]
+fn leaf_crates_depend_on_no_other_alknet_crate_but_the_allowed_ones() {
+    let metadata = metadata();
+    let packages = metadata["packages"].as_array().unwrap();
+    let mut checked = 0;
+    for package in packages {
+        let name = package["name"].as_str().unwrap();
+        if !LEAVES.contains(&name) && !name.starts_with("alknet-acme") {
+            continue;
+        }
+        checked += 1;
+        for dependency in package["dependencies"].as_array().unwrap() {
+            let on = dependency["name"].as_str().unwrap();
+            // Tests may use anything.
+            if dependency["kind"].as_str() == Some("dev") || !on.starts_with("alknet") {
+                continue;
+            }
+            assert!(
+                ALLOWED_BETWEEN_LEAVES.contains(&(name, on)),
+                "{name} depends on {on}: leaf crates depend on no alknet-* crate \
+                 (but {ALLOWED_BETWEEN_LEAVES:?}); move the shared part down or the user up"
+            );
+        }
+    }
+    assert!(checked >= LEAVES.len(), "not every leaf crate was found");
+}
+
+#[test]
+fn every_module_opens_with_docs() {
+    let metadata = metadata();
+    let mut missing = Vec::new();
+    for package in metadata["packages"].as_array().unwrap() {
+        let manifest = Path::new(package["manifest_path"].as_str().unwrap());
+        let root = manifest.parent().unwrap();
+        for folder in ["src", "examples"] {
+            for file in rust_files(&root.join(folder)) {
+                let text = std::fs::read_to_string(&file).unwrap();
+                if !text.starts_with("//!") {
+                    missing.push(file.display().to_string());
+                }
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "these modules must open with //! docs saying what they hold: {missing:#?}"
+    );
+}
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -12,21 +116,16 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Every workspace member: (directory name, Cargo.toml text).
+/// Every workspace member: (package name, Cargo.toml text).
 fn members() -> Vec<(String, String)> {
-    let root = workspace_root();
-    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
-    let list = manifest
-        .split("members = [")
-        .nth(1)
-        .and_then(|rest| rest.split(']').next())
-        .expect("a members list");
-    list.split(',')
-        .map(|entry| entry.trim().trim_matches('"').to_owned())
-        .filter(|name| !name.is_empty())
-        .map(|name| {
-            let text = std::fs::read_to_string(root.join(&name).join("Cargo.toml")).unwrap();
-            (name, text)
+    metadata()["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|package| {
+            let name = package["name"].as_str().unwrap().to_owned();
+            let manifest = package["manifest_path"].as_str().unwrap();
+            (name, std::fs::read_to_string(manifest).unwrap())
         })
         .collect()
 }
@@ -43,23 +142,6 @@ fn code_is_formatted() {
         "run `cargo fmt --all`:\n{}",
         String::from_utf8_lossy(&output.stdout)
     );
-}
-
-#[test]
-fn every_crate_root_opens_with_crate_docs() {
-    for (name, _) in members() {
-        let src = workspace_root().join(&name).join("src");
-        for root in ["lib.rs", "main.rs"] {
-            let path = src.join(root);
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                assert!(
-                    text.starts_with("//!"),
-                    "{} must open with //! docs",
-                    path.display()
-                );
-            }
-        }
-    }
 }
 
 #[test]
