@@ -45,13 +45,15 @@ pub struct StartupLimits {
 }
 
 impl Default for StartupLimits {
-    /// sshd's `MaxStartups 10:30:100`, and at most 10 from one source.
+    /// sshd's `MaxStartups 10:30:100`, and at most 5 from one source:
+    /// fewer than `start`, so one address alone never makes anyone else's
+    /// connection a candidate for random early drop.
     fn default() -> Self {
         Self {
             start: 10,
             rate: 30,
             full: 100,
-            per_source: 10,
+            per_source: 5,
         }
     }
 }
@@ -276,7 +278,10 @@ mod tests {
     #[test]
     fn one_source_cannot_take_every_startup_slot() {
         let limiter = ConnectionLimiter::default();
-        let limits = StartupLimits::default();
+        let limits = StartupLimits {
+            per_source: 10,
+            ..StartupLimits::default()
+        };
         let flood: Vec<_> = (0..10)
             .map(|_| limiter.admit(ip("127.0.0.2"), 0, &limits, 99).unwrap())
             .collect();

@@ -89,8 +89,9 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     pub(crate) stealth: bool,
 
-    /// In stealth mode, seconds a web client may stay silent before it is
-    /// closed (nginx: client_header_timeout, keepalive_timeout). [default: 60]
+    /// In stealth mode, seconds a web client gets to send a whole request
+    /// head, and may idle between requests, before it is closed (nginx:
+    /// client_header_timeout, keepalive_timeout). [default: 60]
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) stealth_timeout: Option<u64>,
 
@@ -125,7 +126,7 @@ pub(crate) struct ServeArgs {
 
     /// Connections not yet authenticated from one address (sshd's
     /// PerSourceMaxStartups), so one flooding address cannot take every
-    /// startup slot. 0 means no limit. [default: 10]
+    /// startup slot. 0 means no limit. [default: 5]
     #[arg(long, value_name = "N")]
     pub(crate) max_startups_per_source: Option<usize>,
 
@@ -137,6 +138,13 @@ pub(crate) struct ServeArgs {
     /// Remote forwards (-R) one session may hold at once. [default: 16]
     #[arg(long, value_name = "N")]
     pub(crate) max_remote_forwards: Option<usize>,
+
+    /// Channels (tunnelled connections) one session may have open at once;
+    /// more are refused with "resource shortage". Each may hold about
+    /// 16 MiB its target has not read, so this bounds a session's memory.
+    /// [default: 1024]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_channels_per_session: Option<u64>,
 
     /// Let remote forwards (`ssh -R`, `alknet connect -R`) listen on the
     /// address the client names, as OpenSSH's `GatewayPorts yes`. Without

@@ -34,6 +34,7 @@ struct ConfigFile {
     max_startups_per_source: Option<usize>,
     login_grace_time: Option<u64>,
     max_remote_forwards: Option<usize>,
+    max_channels_per_session: Option<u64>,
     revoked_keys: Option<PathBuf>,
     gateway_ports: Option<bool>,
     proxy: Option<String>,
@@ -62,6 +63,8 @@ pub(crate) struct ServeSettings {
     max_remote_forwards_flag: Option<usize>,
     /// Seconds from accept to authentication (fixed at start).
     pub(crate) login_grace_time: u64,
+    /// Channels per session (fixed at start).
+    pub(crate) max_channels_per_session: usize,
     /// The revocation file (re-read on SIGHUP).
     pub(crate) revoked_keys: Option<PathBuf>,
     pub(crate) gateway_ports: bool,
@@ -187,6 +190,12 @@ impl ServeSettings {
                 .or(file.login_grace_time)
                 .unwrap_or(60)
                 .clamp(1, 3600),
+            max_channels_per_session: args
+                .max_channels_per_session
+                .or(file.max_channels_per_session)
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(alknet::DEFAULT_MAX_CHANNELS_PER_SESSION)
+                .max(1),
             revoked_keys,
             iroh_relay: args
                 .iroh_relay

@@ -6,7 +6,14 @@
 //! a browser, a scanner, a censor's probe — is answered the way a stock
 //! nginx answers a site with nothing configured: `404 Not Found` for
 //! well-formed HTTP (keep-alive honoured), `400 Bad Request` for anything
-//! else, and silence closed after a timeout.
+//! else, `413` for a body past 1 MiB, and silence closed after a timeout.
+//!
+//! Time and memory are bounded as nginx bounds them, so a slow client
+//! cannot hold a connection forever: a whole request head must arrive
+//! within [`StealthConfig::header_timeout`] (`client_header_timeout`), a
+//! kept-alive connection may idle [`StealthConfig::idle_timeout`] between
+//! requests (`keepalive_timeout`), heads are at most 8 KiB and bodies
+//! [`StealthConfig::max_body`] (`client_max_body_size`).
 //!
 //! ```text
 //!  client ──► branch() ──"SSH-2.0-"──► Branch::Ssh(Replay) ──► SSH server
@@ -46,6 +53,7 @@ use std::io;
 use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 
 use crate::classify::{Decision, classify};
 pub use crate::replay::Replay;
@@ -54,21 +62,42 @@ pub use crate::replay::Replay;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct StealthConfig {
-    /// How long a client may take to send a complete request head, and
-    /// how long a kept-alive connection may sit idle; then it is closed
-    /// without a word, as nginx does (`client_header_timeout`,
-    /// `keepalive_timeout`).
+    /// How long a client may take to send a whole request head (or its
+    /// SSH identification), counted from its first byte — from the
+    /// connection's start for the first request; then it is closed without
+    /// a word, as nginx does (`client_header_timeout`).
+    pub header_timeout: Duration,
+    /// How long a kept-alive connection may sit idle between requests, and
+    /// between two reads of a request body (`keepalive_timeout`,
+    /// `client_body_timeout`).
     pub idle_timeout: Duration,
     /// Requests served on one connection before it is closed
     /// (nginx's `keepalive_requests`).
     pub max_requests: usize,
+    /// The largest request body read (and dropped); a larger one gets
+    /// `413` and the connection is closed (`client_max_body_size`).
+    pub max_body: usize,
 }
 
 impl Default for StealthConfig {
     fn default() -> Self {
         Self {
+            header_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             max_requests: 1000,
+            max_body: 1024 * 1024,
+        }
+    }
+}
+
+impl StealthConfig {
+    /// `timeout` for both the request head and idling, as `alknet serve
+    /// --stealth-timeout` sets them.
+    pub fn with_timeout(timeout: Duration) -> Self {
+        Self {
+            header_timeout: timeout,
+            idle_timeout: timeout,
+            ..Self::default()
         }
     }
 }
@@ -88,17 +117,18 @@ pub async fn branch<S>(mut stream: S, config: &StealthConfig) -> io::Result<Bran
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let head_deadline = Instant::now() + config.header_timeout;
     let mut received = Vec::with_capacity(512);
     loop {
         match classify(&received) {
             Decision::Ssh => return Ok(Branch::Ssh(Replay::new(received, stream))),
             Decision::Other => {
-                play_web_server(&mut stream, received, config).await;
+                play_web_server(&mut stream, received, head_deadline, config).await;
                 let _ = stream.shutdown().await;
                 return Ok(Branch::Handled);
             }
             Decision::NeedMore => {
-                if !read_some(&mut stream, &mut received, config.idle_timeout).await? {
+                if !read_some(&mut stream, &mut received, head_deadline).await? {
                     // Closed or silent before saying anything: a web server
                     // closes such connections without an answer.
                     let _ = stream.shutdown().await;
@@ -109,13 +139,14 @@ where
     }
 }
 
-/// Appends what the stream has to `buffer`; `false` on EOF or timeout.
-async fn read_some<S>(stream: &mut S, buffer: &mut Vec<u8>, timeout: Duration) -> io::Result<bool>
+/// Appends what the stream has to `buffer`; `false` on EOF or when
+/// `deadline` passes first.
+async fn read_some<S>(stream: &mut S, buffer: &mut Vec<u8>, deadline: Instant) -> io::Result<bool>
 where
     S: AsyncRead + Unpin,
 {
     let mut chunk = [0u8; 2048];
-    match tokio::time::timeout(timeout, stream.read(&mut chunk)).await {
+    match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
         Ok(Ok(0)) | Err(_) => Ok(false),
         Ok(Ok(n)) => {
             buffer.extend_from_slice(&chunk[..n]);
@@ -128,13 +159,18 @@ where
 }
 
 /// Answers requests on `stream` until the client closes, misbehaves, goes
-/// quiet, or uses up its requests. `buffered` holds bytes already read.
-async fn play_web_server<S>(stream: &mut S, mut buffered: Vec<u8>, config: &StealthConfig)
-where
+/// quiet, or uses up its requests. `buffered` holds bytes already read;
+/// the first request's head must be complete by `head_deadline`.
+async fn play_web_server<S>(
+    stream: &mut S,
+    mut buffered: Vec<u8>,
+    mut head_deadline: Instant,
+    config: &StealthConfig,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     for _ in 0..config.max_requests {
-        // Collect one request head.
+        // Collect one request head, all of it before the deadline.
         let head_len = loop {
             if let Some(end) = nginx::head_end(&buffered) {
                 break Some(end);
@@ -142,7 +178,7 @@ where
             if buffered.len() > nginx::MAX_HEAD || nginx::bad_first_line(&buffered) {
                 break None;
             }
-            match read_some(stream, &mut buffered, config.idle_timeout).await {
+            match read_some(stream, &mut buffered, head_deadline).await {
                 Ok(true) => {}
                 _ => return,
             }
@@ -155,18 +191,25 @@ where
             return;
         };
         buffered.drain(..head_len.unwrap_or(0));
-        // Read and drop a request body, as nginx does before answering.
-        while buffered.len() < request.body_len {
-            if buffered.len() > 1024 * 1024
-                || !matches!(
-                    read_some(stream, &mut buffered, config.idle_timeout).await,
-                    Ok(true)
-                )
-            {
+        if request.body_len > config.max_body {
+            let _ = stream.write_all(&nginx::too_large(SystemTime::now())).await;
+            return;
+        }
+        // Read and drop the body, as nginx does before answering; each
+        // read within the idle timeout.
+        let mut body_left = request.body_len;
+        loop {
+            let taken = body_left.min(buffered.len());
+            buffered.drain(..taken);
+            body_left -= taken;
+            if body_left == 0 {
+                break;
+            }
+            let deadline = Instant::now() + config.idle_timeout;
+            if !matches!(read_some(stream, &mut buffered, deadline).await, Ok(true)) {
                 return;
             }
         }
-        buffered.drain(..request.body_len.min(buffered.len()));
         if stream
             .write_all(&nginx::not_found(&request, SystemTime::now()))
             .await
@@ -176,14 +219,14 @@ where
             return;
         }
         let _ = stream.flush().await;
-        if buffered.is_empty()
-            && !matches!(
-                read_some(stream, &mut buffered, config.idle_timeout).await,
-                Ok(true)
-            )
-        {
-            return;
+        if buffered.is_empty() {
+            let idle_until = Instant::now() + config.idle_timeout;
+            if !matches!(read_some(stream, &mut buffered, idle_until).await, Ok(true)) {
+                return;
+            }
         }
+        // The next head is timed from its first byte.
+        head_deadline = Instant::now() + config.header_timeout;
     }
 }
 
@@ -210,10 +253,7 @@ mod tests {
     }
 
     fn quick() -> StealthConfig {
-        StealthConfig {
-            idle_timeout: Duration::from_millis(200),
-            ..StealthConfig::default()
-        }
+        StealthConfig::with_timeout(Duration::from_millis(200))
     }
 
     #[tokio::test]
@@ -284,6 +324,59 @@ mod tests {
             .unwrap();
         assert!(answer.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
         assert!(matches!(task.await.unwrap().unwrap(), Branch::Handled));
+    }
+
+    #[tokio::test]
+    async fn a_head_trickled_byte_by_byte_is_cut_off_at_the_header_deadline() {
+        // One byte every 50 ms never lets a per-read timeout of 200 ms
+        // fire; the head deadline (200 ms for all of it) does.
+        let (mut client, server) = duplex(64 * 1024);
+        let task = tokio::spawn(async move { branch(server, &quick()).await });
+        let started = Instant::now();
+        let trickle = async {
+            for byte in b"GET / HTTP/1.1\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+                if client.write_all(&[*byte]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), trickle).await;
+        let outcome = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the trickling client was never cut off")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(outcome, Branch::Handled));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_past_the_limit_gets_413_and_the_connection_closes() {
+        let mut config = quick();
+        config.max_body = 1000;
+        let (_, answer) = run(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n",
+            config.clone(),
+        )
+        .await;
+        let text = String::from_utf8(answer).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 413 Request Entity Too Large\r\nServer: nginx\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Connection: close\r\n"));
+        // At the limit, the body is read and the request answered.
+        let mut request =
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n"
+                .to_vec();
+        request.extend(std::iter::repeat_n(b'b', 1000));
+        let (_, answer) = run(&request, config).await;
+        assert!(answer.starts_with(b"HTTP/1.1 404 Not Found\r\n"));
     }
 
     #[tokio::test]

@@ -109,6 +109,11 @@ pub(crate) fn bad_request(now: SystemTime) -> Vec<u8> {
     response("400 Bad Request", false, true, now)
 }
 
+/// The answer to a body past `client_max_body_size`; nginx closes after it.
+pub(crate) fn too_large(now: SystemTime) -> Vec<u8> {
+    response("413 Request Entity Too Large", false, true, now)
+}
+
 fn response(status: &str, keep_alive: bool, with_body: bool, now: SystemTime) -> Vec<u8> {
     let body = format!(
         "<html>\r\n<head><title>{status}</title></head>\r\n<body>\r\n<center><h1>{status}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"

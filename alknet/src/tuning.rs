@@ -20,6 +20,14 @@ pub(crate) const MAX_PACKET_SIZE: u32 = 65535;
 
 /// Messages queued per channel before the session stops reading. Large
 /// enough that a burst at full window does not stall other channels.
+///
+/// It is also the memory one channel can hold for a target that does not
+/// read: russh tops the window up as data *arrives*, so the queue, not the
+/// window, is what bounds it — 256 messages of at most [`MAX_PACKET_SIZE`]
+/// bytes, about 16 MiB. One session's worst case is therefore
+/// `max_channels_per_session` (1024) times that, plus its control channels
+/// (about 100 MiB each, see alknet-call's `ConnectionOptions::untrusted_peer`)
+/// and at most `max_remote_forwards` (16) listeners.
 const CHANNEL_BUFFER: usize = 256;
 
 /// The identification string alknet sends, e.g. `SSH-2.0-alknet_0.1.0`.

@@ -58,3 +58,42 @@ async fn a_client_that_never_speaks_is_dropped_after_the_login_grace() {
     );
     serving.abort();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_login_grace_covers_the_stealth_phase_too() {
+    // A client that trickles the SSH prefix one byte a second would hold a
+    // stealth connection for as long as it likes if only each read were
+    // timed; the login grace, counted from accept, ends it.
+    let server = common::TestServer::start_on(Backend::TlsStealth, |options| {
+        options.login_grace(Duration::from_secs(2))
+    })
+    .await;
+    let mut stream = tokio::time::timeout(LIMIT, server.transport.connect())
+        .await
+        .unwrap()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut closed = false;
+    for byte in b"SSH-2.0-" {
+        use tokio::io::AsyncWriteExt;
+        if stream.write_all(&[*byte]).await.is_err() || stream.flush().await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut probe = [0u8; 1];
+        if let Ok(read) =
+            tokio::time::timeout(Duration::from_secs(1), stream.read(&mut probe)).await
+            && !matches!(read, Ok(n) if n > 0)
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "the trickling client was never cut off");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    server.shutdown().await;
+}

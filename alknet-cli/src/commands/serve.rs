@@ -31,7 +31,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
     let options = ServeOptions::new(host_key, auth)
         .gateway_ports(args.gateway_ports)
         .proxy(args.proxy.clone())
-        .login_grace(Duration::from_secs(args.login_grace_time));
+        .login_grace(Duration::from_secs(args.login_grace_time))
+        .max_channels_per_session(args.max_channels_per_session);
     let server = Server::new(options);
     reload_on_sighup(&server, Arc::new(args))?;
     for (acceptor, listener) in &listeners {
@@ -178,8 +179,7 @@ async fn bind_listeners(
             ));
         }
     };
-    let mut stealth = StealthConfig::default();
-    stealth.idle_timeout = Duration::from_secs(args.stealth_timeout);
+    let stealth = StealthConfig::with_timeout(Duration::from_secs(args.stealth_timeout));
     let mut listeners: Vec<Listener> = Vec::with_capacity(args.listen.len());
     for (spec, kind) in args.listen.iter().zip(kinds) {
         if kind == TransportName::Iroh {

@@ -14,8 +14,10 @@ use alknet_stealth::StealthConfig;
 use super::sink::ChannelSink;
 
 /// Channels one session may have open at once, by default. Each can hold
-/// up to one receive window of data the far end has not yet taken.
-pub const DEFAULT_MAX_CHANNELS_PER_SESSION: usize = 8192;
+/// up to `CHANNEL_BUFFER` SSH messages (≈16 MiB) its target has not yet
+/// taken (see `tuning.rs` and the README's "Limits"), so this is the
+/// largest term of one session's memory bound.
+pub const DEFAULT_MAX_CHANNELS_PER_SESSION: usize = 1024;
 
 /// How an alknet server behaves: the host key, who may log in and what
 /// they may do ([`AuthConfig`], the one reloadable part), and the

@@ -13,6 +13,7 @@ mod limits;
 mod policy;
 mod proxies;
 mod reconnect;
+mod security;
 mod shutdown;
 mod tidy;
 mod tls;
