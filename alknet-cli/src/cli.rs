@@ -7,7 +7,9 @@ use alknet::auth::StartupLimits;
 use alknet::proxy::{ForwardSpec, UpstreamProxy};
 use clap::{Args, Parser, Subcommand};
 
-use crate::listen::{ListenSpec, TransportName};
+use alknet::ListenSpec;
+
+use crate::listen::TransportName;
 
 /// SSH tunnels over any byte pipe.
 ///

@@ -12,7 +12,9 @@ use serde::Deserialize;
 
 use crate::cli::ServeArgs;
 use crate::error::CliError;
-use crate::listen::{ListenSpec, TransportName};
+use alknet::ListenSpec;
+
+use crate::listen::TransportName;
 
 /// The file's keys: the long flags' names with `_` for `-`. Unknown keys
 /// are errors, so a typo is never silently ignored.

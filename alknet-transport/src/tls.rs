@@ -191,9 +191,37 @@ impl TlsAcceptor {
         cert_chain: &Path,
         key_file: &Path,
     ) -> Result<Self, TransportError> {
-        let certs = read_certificates(cert_chain)?;
-        let key = PrivateKeyDer::from_pem_file(key_file).map_err(|error| TransportError::Tls {
-            what: format!("private key file {}", key_file.display()),
+        let read = |path: &Path, what: &str| {
+            std::fs::read(path).map_err(|error| TransportError::Tls {
+                what: format!("{what} file {}", path.display()),
+                reason: error.to_string(),
+            })
+        };
+        let cert_pem = read(cert_chain, "certificate")?;
+        let key_pem = read(key_file, "private key")?;
+        Self::from_pem(
+            tcp,
+            &cert_pem,
+            &key_pem,
+            &format!(
+                "certificate {} with key {}",
+                cert_chain.display(),
+                key_file.display()
+            ),
+        )
+    }
+
+    /// TLS on `tcp` with a certificate chain and private key in PEM held in
+    /// memory; `name` says where they came from, for errors.
+    pub fn from_pem(
+        tcp: TcpAcceptor,
+        cert_chain: &[u8],
+        key: &[u8],
+        name: &str,
+    ) -> Result<Self, TransportError> {
+        let certs = parse_certificates(cert_chain, &format!("certificate of {name}"))?;
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|error| TransportError::Tls {
+            what: format!("private key of {name}"),
             reason: pem_reason(&error),
         })?;
         let mut config = ServerConfig::builder_with_provider(provider())
@@ -201,11 +229,7 @@ impl TlsAcceptor {
             .map_err(config_error("TLS server settings"))?
             .with_no_client_auth()
             .with_single_cert(certs, key)
-            .map_err(config_error(format!(
-                "certificate {} with key {}",
-                cert_chain.display(),
-                key_file.display()
-            )))?;
+            .map_err(config_error(name))?;
         config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
         Ok(Self::from_config(tcp, Arc::new(config)))
     }
@@ -317,20 +341,27 @@ impl AsyncWrite for LazyTlsStream {
 }
 
 fn read_certificates(file: &Path) -> Result<Vec<CertificateDer<'static>>, TransportError> {
-    let what = || format!("certificate file {}", file.display());
-    let certs = CertificateDer::pem_file_iter(file)
-        .map_err(|error| TransportError::Tls {
-            what: what(),
-            reason: pem_reason(&error),
-        })?
+    let what = format!("certificate file {}", file.display());
+    let pem = std::fs::read(file).map_err(|error| TransportError::Tls {
+        what: what.clone(),
+        reason: error.to_string(),
+    })?;
+    parse_certificates(&pem, &what)
+}
+
+fn parse_certificates(
+    pem: &[u8],
+    what: &str,
+) -> Result<Vec<CertificateDer<'static>>, TransportError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|error| TransportError::Tls {
-            what: what(),
+            what: what.to_owned(),
             reason: pem_reason(&error),
         })?;
     if certs.is_empty() {
         return Err(TransportError::Tls {
-            what: what(),
+            what: what.to_owned(),
             reason: "no -----BEGIN CERTIFICATE----- block found".to_owned(),
         });
     }

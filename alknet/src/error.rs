@@ -74,6 +74,11 @@ pub enum Error {
     #[error("SSH: {0}")]
     Ssh(#[from] russh::Error),
 
+    /// Settings that do not fit together (a stealth listener without TLS,
+    /// an iroh option for a TCP server…); the message says what to change.
+    #[error("{0}")]
+    InvalidSetting(String),
+
     /// A runtime or thread for serving could not be started.
     #[error("cannot start a server thread: {0}")]
     Runtime(#[source] std::io::Error),

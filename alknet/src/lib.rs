@@ -89,9 +89,11 @@ mod client;
 mod control;
 mod error;
 mod kill_switch;
+mod listen;
 mod reconnect;
 mod remote_forward;
 mod server;
+mod transport_spec;
 mod tuning;
 
 pub use alknet_auth as auth;
@@ -103,9 +105,13 @@ pub use alknet_transport as transport;
 pub use client::{Client, ConnectOptions};
 pub use control::{CONTROL_HOST, CONTROL_PORT};
 pub use error::Error;
+pub use listen::{
+    BoundListeners, ListenSpec, ListenerSettings, Pem, TransportChoice, bind_listeners,
+};
 pub use reconnect::{ReconnectingClient, SessionState};
 pub use remote_forward::RemoteForwardPort;
 pub use server::{
     ChannelInfo, ChannelSink, ChannelTarget, DEFAULT_MAX_CHANNELS_PER_SESSION, DialSink,
     IncomingChannel, Listener, ListenerOptions, RESERVED_HOST_PREFIX, ServeOptions, Server,
 };
+pub use transport_spec::TransportSpec;

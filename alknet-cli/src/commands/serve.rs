@@ -7,18 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alknet::auth::{
-    AuthConfig, AuthorizedKeys, CertificateAuthorities, PrivateKey, RevokedKeys, load_private_key,
+    AuthConfig, AuthorizedKeys, CertificateAuthorities, RevokedKeys, load_private_key,
 };
 use alknet::stealth::StealthConfig;
-use alknet::transport::iroh::{IrohAcceptor, IrohOptions, derive_secret_key};
-use alknet::transport::{TcpAcceptor, TlsAcceptor};
-use alknet::{Listener, ListenerOptions, ServeOptions, Server};
+use alknet::{ListenerSettings, Pem, ServeOptions, Server, bind_listeners};
 use tracing::{info, warn};
 
 use crate::cli::ServeArgs;
 use crate::config::ServeSettings;
 use crate::error::CliError;
-use crate::listen::TransportName;
 use crate::signals::shutdown_signal;
 
 pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
@@ -27,7 +24,20 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
     let auth = load_auth_config(&args)?;
 
     let shutdown = shutdown_signal()?;
-    let listeners = bind_listeners(&args, &host_key).await?;
+    let mut settings = ListenerSettings::default();
+    settings.default_kind = args.transport.into();
+    settings.tls_cert = args.tls_cert.clone().map(Pem::File);
+    settings.tls_key = args.tls_key.clone().map(Pem::File);
+    settings.stealth = args
+        .stealth
+        .then(|| StealthConfig::with_timeout(Duration::from_secs(args.stealth_timeout)));
+    settings.iroh_relay = Some(args.iroh_relay.clone());
+    let bound = bind_listeners(&args.listen, &settings, &host_key).await?;
+    if let Some(id) = &bound.endpoint_id {
+        // On stdout, for scripts.
+        println!("endpoint-id: {id}");
+    }
+    let listeners = bound.listeners;
     let options = ServeOptions::new(host_key, auth)
         .gateway_ports(args.gateway_ports)
         .proxy(args.proxy.clone())
@@ -133,115 +143,4 @@ fn load_authorized_keys(path: &Path, only_way_in: bool) -> Result<AuthorizedKeys
         });
     }
     Ok(authorized_keys)
-}
-
-/// Checks the listener flags together and binds every listener, so that a
-/// mistake or a busy port is reported before anything is served.
-async fn bind_listeners(
-    args: &ServeSettings,
-    host_key: &PrivateKey,
-) -> Result<Vec<Listener>, CliError> {
-    let kinds: Vec<TransportName> = args
-        .listen
-        .iter()
-        .map(|l| l.kind_or(args.transport))
-        .collect();
-    let any_tls = kinds.contains(&TransportName::Tls);
-    if kinds
-        .iter()
-        .filter(|kind| **kind == TransportName::Iroh)
-        .count()
-        > 1
-    {
-        return Err(CliError::Usage(
-            "one iroh listener is enough: its endpoint id is the same whatever the address".into(),
-        ));
-    }
-    if args.stealth && !any_tls {
-        return Err(CliError::Usage(
-            "--stealth needs a TLS listener (--listen tls://ADDR with --tls-cert and --tls-key): \
-             without TLS, anyone watching sees the SSH handshake anyway"
-                .into(),
-        ));
-    }
-    let tls_files = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some((cert, key)),
-        (None, None) if !any_tls => None,
-        _ if any_tls => {
-            return Err(CliError::Usage(
-                "a tls:// listener needs both --tls-cert and --tls-key".into(),
-            ));
-        }
-        _ => {
-            return Err(CliError::Usage(
-                "--tls-cert and --tls-key are only used by tls:// listeners; add one with --listen tls://ADDR"
-                    .into(),
-            ));
-        }
-    };
-    let stealth = StealthConfig::with_timeout(Duration::from_secs(args.stealth_timeout));
-    let mut listeners: Vec<Listener> = Vec::with_capacity(args.listen.len());
-    for (spec, kind) in args.listen.iter().zip(kinds) {
-        if kind == TransportName::Iroh {
-            listeners.push((
-                Box::new(bind_iroh(args, &spec.addr, host_key).await?),
-                ListenerOptions::default(),
-            ));
-            continue;
-        }
-        let tcp = TcpAcceptor::bind(&spec.addr).await?;
-        match (kind, tls_files) {
-            (TransportName::Tls, Some((cert, key))) => {
-                let options = if args.stealth {
-                    ListenerOptions::stealth(stealth.clone())
-                } else {
-                    ListenerOptions::default()
-                };
-                listeners.push((Box::new(TlsAcceptor::new(tcp, cert, key)?), options));
-            }
-            _ => listeners.push((Box::new(tcp), ListenerOptions::default())),
-        }
-    }
-    Ok(listeners)
-}
-
-/// The iroh endpoint, its id derived from the host key: the same key gives
-/// the same endpoint id on every start, with no state file to keep, and the
-/// derivation (a labelled SHA-256) reveals nothing about the SSH key.
-/// Replacing the host key changes the id, as it changes the fingerprint
-/// clients pin anyway. The id goes to stdout for scripts.
-async fn bind_iroh(
-    args: &ServeSettings,
-    addr: &str,
-    host_key: &PrivateKey,
-) -> Result<IrohAcceptor, CliError> {
-    let seed = host_key
-        .key_data()
-        .ed25519()
-        .map(|pair| pair.private.to_bytes())
-        .ok_or_else(|| CliError::Usage("iroh needs an Ed25519 host key".into()))?;
-    let bind: std::net::SocketAddr = addr.parse().map_err(|_| {
-        CliError::Usage(format!(
-            "an iroh listener binds a UDP address: IP:PORT (such as 0.0.0.0:0), not {addr:?}"
-        ))
-    })?;
-    let options = IrohOptions {
-        relay: args.iroh_relay.parse()?,
-        bind: Some(bind),
-        proxy: None,
-    };
-    let acceptor = IrohAcceptor::bind(&options, derive_secret_key(&seed)).await?;
-    println!("endpoint-id: {}", acceptor.endpoint_id());
-    let direct: Vec<String> = acceptor
-        .bound_sockets()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    info!(
-        endpoint_id = %acceptor.endpoint_id(),
-        udp = %direct.join(","),
-        relay = %args.iroh_relay,
-        "iroh endpoint ready"
-    );
-    Ok(acceptor)
 }

@@ -1,0 +1,199 @@
+//! A client transport from settings as a user gives them (`alknet connect`'s
+//! flags, the Node addon's options): TCP, TLS or iroh, directly or through
+//! a proxy, each combination checked for sense before anything connects.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alknet_proxy::{Dialer, UpstreamProxy};
+use alknet_transport::{TcpTransport, TlsClientOptions, TlsTransport, Transport};
+use tracing::warn;
+
+use crate::{Error, TransportChoice};
+
+/// How to reach a server.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct TransportSpec {
+    /// Which transport.
+    pub kind: TransportChoice,
+    /// TCP and TLS: `host:port`.
+    pub server: Option<String>,
+    /// TLS: the name sent as SNI and checked (default: the host of `server`).
+    pub tls_server_name: Option<String>,
+    /// TLS: extra CA certificates to trust (PEM files).
+    pub tls_ca: Vec<PathBuf>,
+    /// TLS: accept any certificate (the SSH host key still authenticates).
+    pub insecure: bool,
+    /// iroh: the server's endpoint id.
+    pub peer: Option<String>,
+    /// iroh: addresses to try directly.
+    pub peer_addrs: Vec<SocketAddr>,
+    /// iroh: `default`, `none` or a relay URL (`None`: default).
+    pub iroh_relay: Option<String>,
+    /// Reach the server through this proxy.
+    pub proxy: Option<UpstreamProxy>,
+}
+
+fn usage(message: impl Into<String>) -> Error {
+    Error::InvalidSetting(message.into())
+}
+
+impl TransportSpec {
+    /// A TCP transport to `server` (`host:port`).
+    pub fn tcp(server: impl Into<String>) -> Self {
+        Self {
+            server: Some(server.into()),
+            ..Self::default()
+        }
+    }
+
+    fn iroh_settings_given(&self) -> bool {
+        self.peer.is_some()
+            || !self.peer_addrs.is_empty()
+            || self
+                .iroh_relay
+                .as_deref()
+                .is_some_and(|relay| relay != "default")
+    }
+
+    fn tls_settings_given(&self) -> bool {
+        self.tls_server_name.is_some() || !self.tls_ca.is_empty() || self.insecure
+    }
+
+    /// The transport these settings describe, or what is wrong with them.
+    pub fn build(&self) -> Result<Arc<dyn Transport>, Error> {
+        if self.kind == TransportChoice::Iroh {
+            return self.build_iroh();
+        }
+        if self.iroh_settings_given() {
+            return Err(usage(
+                "--peer, --peer-addr and --iroh-relay need --transport iroh",
+            ));
+        }
+        let server = self.server.clone().ok_or_else(|| {
+            usage("which server? pass --server HOST:PORT (or --transport iroh --peer ENDPOINT-ID)")
+        })?;
+        let mut tcp = TcpTransport::new(server);
+        if let Some(proxy) = &self.proxy {
+            // The transport applies its own connect timeout.
+            let dialer = Dialer::new(Some(proxy.clone()), Duration::from_secs(3600));
+            tcp = tcp.with_connector(Arc::new(dialer));
+        }
+        match self.kind {
+            TransportChoice::Tcp if self.tls_settings_given() => Err(usage(
+                "--tls-server-name, --tls-ca and --insecure need --transport tls",
+            )),
+            TransportChoice::Tls => {
+                let mut options = TlsClientOptions::default();
+                options.server_name = self.tls_server_name.clone();
+                options.extra_roots = self.tls_ca.clone();
+                options.insecure = self.insecure;
+                if self.insecure {
+                    warn!(
+                        "--insecure: the server's TLS certificate is NOT checked; only the SSH host key \
+                         (--host-key) tells the real server from an impostor"
+                    );
+                }
+                Ok(Arc::new(TlsTransport::new(tcp, &options)?))
+            }
+            _ => Ok(Arc::new(tcp)),
+        }
+    }
+
+    #[cfg(feature = "iroh")]
+    fn build_iroh(&self) -> Result<Arc<dyn Transport>, Error> {
+        use alknet_transport::iroh::{IrohOptions, IrohRelay, IrohTransport, parse_endpoint_id};
+        if self.server.is_some() {
+            return Err(usage(
+                "--server is for tcp and tls; with iroh, name the server by --peer ENDPOINT-ID \
+                 (and --peer-addr IP:PORT)",
+            ));
+        }
+        if self.tls_settings_given() {
+            return Err(usage(
+                "--tls-server-name, --tls-ca and --insecure need --transport tls (iroh is always \
+                 encrypted and authenticated by the endpoint id)",
+            ));
+        }
+        let peer = self.peer.as_deref().ok_or_else(|| {
+            usage("--transport iroh needs --peer ENDPOINT-ID (the server prints it as `endpoint-id: …`)")
+        })?;
+        let proxy = match &self.proxy {
+            None => None,
+            Some(proxy @ UpstreamProxy::HttpConnect { .. }) => Some(proxy.to_string()),
+            Some(_) => {
+                return Err(usage(
+                    "iroh reaches its relays only through an HTTP proxy (HTTP CONNECT), and QUIC \
+                     itself is UDP, which proxies do not carry: use --proxy http://HOST:PORT or no proxy",
+                ));
+            }
+        };
+        let options = IrohOptions {
+            relay: self.iroh_relay.as_deref().unwrap_or("default").parse()?,
+            bind: None,
+            proxy,
+        };
+        if options.relay == IrohRelay::Disabled && self.peer_addrs.is_empty() {
+            return Err(usage(
+                "with --iroh-relay none nothing can look the server up: give its address with \
+                 --peer-addr IP:PORT",
+            ));
+        }
+        Ok(Arc::new(IrohTransport::new(
+            options,
+            parse_endpoint_id(peer)?,
+            &self.peer_addrs,
+        )))
+    }
+
+    #[cfg(not(feature = "iroh"))]
+    fn build_iroh(&self) -> Result<Arc<dyn Transport>, Error> {
+        Err(usage(
+            "this build has no iroh support (the `iroh` feature of the alknet crate)",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(spec: TransportSpec, why: &str) {
+        let error = spec.build().err().expect("accepted");
+        assert!(error.to_string().contains(why), "{error}");
+    }
+
+    #[test]
+    fn settings_for_another_transport_are_refused_by_name() {
+        refused(TransportSpec::default(), "which server?");
+        refused(
+            TransportSpec {
+                insecure: true,
+                ..TransportSpec::tcp("h:1")
+            },
+            "need --transport tls",
+        );
+        refused(
+            TransportSpec {
+                peer: Some("x".into()),
+                ..TransportSpec::tcp("h:1")
+            },
+            "need --transport iroh",
+        );
+        assert_eq!(
+            TransportSpec::tcp("example.com:22")
+                .build()
+                .unwrap()
+                .describe(),
+            "tcp://example.com:22"
+        );
+        let tls = TransportSpec {
+            kind: TransportChoice::Tls,
+            ..TransportSpec::tcp("example.com:443")
+        };
+        assert_eq!(tls.build().unwrap().describe(), "tls://example.com:443");
+    }
+}
