@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::channel_failure::open_error_for;
+use crate::flow::{Backlog, GatedStream, TunnelStream, WriteBehind};
 use crate::remote_forward::{RemoteForwardPort, RemoteForwardTable};
 use crate::tuning::client_config;
 
@@ -99,6 +100,8 @@ impl fmt::Debug for ConnectOptions {
 /// can tunnel through it.
 pub struct Client {
     handle: Handle<ClientHandler>,
+    /// What the session's channels received and have not read yet.
+    backlog: Backlog,
     closed: CancellationToken,
     server_fingerprint: String,
     remote_forward_ports: Vec<RemoteForwardPort>,
@@ -127,14 +130,21 @@ impl Client {
     async fn handshake(stream: BoxStream, options: ConnectOptions) -> Result<Self, Error> {
         let closed = CancellationToken::new();
         let remote_forwards = RemoteForwardTable::default();
+        let backlog = Backlog::default();
         let handler = ClientHandler {
             host_key: options.host_key.clone(),
             seen_host_key: Arc::default(),
             remote_forwards: remote_forwards.clone(),
+            backlog: backlog.clone(),
             _session_alive: closed.clone().drop_guard(),
         };
         let seen_host_key = handler.seen_host_key.clone();
         let config = Arc::new(client_config(options.keepalive_interval));
+        // Reading pauses while the session's channels hold too much unread.
+        let stream = WriteBehind::new(
+            GatedStream::client(stream, backlog.clone()),
+            backlog.clone(),
+        );
         let mut handle = russh::client::connect_stream(config, stream, handler).await?;
 
         let result = match options.certificate.clone() {
@@ -201,6 +211,7 @@ impl Client {
         }
         Ok(Self {
             handle,
+            backlog,
             closed,
             server_fingerprint,
             remote_forward_ports,
@@ -268,7 +279,7 @@ impl Client {
             .handle
             .channel_open_direct_tcpip(host, u32::from(port), "127.0.0.1", 0)
             .await;
-        channel_stream(opened)
+        channel_stream(opened, &self.backlog)
     }
 }
 
@@ -285,15 +296,19 @@ impl StreamOpener for Client {
         let path = path.to_str().ok_or_else(|| {
             OpenError::with_detail(OpenErrorKind::Other, "the socket path is not UTF-8")
         })?;
-        channel_stream(self.handle.channel_open_direct_streamlocal(path).await)
+        channel_stream(
+            self.handle.channel_open_direct_streamlocal(path).await,
+            &self.backlog,
+        )
     }
 }
 
 fn channel_stream(
     opened: Result<russh::Channel<russh::client::Msg>, russh::Error>,
+    backlog: &Backlog,
 ) -> Result<BoxStream, OpenError> {
     match opened {
-        Ok(channel) => Ok(Box::new(channel.into_stream())),
+        Ok(channel) => Ok(Box::new(TunnelStream::new(channel, backlog.clone()))),
         Err(russh::Error::ChannelOpenFailure(failure)) => Err(open_error_for(&failure)),
         Err(_) => Err(OpenError::new(OpenErrorKind::TunnelDown)),
     }
@@ -320,6 +335,7 @@ struct ClientHandler {
     host_key: Option<String>,
     seen_host_key: Arc<std::sync::Mutex<String>>,
     remote_forwards: RemoteForwardTable,
+    backlog: Backlog,
     _session_alive: DropGuard,
 }
 
@@ -346,6 +362,7 @@ impl russh::client::Handler for ClientHandler {
             return Ok(());
         };
         // Dial off the session loop, as the server does.
+        let backlog = self.backlog.clone();
         tokio::spawn(async move {
             let dialer = Dialer::direct(FORWARD_DIAL_TIMEOUT);
             let local = match &target {
@@ -355,7 +372,7 @@ impl russh::client::Handler for ClientHandler {
             match local {
                 Ok(mut local) => {
                     reply.accept().await;
-                    let mut channel = channel.into_stream();
+                    let mut channel = TunnelStream::new(channel, backlog);
                     relay_until(&mut channel, &mut local, std::future::pending()).await;
                 }
                 Err(error) => {
@@ -364,6 +381,16 @@ impl russh::client::Handler for ClientHandler {
                 }
             }
         });
+        Ok(())
+    }
+
+    async fn data(
+        &mut self,
+        _channel: russh::ChannelId,
+        data: &[u8],
+        _session: &mut russh::client::Session,
+    ) -> Result<(), Self::Error> {
+        self.backlog.arrived(data.len());
         Ok(())
     }
 

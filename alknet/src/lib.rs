@@ -88,6 +88,7 @@ mod channel_failure;
 mod client;
 mod control;
 mod error;
+mod flow;
 mod kill_switch;
 mod listen;
 mod reconnect;

@@ -14,24 +14,43 @@ use russh::{MethodKind, MethodSet, Preferred, SshId, cipher};
 /// window / round-trip time; 16 MiB keeps a long fat pipe full.
 pub(crate) const WINDOW_SIZE: u32 = 16 * 1024 * 1024;
 
+/// The window a client grants the server per channel: a quarter of the
+/// server's. russh's client grants window as data arrives, so a client
+/// that must read on to reach a window adjustment (see `flow.rs`) takes
+/// in up to one of its own windows each time, while its writer is given
+/// half a server window: the smaller window keeps that exchange draining.
+/// 4 MiB still fills 320 Mbit/s at 100 ms round trips (OpenSSH: 2 MiB).
+pub(crate) const CLIENT_WINDOW_SIZE: u32 = 4 * 1024 * 1024;
+
 /// Largest channel data packet we accept. Fewer, larger packets mean fewer
 /// MACs and syscalls per byte; russh warns above 65535.
 pub(crate) const MAX_PACKET_SIZE: u32 = 65535;
 
-/// Messages queued per channel before the session stops reading. Large
-/// enough that a burst at full window does not stall other channels.
-///
-/// It is also the memory one channel can hold for a target that does not
-/// read: russh tops the window up as data *arrives*, so the queue, not the
-/// window, is what bounds it — 256 messages of at most [`MAX_PACKET_SIZE`]
-/// bytes, about 16 MiB. One session's worst case is therefore
-/// `max_channels_per_session` (1024) times that, plus its control channels
-/// (about 100 MiB each, see alknet-call's `ConnectionOptions::untrusted_peer`)
-/// and at most `max_remote_forwards` (16) listeners.
-const CHANNEL_BUFFER: usize = 256;
+/// Messages russh may queue per channel. russh's session loop stops —
+/// reading *and* writing — when one channel's queue is full, which can
+/// deadlock a session whose target couples both directions (see
+/// `flow.rs`); so the queue is made large enough never to fill, and memory
+/// is bounded per session instead (see the marks below). A queue slot is
+/// allocated only when used.
+const CHANNEL_QUEUE: usize = 1 << 20;
 
-/// The identification string alknet sends, e.g. `SSH-2.0-alknet_0.1.0`.
-/// The server recognises alknet clients by it (see `channel_failure`).
+/// Bytes one session may hold received but unread, over all its channels
+/// (each message also counts 128 bytes of overhead), before it slows its
+/// peer: a server grants no more window; a client pauses reading while its
+/// readers drain. See `flow.rs`.
+pub(crate) const SESSION_BACKLOG_SOFT: usize = 8 * 1024 * 1024;
+
+/// The window a server grants while its session is over the soft mark:
+/// just enough that the peer's next byte brings the next grant (and the
+/// full window back once readers caught up). russh only grants when a
+/// channel's window is below half of this, so it must be at least 2.
+pub(crate) const TRICKLE_WINDOW: u32 = 2;
+
+/// Past this, a session reads from its transport only to stay alive (one
+/// read every 5 s): the last bound on a session's channel memory, reached
+/// only when many channels' readers are stuck with full windows.
+pub(crate) const SESSION_BACKLOG_MAX: usize = 128 * 1024 * 1024;
+
 pub(crate) fn ssh_id() -> SshId {
     SshId::Standard(Cow::Owned(format!(
         "SSH-2.0-alknet_{}",
@@ -107,7 +126,7 @@ pub(crate) fn server_config(host_key: PrivateKey, tuning: &ServerTuning) -> russ
         keys: vec![host_key],
         window_size: WINDOW_SIZE,
         maximum_packet_size: MAX_PACKET_SIZE,
-        channel_buffer_size: CHANNEL_BUFFER,
+        channel_buffer_size: CHANNEL_QUEUE,
         preferred: preferred(),
         max_auth_attempts: tuning.russh_max_auth_attempts(),
         // Idle tunnels are normal; dead peers are found by keepalives.
@@ -122,9 +141,9 @@ pub(crate) fn server_config(host_key: PrivateKey, tuning: &ServerTuning) -> russ
 pub(crate) fn client_config(keepalive_interval: Duration) -> russh::client::Config {
     russh::client::Config {
         client_id: ssh_id(),
-        window_size: WINDOW_SIZE,
+        window_size: CLIENT_WINDOW_SIZE,
         maximum_packet_size: MAX_PACKET_SIZE,
-        channel_buffer_size: CHANNEL_BUFFER,
+        channel_buffer_size: CHANNEL_QUEUE,
         preferred: preferred(),
         inactivity_timeout: None,
         keepalive_interval: Some(keepalive_interval),

@@ -117,6 +117,7 @@ impl SessionHandler {
             alknet_peer,
             grant,
             auth: self.auth.clone(),
+            backlog: self.backlog.clone(),
         };
         // Cancelled when the client closes the channel or the session ends.
         let closed = self.session_end.child_token();

@@ -17,6 +17,7 @@ use tracing::{debug, info};
 use super::Server;
 use super::handler::SessionHandler;
 use super::peer::Peer;
+use crate::flow::{Backlog, GatedStream, WriteBehind};
 use crate::kill_switch::KillableStream;
 
 /// How one connection is to be served.
@@ -82,6 +83,12 @@ impl Server {
                 }
             }
         };
+        // Reading pauses while the session's channels hold too much unread.
+        let backlog = Backlog::default();
+        let stream = WriteBehind::new(
+            GatedStream::server(stream, backlog.clone()),
+            backlog.clone(),
+        );
         let authenticated = CancellationToken::new();
         // The session keeps the configuration it started with.
         let auth = self.inner.auth.current();
@@ -97,6 +104,7 @@ impl Server {
             remote_forwards: Default::default(),
             open_channels: Arc::new(AtomicUsize::new(0)),
             channel_closed: Default::default(),
+            backlog,
         };
 
         // run_stream returns once the client's identification line is read.

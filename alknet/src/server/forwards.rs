@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::handler::SessionHandler;
+use crate::flow::{Backlog, TunnelStream};
 
 /// The address a server binds for a remote forward.
 ///
@@ -75,6 +76,7 @@ impl SessionHandler {
             address.to_owned(),
             *port,
             stop,
+            self.backlog.clone(),
         ));
         true
     }
@@ -101,6 +103,7 @@ async fn accept_forwarded(
     address: String,
     port: u32,
     stop: CancellationToken,
+    backlog: Backlog,
 ) {
     loop {
         let (mut inbound, peer) = tokio::select! {
@@ -115,7 +118,12 @@ async fn accept_forwarded(
             () = stop.cancelled() => return,
         };
         let _ = inbound.set_nodelay(true);
-        let (handle, address, stop) = (handle.clone(), address.clone(), stop.clone());
+        let (handle, address, stop, backlog) = (
+            handle.clone(),
+            address.clone(),
+            stop.clone(),
+            backlog.clone(),
+        );
         // From a task of its own: awaiting a Handle inside a callback would
         // deadlock the session loop.
         tokio::spawn(async move {
@@ -129,7 +137,7 @@ async fn accept_forwarded(
                 .await;
             match opened {
                 Ok(channel) => {
-                    let mut channel = channel.into_stream();
+                    let mut channel = TunnelStream::new(channel, backlog);
                     relay_until(&mut inbound, &mut channel, stop.cancelled()).await;
                 }
                 Err(error) => debug!(%error, "the client refused a forwarded connection"),

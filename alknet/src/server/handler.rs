@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::ServerInner;
 use super::login::reject;
 use super::peer::Peer;
+use crate::flow::Backlog;
 
 /// One session's state, from the first callback to the last.
 pub(super) struct SessionHandler {
@@ -39,6 +40,8 @@ pub(super) struct SessionHandler {
     /// (SSH `CLOSE`, not just `EOF`): the target is then let go at once,
     /// as sshd does, even if it never closes its side.
     pub(super) channel_closed: HashMap<ChannelId, CancellationToken>,
+    /// What the session's channels received and have not read yet.
+    pub(super) backlog: Backlog,
 }
 
 impl russh::server::Handler for SessionHandler {
@@ -110,6 +113,21 @@ impl russh::server::Handler for SessionHandler {
         session: &mut Session,
     ) -> Result<bool, Self::Error> {
         Ok(self.listen(address, port, session).await)
+    }
+
+    async fn data(
+        &mut self,
+        _channel: ChannelId,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.backlog.arrived(data.len());
+        Ok(())
+    }
+
+    fn adjust_window(&mut self, _channel: ChannelId, _current: u32) -> u32 {
+        // Grant on consumption, as far as russh lets us: see `flow.rs`.
+        self.backlog.next_window()
     }
 
     async fn channel_close(

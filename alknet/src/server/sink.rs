@@ -27,6 +27,7 @@ use russh::server::{ChannelOpenHandle, Msg};
 use tracing::debug;
 
 use crate::channel_failure::failure_for;
+use crate::flow::{Backlog, TunnelStream};
 
 /// Takes the channels the server admitted. Each call runs on a task of
 /// its own, which is dropped when the session ends.
@@ -73,6 +74,7 @@ pub struct IncomingChannel {
     pub(crate) alknet_peer: bool,
     pub(crate) grant: Arc<SessionGrant>,
     pub(crate) auth: Arc<AuthConfig>,
+    pub(crate) backlog: Backlog,
 }
 
 impl fmt::Debug for IncomingChannel {
@@ -101,7 +103,7 @@ impl IncomingChannel {
     /// down its write side sends EOF; dropping it closes the channel).
     pub async fn accept(self) -> BoxStream {
         self.reply.accept().await;
-        Box::new(self.channel.into_stream())
+        Box::new(TunnelStream::new(self.channel, self.backlog))
     }
 
     /// Refuses the channel. An alknet client learns the kind (refused,

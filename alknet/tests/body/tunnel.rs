@@ -125,6 +125,90 @@ async fn bulk_data_survives_the_round_trip_with_half_close() {
     server.shutdown().await;
 }
 
+/// A loopback echo that writes back as it reads, so that it stops reading
+/// while its replies are not taken: both directions of a tunnel through
+/// it depend on each other.
+async fn streaming_echo() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut from, mut to) = socket.into_split();
+                let _ = tokio::io::copy(&mut from, &mut to).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Writes `mib` MiB into `stream` while reading its echo; returns the
+/// bytes that came back.
+async fn push_through_echo<S>(stream: S, mib: usize) -> usize
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let send = async {
+        let block = vec![0x5a_u8; 1024 * 1024];
+        for _ in 0..mib {
+            writer.write_all(&block).await.unwrap();
+        }
+        writer.shutdown().await.unwrap();
+    };
+    let receive = async {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut total = 0;
+        loop {
+            let n = reader.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break total;
+            }
+            assert!(buf[..n].iter().all(|byte| *byte == 0x5a), "echo corrupted");
+            total += n;
+        }
+    };
+    let (_, total) = tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::join!(send, receive)
+    })
+    .await
+    .expect("bulk both ways through an echo deadlocked");
+    total
+}
+
+/// Bulk both ways at once, through a target that couples them, once
+/// deadlocked the session: russh's loop waited on a channel queue while
+/// the window adjustment that would drain it sat unread behind data.
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_both_ways_through_a_streaming_echo_completes() {
+    let echo = streaming_echo().await;
+    let server = TestServer::start_on(BACKEND, |options| options).await;
+    let client = server.client().await;
+    let stream = client.open(&TargetAddr::Ip(echo)).await.unwrap();
+    assert_eq!(push_through_echo(stream, 256).await, 256 * 1024 * 1024);
+    server.shutdown().await;
+}
+
+/// The same through a remote forward, where the client side holds the
+/// echo and the client's brake is the one tested.
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_both_ways_through_a_remote_forward_to_an_echo_completes() {
+    let echo = streaming_echo().await;
+    let server = TestServer::start_on(BACKEND, |options| options).await;
+    let mut options = server.options();
+    options.remote_forwards = vec![format!("0:127.0.0.1:{}", echo.port()).parse().unwrap()];
+    let client = Client::connect(server.transport.as_ref(), options).await.unwrap();
+    let [forward] = client.remote_forward_ports() else {
+        panic!("expected one remote forward")
+    };
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", forward.port))
+        .await
+        .unwrap();
+    assert_eq!(push_through_echo(stream, 256).await, 256 * 1024 * 1024);
+    client.disconnect().await;
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_keys_are_refused_with_advice() {
     let server = TestServer::start_on(BACKEND, |options| options).await;

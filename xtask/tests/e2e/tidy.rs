@@ -147,8 +147,16 @@ fn code_is_formatted() {
 #[test]
 fn every_crate_inherits_the_workspace_lints_and_package_fields() {
     for (name, manifest) in members() {
+        let lints = if FFI_CRATES.contains(&name.as_str()) {
+            // `#[napi]` expands to FFI glue, so these crates restate the
+            // workspace lints but for `unsafe_code = "forbid"`.
+            ffi_lints_match_the_workspace(&name, &manifest);
+            "[lints.rust]"
+        } else {
+            "[lints]\nworkspace = true"
+        };
         for needed in [
-            "[lints]\nworkspace = true",
+            lints,
             "edition.workspace = true",
             "version.workspace = true",
         ] {
@@ -157,6 +165,28 @@ fn every_crate_inherits_the_workspace_lints_and_package_fields() {
                 "{name}/Cargo.toml lacks {needed:?}"
             );
         }
+    }
+}
+
+/// Crates whose generated bindings need `unsafe` (and nothing else may).
+const FFI_CRATES: [&str; 1] = ["alknet-napi"];
+
+fn ffi_lints_match_the_workspace(name: &str, manifest: &str) {
+    let root = std::fs::read_to_string(workspace_root().join("Cargo.toml")).unwrap();
+    let workspace_lints = root
+        .lines()
+        .skip_while(|line| !line.starts_with("[workspace.lints.rust]"))
+        .skip(1)
+        .take_while(|line| !line.starts_with("[profile"))
+        .filter(|line| line.contains('=') && !line.trim_start().starts_with('#'));
+    for lint in workspace_lints {
+        if lint.starts_with("unsafe_code") {
+            continue;
+        }
+        assert!(
+            manifest.lines().any(|line| line == lint),
+            "{name}/Cargo.toml must restate the workspace lint {lint:?}"
+        );
     }
 }
 
