@@ -18,7 +18,7 @@ use crate::certificates::{certified_key, server_trusting_ca};
 #[test]
 fn node_frames_the_call_vectors_byte_for_byte() {
     require_tool("node").unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = crate::xtask_dir().join("..");
     let output = Command::new("node")
         .arg(root.join("xtask/tests/e2e/js/call_vectors.mjs"))
         .arg(root.join("alknet-call/tests/vectors.json"))
@@ -183,7 +183,7 @@ fn a_node_peer_serves_and_calls_through_a_local_forward() {
     )
     .unwrap();
     let control = client.forward_addr(1).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/js/control_peer.mjs");
+    let script = crate::xtask_dir().join("tests/e2e/js/control_peer.mjs");
     let mut command = Command::new("node");
     command.arg(&script).arg(control.port().to_string());
     let mut node = Spawned::start("node-spoke", dir.path(), command).unwrap();

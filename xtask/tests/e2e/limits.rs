@@ -3,7 +3,6 @@
 
 use std::io::Read;
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -113,8 +112,7 @@ fn the_fail2ban_filter_matches_exactly_the_failed_attempts() {
     std::fs::write(&log_file, server.log()).unwrap();
     assert_eq!(server.log().matches("result=accept").count(), 2);
 
-    let filter =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/fail2ban/filter.d/alknet.conf");
+    let filter = crate::xtask_dir().join("../contrib/fail2ban/filter.d/alknet.conf");
     let output = Command::new("fail2ban-regex")
         .arg(&log_file)
         .arg(&filter)

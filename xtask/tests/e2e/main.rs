@@ -24,8 +24,19 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use std::path::PathBuf;
+
 use xtask::BoundedOutput as _;
 use xtask::{Result, XtaskError, require_tool};
+
+/// The xtask crate's directory in the tree under test. Read at run time
+/// (cargo test sets it) rather than baked in with `env!`: the build cache is
+/// shared between clones, and a reused test binary must not read the files
+/// of the clone that built it.
+fn xtask_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
 
 /// Fetches `url` through a SOCKS5 proxy with curl, letting the proxy
 /// resolve names (socks5h), into `out`.

@@ -110,7 +110,7 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    crate::xtask_dir()
         .parent()
         .expect("xtask lives inside the workspace")
         .to_path_buf()

@@ -1,6 +1,5 @@
 //! Tokens, checked against an independent implementation on Node's crypto.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -9,7 +8,7 @@ use xtask::BoundedOutput as _;
 use xtask::{Profile, Workdir, alknet_binary, require_tool, ssh_keygen_ed25519};
 
 fn script() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/js/token.mjs")
+    crate::xtask_dir().join("tests/e2e/js/token.mjs")
 }
 
 fn now() -> u64 {
