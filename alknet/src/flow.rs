@@ -237,12 +237,20 @@ impl<S> GatedStream<S> {
 
     /// Whether a read may happen now; if not, a wake-up is arranged.
     fn may_read(&mut self, cx: &mut Context<'_>) -> bool {
-        // Parked first, so that a change after the checks still wakes us.
+        let open = |waiting: usize| {
+            waiting <= SESSION_BACKLOG_SOFT
+                || (!self.pause_over_soft && waiting <= SESSION_BACKLOG_MAX)
+        };
+        if open(self.backlog.waiting_now()) {
+            // The transport's readiness wakes a reader; no need to park.
+            self.timer = None;
+            return true;
+        }
+        // Parked before looking again, so that a change in between still
+        // wakes us.
         self.backlog.park(cx.waker());
         let waiting = self.backlog.waiting_now();
-        if waiting <= SESSION_BACKLOG_SOFT
-            || (!self.pause_over_soft && waiting <= SESSION_BACKLOG_MAX)
-        {
+        if open(waiting) {
             self.timer = None;
             return true;
         }
@@ -422,12 +430,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WriteBehind<S> {
             // transport's readiness wakes us).
             return Poll::Pending;
         }
+        if self.queue.is_empty() {
+            // The common case: the transport takes it now, with no copy.
+            match Pin::new(&mut self.inner).poll_write(cx, data) {
+                Poll::Ready(Ok(0)) if !data.is_empty() => {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.unflushed = true;
+                    return Poll::Ready(Ok(n));
+                }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => {}
+            }
+        }
         self.queue.push_back(Bytes::copy_from_slice(data));
         self.queued += data.len();
-        // Start at once; what does not fit waits for the next poll.
-        if let Poll::Ready(Err(error)) = self.poll_write_out(cx) {
-            return Poll::Ready(Err(error));
-        }
+        // The transport just said it is full (and will wake us): the queue
+        // is written out on the next poll.
+        self.backlog.set_outbound(self.queued);
         Poll::Ready(Ok(data.len()))
     }
 
