@@ -39,7 +39,7 @@ describe('calls', { timeout: 120_000 }, () => {
       const registered = await spoke.call('/hub/services/register', { spoke: 'jsnode', operations: [spec] })
       assert.deepEqual(registered, { spoke: 'jsnode', registered: 1 })
 
-      const called = runAlknet(['call', '--server', `127.0.0.1:${server.port}`, '--identity', server.userKey,
+      const called = await runAlknet(['call', '--server', `127.0.0.1:${server.port}`, '--identity', server.userKey,
         '--host-key', server.fingerprint, '/jsnode/js/echo', '{"x": 1}'])
       assert.equal(called.status, 0, called.stderr)
       assert.deepEqual(JSON.parse(called.stdout), { by: 'node', echoed: { x: 1 } })

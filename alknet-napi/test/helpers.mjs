@@ -114,10 +114,27 @@ export function tcpServer (onSocket) {
   })
 }
 
-/** Runs `alknet …` to completion; returns { status, stdout, stderr }. */
+/**
+ * Runs `command` to completion without blocking the event loop (the
+ * server or target under test may live in this very process); resolves
+ * { status, stdout, stderr }. Killed by its PID after `timeoutMs`.
+ */
+export function run (command, args, { timeoutMs = LIMIT_MS, ...options } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (chunk) => { stdout += chunk })
+    child.stderr.setEncoding('utf8').on('data', (chunk) => { stderr += chunk })
+    const killer = setTimeout(() => process.kill(child.pid, 'SIGKILL'), timeoutMs)
+    child.on('error', (error) => { clearTimeout(killer); reject(error) })
+    child.on('close', (status) => { clearTimeout(killer); resolve({ status, stdout, stderr }) })
+  })
+}
+
+/** Runs `alknet …` to completion; resolves { status, stdout, stderr }. */
 export function alknet (args, options = {}) {
-  const result = spawnSync(alknetBin, args, { encoding: 'utf8', timeout: LIMIT_MS, ...options })
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr }
+  return run(alknetBin, args, options)
 }
 
 export function copy (from, to) {

@@ -2,14 +2,13 @@
 // `alknet connect`, with SOCKS5 through it (curl) and onConnection.
 
 import assert from 'node:assert/strict'
-import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { createConnection } from 'node:net'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
 
 import alknet from '../alknet.js'
-import { keygen, startClient, tcpServer, workdir, alknet as runAlknet } from './helpers.mjs'
+import { keygen, run, startClient, tcpServer, workdir, alknet as runAlknet } from './helpers.mjs'
 
 async function jsServer (dir, extra = {}) {
   const hostKey = keygen(dir, 'host')
@@ -33,8 +32,8 @@ describe('serve', { timeout: 120_000 }, () => {
     })
     const client = await startClient(port, userKey, server.hostKeyFingerprint, ['-L', '127.0.0.1:0:echo:7'])
     try {
-      const curl = spawnSync('curl', ['--silent', '--fail', '--max-time', '30', '--socks5-hostname',
-        `127.0.0.1:${client.socksPort}`, `http://127.0.0.1:${web.address().port}/`], { encoding: 'utf8' })
+      const curl = await run('curl', ['--silent', '--fail', '--max-time', '30', '--socks5-hostname',
+        `127.0.0.1:${client.socksPort}`, `http://127.0.0.1:${web.address().port}/`])
       assert.equal(curl.status, 0, curl.stderr)
       assert.equal(curl.stdout, 'hello')
 
@@ -110,7 +109,7 @@ describe('serve', { timeout: 120_000 }, () => {
       (error) => error.code === 'INVALID_OPTION' && error.message.includes('stealthy'))
     await assert.rejects(alknet.serve({ listen: 'tcp://127.0.0.1:0', hostKey: join(dir, 'host'), stealth: true, authorizedKeys: `${join(dir, 'user')}.pub` }),
       (error) => error.code === 'INVALID_OPTION' && error.message.includes('TLS'))
-    const help = runAlknet(['--version'])
+    const help = await runAlknet(['--version'])
     assert.equal(help.status, 0)
   })
 })

@@ -1,4 +1,5 @@
 //! The xtask commands.
 
+pub(crate) mod addon;
 pub(crate) mod bench;
 pub(crate) mod test;

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: build the binary once, run `cargo test --workspace`
-//! with `ALKNET_BIN` pointing at it, and total up the results.
+//! and then the Node addon's `node --test` suite with `ALKNET_BIN` pointing
+//! at it, and total up the results.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, ExitCode, Stdio};
@@ -30,6 +31,13 @@ pub(crate) fn run(extra_args: &[String]) -> Result<ExitCode> {
     let status = child
         .wait()
         .map_err(XtaskError::io("waiting for cargo test"))?;
+    // Extra arguments narrow the Rust tests; the addon's run only without.
+    if extra_args.is_empty() {
+        let node = super::addon::run(&binary)?;
+        totals.passed += node.passed;
+        totals.failed += node.failed;
+        totals.ignored += node.skipped;
+    }
     println!();
     println!(
         "{} passed, {} failed, {} ignored",
