@@ -58,6 +58,10 @@ if (!library) {
 const abi = process.platform === 'linux' ? (process.report?.getReport?.().header?.glibcVersionRuntime ? '-gnu' : '-musl') : ''
 const nodeFile = `${pkg.napi.binaryName}.${process.platform}-${process.arch}${abi}.node`
 copyFileSync(library, join(here, nodeFile))
+// The package ships no debug info (a debug build's is ~400 MB): release
+// builds are stripped whole, debug builds keep their symbols for backtraces.
+const stripped = spawnSync('strip', [...(release ? [] : ['--strip-debug']), join(here, nodeFile)], { stdio: 'inherit' })
+if (stripped.error || stripped.status !== 0) console.warn('alknet-napi: strip unavailable; the addon keeps its debug info')
 
 const { exports, dts } = await generateTypeDef({ typeDefDir, cwd: here, declareBindingTarget: true })
 writeFileSync(join(here, 'index.d.ts'), dts)

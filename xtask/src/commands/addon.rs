@@ -42,7 +42,9 @@ impl NodeTotals {
     }
 }
 
-pub(crate) fn run(alknet_bin: &Path) -> Result<NodeTotals> {
+/// Installs the npm dev dependencies when missing and builds the addon
+/// (release or debug); returns the package's directory.
+pub(crate) fn build(release: bool) -> Result<PathBuf> {
     for tool in ["node", "npm"] {
         require_tool(tool)?;
     }
@@ -57,12 +59,17 @@ pub(crate) fn run(alknet_bin: &Path) -> Result<NodeTotals> {
         )?;
     }
     println!("building the Node addon…");
-    status(
-        Command::new("node")
-            .arg("scripts/build.mjs")
-            .current_dir(&addon),
-        "building the addon (node scripts/build.mjs)",
-    )?;
+    let mut command = Command::new("node");
+    command.arg("scripts/build.mjs").current_dir(&addon);
+    if release {
+        command.arg("--release");
+    }
+    status(&mut command, "building the addon (node scripts/build.mjs)")?;
+    Ok(addon)
+}
+
+pub(crate) fn run(alknet_bin: &Path) -> Result<NodeTotals> {
+    let addon = build(false)?;
     let ticker = example_binary("ticker")?;
 
     println!("running the Node addon's tests (node --test)…");

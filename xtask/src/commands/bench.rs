@@ -213,6 +213,7 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
     }
 
     call_protocol(&server)?;
+    let duplex = node_duplex(&server, target.addr(), bytes, settings.runs)?;
 
     let best_openssh = speeds[1].max(speeds[2]);
     println!("\nratios alknet / OpenSSH:");
@@ -241,7 +242,65 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
             ms(latencies[0].1) / ms(latencies[index].1)
         );
     }
+    if let Some(duplex) = duplex {
+        println!(
+            "  Node connect() Duplex vs the CLI's SOCKS5   {:.2}× throughput   (aim: ≥ 0.8)",
+            duplex / speeds[0]
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Bulk download through one Node `connect()` Duplex to the same server
+/// (the addon's `bench/duplex.mjs`); best bytes/s, or `None` without node.
+fn node_duplex(
+    server: &AlknetServer,
+    target: SocketAddr,
+    bytes: u64,
+    runs: usize,
+) -> Result<Option<f64>> {
+    if require_tool("node").is_err() || require_tool("npm").is_err() {
+        println!("\nNode addon: skipped (node and npm are not installed)");
+        return Ok(None);
+    }
+    let addon = super::addon::build(true)?;
+    let output = Command::new("node")
+        .arg("bench/duplex.mjs")
+        .arg(format!("127.0.0.1:{}", server.port))
+        .arg(&server.user_key)
+        .arg(&server.fingerprint)
+        .arg(target.to_string())
+        .arg(bytes.to_string())
+        .arg(runs.to_string())
+        .current_dir(&addon)
+        .output()
+        .map_err(XtaskError::io("running node bench/duplex.mjs"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let speeds: Vec<f64> = serde_json::from_str::<serde_json::Value>(text.trim())
+        .ok()
+        .and_then(|value| {
+            value["speeds"]
+                .as_array()
+                .map(|all| all.iter().filter_map(serde_json::Value::as_f64).collect())
+        })
+        .filter(|speeds: &Vec<f64>| !speeds.is_empty() && output.status.success())
+        .ok_or_else(|| {
+            XtaskError::Failed(format!(
+                "node bench/duplex.mjs failed: {}{}",
+                text,
+                String::from_utf8_lossy(&output.stderr)
+            ))
+        })?;
+    let best = speeds.iter().copied().fold(0.0, f64::max);
+    let all: Vec<String> = speeds.iter().map(|s| format!("{:.0}", s / MIB)).collect();
+    println!(
+        "\nNode addon: {} MiB through one connect() Duplex, best of {runs}\n  {:<28} {:>9.0} MiB/s   runs: {}",
+        bytes / (1024 * 1024),
+        "connect() Duplex",
+        best / MIB,
+        all.join(", ")
+    );
+    Ok(Some(best))
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
