@@ -26,7 +26,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the SSH tunnel server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Connect to a server and offer SOCKS5 through the tunnel.
     Connect(ConnectArgs),
     /// Call an operation on the server's control channel and print the
@@ -164,6 +164,9 @@ pub(crate) struct ServeArgs {
     /// of a self-hosted relay [default: default].
     #[arg(long, value_name = "URL|none")]
     pub(crate) iroh_relay: Option<String>,
+
+    #[command(flatten)]
+    pub(crate) acme: crate::acme::AcmeArgs,
 }
 
 /// How to reach and log in to a server: shared by `connect` and `call`.

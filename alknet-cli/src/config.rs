@@ -43,6 +43,7 @@ struct ConfigFile {
     iroh_relay: Option<String>,
     forward_policy: Option<PathBuf>,
     forwarding: Option<PolicyTable>,
+    acme: Option<crate::acme::AcmeTable>,
 }
 
 /// Everything `serve` needs, resolved from flags, file and defaults.
@@ -73,6 +74,8 @@ pub(crate) struct ServeSettings {
     pub(crate) proxy: Option<UpstreamProxy>,
     /// `default`, `none` or a relay URL, for iroh listeners.
     pub(crate) iroh_relay: String,
+    /// Certificates from ACME for TLS listeners.
+    pub(crate) acme: Option<alknet::acme::AcmeConfig>,
     /// A separate policy file (re-read on SIGHUP).
     pub(crate) forward_policy: Option<PathBuf>,
     /// The config file, whose `[forwarding]` table is re-read on SIGHUP.
@@ -166,10 +169,27 @@ impl ServeSettings {
                 "nobody could log in: pass --authorized-keys or --cert-authority (or set them in --config)".into(),
             ));
         }
+        let key = args.key.or_else(|| from_file(file.key)).ok_or_else(|| {
+            CliError::Usage("the host key is missing: pass --key or set key in --config".into())
+        })?;
+        let acme = args.acme.resolve(file.acme, &base, &key)?;
+        if acme.is_some()
+            && !listen
+                .iter()
+                .any(|spec| spec.kind_or(transport.into()) == alknet::TransportChoice::Tls)
+        {
+            return Err(CliError::Usage(
+                "ACME certificates are for TLS listeners: add one with --listen tls://ADDR".into(),
+            ));
+        }
+        if acme.is_some() && (args.tls_cert.is_some() || args.tls_key.is_some()) {
+            return Err(CliError::Usage(
+                "ACME certificates (--acme-domain, --acme-ip) and --tls-cert/--tls-key exclude each other: pick one".into(),
+            ));
+        }
         Ok(Self {
-            key: args.key.or_else(|| from_file(file.key)).ok_or_else(|| {
-                CliError::Usage("the host key is missing: pass --key or set key in --config".into())
-            })?,
+            key,
+            acme,
             authorized_keys,
             cert_authorities,
             listen,
@@ -305,7 +325,7 @@ mod tests {
         let cli =
             crate::cli::Cli::try_parse_from([&["alknet", "serve"][..], args].concat()).unwrap();
         match cli.command {
-            crate::cli::Command::Serve(args) => args,
+            crate::cli::Command::Serve(args) => *args,
             _ => unreachable!(),
         }
     }

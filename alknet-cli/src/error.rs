@@ -24,6 +24,9 @@ pub(crate) enum CliError {
     #[error(transparent)]
     Proxy(#[from] alknet::proxy::ProxyError),
 
+    #[error(transparent)]
+    Acme(#[from] alknet::acme::AcmeError),
+
     #[error("cannot listen for SOCKS5 on {addr}: {error}")]
     SocksBind { addr: String, error: io::Error },
 

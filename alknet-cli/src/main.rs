@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod acme;
 mod cli;
 mod commands;
 mod config;
@@ -27,7 +28,7 @@ fn main() -> ExitCode {
         raise_open_file_limit();
     }
     let result = match cli.command {
-        Command::Serve(args) => block_on(commands::serve::run(args)),
+        Command::Serve(args) => block_on(commands::serve::run(*args)),
         Command::Connect(args) => block_on(commands::connect::run(args)),
         Command::Call(args) => block_on(commands::call::run(args)),
         Command::Keygen(args) => commands::keygen::run(args),

@@ -73,6 +73,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use connector::{OpenError, OpenErrorKind, StreamOpener};
 pub use direct::{DirectConnector, connect_direct, connect_direct_filtered, connect_unix};
 pub use error::TransportError;
+/// What picks a TLS listener's certificate per handshake (rustls's trait).
+pub use rustls::server::ResolvesServerCert as CertResolver;
 pub use target::TargetAddr;
 pub use tcp::{TcpAcceptor, TcpTransport, split_host_port};
 pub use tls::{TlsAcceptor, TlsClientOptions, TlsTransport};

@@ -29,6 +29,8 @@ use crate::{
 
 /// What a web server on HTTP/1.1 announces.
 const ALPN_HTTP11: &[u8] = b"http/1.1";
+/// ACME TLS-ALPN-01 validation (RFC 8737).
+const ALPN_ACME_TLS: &[u8] = b"acme-tls/1";
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -234,6 +236,24 @@ impl TlsAcceptor {
         Ok(Self::from_config(tcp, Arc::new(config)))
     }
 
+    /// TLS on `tcp` whose certificate comes from `resolver` at each
+    /// handshake (a certificate that changes, such as ACME's). Handshakes
+    /// that negotiate ALPN `acme-tls/1` are ACME validations: they get the
+    /// resolver's challenge certificate and are then closed, never handed
+    /// on to stealth or SSH.
+    pub fn from_resolver(
+        tcp: TcpAcceptor,
+        resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+    ) -> Result<Self, TransportError> {
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(config_error("TLS server settings"))?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver);
+        config.alpn_protocols = vec![ALPN_HTTP11.to_vec(), ALPN_ACME_TLS.to_vec()];
+        Ok(Self::from_config(tcp, Arc::new(config)))
+    }
+
     /// TLS on `tcp` with a ready-made rustls configuration.
     pub fn from_config(tcp: TcpAcceptor, config: Arc<ServerConfig>) -> Self {
         Self {
@@ -281,6 +301,18 @@ impl LazyTlsStream {
         if let LazyTlsStream::Handshaking(accept) = self {
             match Pin::new(&mut **accept).poll(cx) {
                 Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(stream))
+                    if stream.get_ref().1.alpn_protocol() == Some(ALPN_ACME_TLS) =>
+                {
+                    // An ACME validator has seen the challenge certificate,
+                    // which is all it came for.
+                    *self = LazyTlsStream::Failed;
+                    drop(stream);
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "ACME validation handshake answered",
+                    )));
+                }
                 Poll::Ready(Ok(stream)) => *self = LazyTlsStream::Ready(Box::new(stream)),
                 Poll::Ready(Err(error)) => {
                     *self = LazyTlsStream::Failed;

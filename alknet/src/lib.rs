@@ -97,6 +97,8 @@ mod server;
 mod transport_spec;
 mod tuning;
 
+#[cfg(feature = "acme")]
+pub use alknet_acme as acme;
 pub use alknet_auth as auth;
 pub use alknet_call as call;
 pub use alknet_proxy as proxy;

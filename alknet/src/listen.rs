@@ -10,10 +10,11 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use alknet_auth::PrivateKey;
 use alknet_stealth::StealthConfig;
-use alknet_transport::{TcpAcceptor, TlsAcceptor, TransportAcceptor};
+use alknet_transport::{CertResolver, TcpAcceptor, TlsAcceptor, TransportAcceptor};
 
 use crate::{Error, Listener, ListenerOptions};
 
@@ -117,7 +118,7 @@ impl Pem {
 }
 
 /// What listeners share.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct ListenerSettings {
     /// The kind of bare addresses.
@@ -126,10 +127,26 @@ pub struct ListenerSettings {
     pub tls_cert: Option<Pem>,
     /// Its private key.
     pub tls_key: Option<Pem>,
+    /// Where `tls://` listeners get their certificate per handshake instead
+    /// (ACME's resolver); excludes `tls_cert`/`tls_key`.
+    pub tls_resolver: Option<Arc<dyn CertResolver>>,
     /// Stealth mode for `tls://` listeners.
     pub stealth: Option<StealthConfig>,
     /// For an iroh listener: `default`, `none` or a relay URL (`None`: default).
     pub iroh_relay: Option<String>,
+}
+
+impl fmt::Debug for ListenerSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ListenerSettings")
+            .field("default_kind", &self.default_kind)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("tls_resolver", &self.tls_resolver.is_some())
+            .field("stealth", &self.stealth)
+            .field("iroh_relay", &self.iroh_relay)
+            .finish()
+    }
 }
 
 /// Bound listeners, and what clients need to reach them.
@@ -161,6 +178,16 @@ fn usage(message: impl Into<String>) -> Error {
     Error::InvalidSetting(message.into())
 }
 
+/// Where TLS listeners' certificates come from.
+enum TlsSource {
+    Pem {
+        cert: Vec<u8>,
+        key: Vec<u8>,
+        name: String,
+    },
+    Resolver(Arc<dyn CertResolver>),
+}
+
 /// Checks `specs` and `settings` together and binds every listener.
 pub async fn bind_listeners(
     specs: &[ListenSpec],
@@ -188,26 +215,40 @@ pub async fn bind_listeners(
              without TLS, anyone watching sees the SSH handshake anyway",
         ));
     }
-    let tls = match (&settings.tls_cert, &settings.tls_key) {
-        (Some(cert), Some(key)) if any_tls => {
-            let (cert, cert_name) = cert.read("certificate")?;
-            let (key, key_name) = key.read("private key")?;
-            Some((
-                cert,
-                key,
-                format!("certificate {cert_name} with key {key_name}"),
-            ))
-        }
-        (None, None) if !any_tls => None,
-        _ if any_tls => {
+    let tls = if let Some(resolver) = &settings.tls_resolver {
+        if settings.tls_cert.is_some() || settings.tls_key.is_some() {
             return Err(usage(
-                "a tls:// listener needs both --tls-cert and --tls-key",
+                "ACME certificates (--acme-domain, --acme-ip) and --tls-cert/--tls-key exclude each other: pick one",
             ));
         }
-        _ => {
+        if !any_tls {
             return Err(usage(
-                "--tls-cert and --tls-key are only used by tls:// listeners; add one with --listen tls://ADDR",
+                "ACME certificates are for TLS listeners: add one with --listen tls://ADDR",
             ));
+        }
+        Some(TlsSource::Resolver(resolver.clone()))
+    } else {
+        match (&settings.tls_cert, &settings.tls_key) {
+            (Some(cert), Some(key)) if any_tls => {
+                let (cert, cert_name) = cert.read("certificate")?;
+                let (key, key_name) = key.read("private key")?;
+                Some(TlsSource::Pem {
+                    cert,
+                    key,
+                    name: format!("certificate {cert_name} with key {key_name}"),
+                })
+            }
+            (None, None) if !any_tls => None,
+            _ if any_tls => {
+                return Err(usage(
+                    "a tls:// listener needs both --tls-cert and --tls-key (or ACME: --acme-domain, --acme-ip)",
+                ));
+            }
+            _ => {
+                return Err(usage(
+                    "--tls-cert and --tls-key are only used by tls:// listeners; add one with --listen tls://ADDR",
+                ));
+            }
         }
     };
     let mut bound = BoundListeners {
@@ -223,10 +264,15 @@ pub async fn bind_listeners(
             }
             TransportChoice::Tls => {
                 let tcp = TcpAcceptor::bind(&spec.addr).await?;
-                let Some((cert, key, name)) = &tls else {
-                    unreachable!("checked above: a tls:// listener has its certificate")
+                let acceptor = match &tls {
+                    Some(TlsSource::Pem { cert, key, name }) => {
+                        TlsAcceptor::from_pem(tcp, cert, key, name)?
+                    }
+                    Some(TlsSource::Resolver(resolver)) => {
+                        TlsAcceptor::from_resolver(tcp, resolver.clone())?
+                    }
+                    None => unreachable!("checked above: a tls:// listener has its certificate"),
                 };
-                let acceptor = TlsAcceptor::from_pem(tcp, cert, key, name)?;
                 let options = settings
                     .stealth
                     .clone()

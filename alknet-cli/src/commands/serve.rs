@@ -32,6 +32,10 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
         .stealth
         .then(|| StealthConfig::with_timeout(Duration::from_secs(args.stealth_timeout)));
     settings.iroh_relay = Some(args.iroh_relay.clone());
+    if let Some(config) = args.acme.clone() {
+        let certificates = alknet::acme::AcmeCertificates::start(config).await?;
+        settings.tls_resolver = Some(certificates.resolver());
+    }
     let bound = bind_listeners(&args.listen, &settings, &host_key).await?;
     if let Some(id) = &bound.endpoint_id {
         // On stdout, for scripts.

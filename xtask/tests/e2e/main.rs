@@ -2,6 +2,7 @@
 //! OpenSSH. Run them with `cargo xtask test` (or `cargo test -p xtask`,
 //! which builds the binary first).
 
+mod acme;
 mod bad_input;
 mod call;
 mod certificates;
