@@ -23,6 +23,8 @@ pub struct Pebble {
     pub https_ca: PathBuf,
     management: u16,
     dir: PathBuf,
+    config: PathBuf,
+    dns_port: u16,
 }
 
 /// Where Pebble validates challenges and how long its certificates live.
@@ -65,17 +67,7 @@ impl Pebble {
         let config_path = dir.join("pebble.json");
         std::fs::write(&config_path, config.to_string())
             .map_err(XtaskError::io("writing pebble.json"))?;
-        let mut pebble = Command::new("pebble");
-        pebble
-            .arg("-config")
-            .arg(&config_path)
-            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", "0")
-            // Every order gets fresh authorizations, so each one is validated.
-            .env("PEBBLE_AUTHZREUSE", "0");
-        let mut process = Spawned::start("pebble", dir.path(), pebble)?;
-        process.wait_for_stdout("ACME directory available", Duration::from_secs(30))?;
+        let process = launch(dir.path(), &config_path, dns_port)?;
         Ok(Self {
             process,
             _dns: dns,
@@ -83,7 +75,21 @@ impl Pebble {
             https_ca: https.ca,
             management,
             dir: dir.path().to_path_buf(),
+            config: config_path,
+            dns_port,
         })
+    }
+
+    /// Stops Pebble (by PID), as an outage would.
+    pub fn stop(&mut self) -> Result<()> {
+        self.process.kill()
+    }
+
+    /// Starts Pebble again on the same ports. Like a real CA after a
+    /// disaster it has a new root and knows no accounts.
+    pub fn restart(&mut self) -> Result<()> {
+        self.process = launch(&self.dir, &self.config, self.dns_port)?;
+        Ok(())
     }
 
     /// The root that signs what Pebble issues (it makes a new one on every
@@ -128,4 +134,19 @@ impl Pebble {
             ))
         })
     }
+}
+
+fn launch(dir: &std::path::Path, config: &std::path::Path, dns_port: u16) -> Result<Spawned> {
+    let mut pebble = Command::new("pebble");
+    pebble
+        .arg("-config")
+        .arg(config)
+        .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+        .env("PEBBLE_VA_NOSLEEP", "1")
+        .env("PEBBLE_WFE_NONCEREJECT", "0")
+        // Every order gets fresh authorizations, so each one is validated.
+        .env("PEBBLE_AUTHZREUSE", "0");
+    let mut process = Spawned::start("pebble", dir, pebble)?;
+    process.wait_for_stdout("ACME directory available", Duration::from_secs(30))?;
+    Ok(process)
 }

@@ -237,6 +237,33 @@ fn renewal_swaps_the_certificate_under_a_live_session_and_stealth_stays_nginx() 
 }
 
 #[test]
+fn an_acme_outage_is_ridden_out_on_the_current_certificate() {
+    // Renewal falls due about 13 s in, while Pebble is down.
+    let mut setup = setup(20);
+    let server = setup.server(&["--acme-domain", NAME]);
+    wait_for_log(&server, "ACME certificate obtained", 1, ISSUANCE);
+    let first = served_certificate(setup.tls_port, NAME);
+    let client = setup.client(&server, Some(NAME));
+    setup.pebble.stop().unwrap();
+
+    wait_for_log(&server, "next try in", 1, Duration::from_secs(60));
+    assert_eq!(served_certificate(setup.tls_port, NAME), first);
+    assert_tunnels(&client, &setup.dir);
+
+    // Back, with a new root and no memory of our account: a new account
+    // is registered and a certificate follows.
+    setup.pebble.restart().unwrap();
+    wait_for_log(
+        &server,
+        "ACME certificate obtained",
+        2,
+        Duration::from_secs(90),
+    );
+    assert_ne!(served_certificate(setup.tls_port, NAME), first);
+    assert_tunnels(&client, &setup.dir);
+}
+
+#[test]
 fn acme_flag_mistakes_are_one_line_errors() {
     let dir = Workdir::new().unwrap();
     let key = xtask::ssh_keygen_ed25519(&dir, "host").unwrap();
