@@ -68,8 +68,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     pub(crate) cert_authority: Vec<PathBuf>,
 
-    /// Where to listen: `tcp://addr`, `tls://addr`, or a bare `addr` of the
-    /// --transport kind. Repeatable; all listeners share keys, limits and
+    /// Where to listen: `tcp://addr`, `tls://addr`, `iroh://addr` (a UDP
+    /// address), or a bare `addr` of the --transport kind. Repeatable; all listeners share keys, limits and
     /// shutdown. [default: 0.0.0.0:22]
     #[arg(long, value_name = "[SCHEME://]ADDR")]
     pub(crate) listen: Vec<ListenSpec>,

@@ -110,6 +110,17 @@ pub struct Client {
     remote_forward_hosts: Vec<String>,
 }
 
+impl ConnectOptions {
+    /// Refuses settings that can never work (a malformed `host_key`), so a
+    /// program can report them before it listens or dials.
+    pub fn check(&self) -> Result<(), Error> {
+        match &self.host_key {
+            Some(pin) => validate_fingerprint(pin),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Client {
     /// Connects over `transport`, checks the server's host key and
     /// authenticates.

@@ -73,8 +73,13 @@ impl TransportSpec {
                 "--peer, --peer-addr and --iroh-relay need --transport iroh",
             ));
         }
-        let server = self.server.clone().ok_or_else(|| {
+        let server = self.server.as_deref().ok_or_else(|| {
             usage("which server? pass --server HOST:PORT (or --transport iroh --peer ENDPOINT-ID)")
+        })?;
+        let server = with_default_port(server).ok_or_else(|| {
+            usage(format!(
+                "--server {server:?}: expected HOST, HOST:PORT or [IPv6]:PORT"
+            ))
         })?;
         let mut tcp = TcpTransport::new(server);
         if let Some(proxy) = &self.proxy {
@@ -167,6 +172,23 @@ mod tests {
     }
 
     #[test]
+    fn a_server_without_a_port_means_port_22_as_with_ssh() {
+        for (given, expected) in [
+            ("example.com", Some("example.com:22")),
+            ("127.0.0.1", Some("127.0.0.1:22")),
+            ("::1", Some("[::1]:22")),
+            ("[::1]", Some("[::1]:22")),
+            ("example.com:2222", Some("example.com:2222")),
+            ("[::1]:2222", Some("[::1]:2222")),
+            ("example.com:", None),
+            ("example.com:port", None),
+            ("", None),
+        ] {
+            assert_eq!(with_default_port(given).as_deref(), expected, "{given:?}");
+        }
+    }
+
+    #[test]
     fn settings_for_another_transport_are_refused_by_name() {
         refused(TransportSpec::default(), "which server?");
         refused(
@@ -196,4 +218,23 @@ mod tests {
         };
         assert_eq!(tls.build().unwrap().describe(), "tls://example.com:443");
     }
+}
+
+/// `host` alone means port 22, as with ssh; `None` for what is no server
+/// address at all.
+fn with_default_port(server: &str) -> Option<String> {
+    let server = server.trim();
+    let with_port = if alknet_transport::split_host_port(server).is_some() {
+        server.to_owned()
+    } else if let Ok(v6) = server.parse::<std::net::Ipv6Addr>() {
+        format!("[{v6}]:22")
+    } else if !server.is_empty() && !server.contains(':')
+        || server.starts_with('[') && server.ends_with(']')
+    {
+        format!("{server}:22")
+    } else {
+        return None;
+    };
+    alknet_transport::split_host_port(&with_port)?;
+    Some(with_port)
 }

@@ -16,7 +16,12 @@ pub(crate) fn run(args: KeygenArgs) -> Result<(), CliError> {
     println!("Private key: {}", args.path.display());
     println!("Public key:  {}", public_key_path(&args.path).display());
     println!("Fingerprint: {}", fingerprint(key.public_key()));
-    println!("Add this line to the server's authorized_keys file:\n{public_line}");
+    // The same command makes host keys and user keys.
+    println!(
+        "As a user key, add this line to the server's authorized_keys file:\n{public_line}\n\
+         As a host key, pass it to `alknet serve --key`; clients pin it with --host-key {}",
+        fingerprint(key.public_key())
+    );
     Ok(())
 }
 

@@ -48,5 +48,6 @@ pub(crate) fn connect_options(args: &SessionArgs) -> Result<ConnectOptions, CliE
     options.certificate = certificate;
     options.host_key = args.host_key.clone();
     options.keepalive_interval = Duration::from_secs(args.keepalive_interval);
+    options.check()?;
     Ok(options)
 }

@@ -227,3 +227,35 @@ fn bad_flags_exit_non_zero_without_panicking() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_malformed_server_or_host_key_is_refused_before_anything_listens() {
+    let dir = Workdir::new().unwrap();
+    let key = ssh_keygen_ed25519(&dir, "user").unwrap();
+    let key = key.display().to_string();
+    let socks = format!("127.0.0.1:{}", free_port().unwrap());
+    for (extra, expected) in [
+        (
+            &[
+                "--server",
+                "127.0.0.1:",
+                "--host-key",
+                "SHA256:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU",
+            ][..],
+            "expected HOST, HOST:PORT",
+        ),
+        (
+            &["--server", "127.0.0.1:22", "--host-key", "garbage"],
+            "invalid host key fingerprint",
+        ),
+    ] {
+        let output = alknet()
+            .args(["connect", "--identity", &key, "--socks5", &socks])
+            .args(extra)
+            .bounded_output()
+            .unwrap();
+        assert_clean_failure(&output, expected);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("SOCKS5 listening"), "{stderr}");
+    }
+}
