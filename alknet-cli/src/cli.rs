@@ -149,7 +149,8 @@ pub(crate) struct ServeArgs {
     pub(crate) max_channels_per_session: Option<u64>,
 
     /// Let remote forwards (`ssh -R`, `alknet connect -R`) listen on the
-    /// address the client names, as OpenSSH's `GatewayPorts yes`. Without
+    /// address the client names, as OpenSSH's `GatewayPorts clientspecified`
+    /// (`*` or an empty address: every interface, IPv4 and IPv6). Without
     /// it they listen on loopback only.
     #[arg(long)]
     pub(crate) gateway_ports: bool,

@@ -18,10 +18,12 @@ class ChannelDuplex extends Duplex {
     this._reading = false
   }
 
-  _read (size) {
+  _read () {
     if (this._reading) return
     this._reading = true
-    this._channel.read(Math.min(Math.max(size, 16 * 1024), READ_SIZE)).then(
+    // Always a large read: the native side returns what has arrived (at
+    // least one byte), and fewer round trips are what make it fast.
+    this._channel.read(READ_SIZE).then(
       (chunk) => {
         this._reading = false
         this.push(chunk)

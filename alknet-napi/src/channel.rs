@@ -72,14 +72,27 @@ impl Channel {
             read = reader.read(&mut buffer) => read,
             () = self.closed.cancelled() => return Ok(None),
         };
-        match read {
-            Ok(0) => Ok(None),
-            Ok(n) => {
-                buffer.truncate(n);
-                Ok(Some(buffer.into()))
+        let mut filled = match read {
+            Ok(0) => return Ok(None),
+            Ok(n) => n,
+            Err(failure) => return Err(error(Code::Closed, failure)),
+        };
+        // Take whatever else has already arrived, without waiting: one
+        // JavaScript round trip per SSH message was the cost (1 GiB through
+        // one Duplex on loopback: 250 → 400 MiB/s).
+        while filled < size {
+            tokio::select! {
+                biased;
+                read = reader.read(&mut buffer[filled..]) => match read {
+                    Ok(n) if n > 0 => filled += n,
+                    // EOF or an error shows on the next read.
+                    _ => break,
+                },
+                () = std::future::ready(()) => break,
             }
-            Err(failure) => Err(error(Code::Closed, failure)),
         }
+        buffer.truncate(filled);
+        Ok(Some(buffer.into()))
     }
 
     /// Writes all of `data`; resolves once the channel took it (which
