@@ -647,7 +647,45 @@ impl Drop for TunnelStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    /// A client's (or server's) gate over a pipe already holding `data`,
+    /// with `waiting` bytes of backlog; the pipe's far end is kept open.
+    async fn gate_holding(
+        data: &[u8],
+        waiting: usize,
+        client: bool,
+    ) -> (Backlog, DuplexStream, GatedStream<DuplexStream>) {
+        let backlog = Backlog::default();
+        backlog.arrived(waiting);
+        let (mut near, far) = tokio::io::duplex(64);
+        let gated = if client {
+            GatedStream::client(far, backlog.clone())
+        } else {
+            GatedStream::server(far, backlog.clone())
+        };
+        near.write_all(data).await.unwrap();
+        (backlog, near, gated)
+    }
+
+    /// Reads one byte in a task of its own.
+    fn read_one(
+        mut gated: GatedStream<DuplexStream>,
+    ) -> tokio::task::JoinHandle<io::Result<[u8; 1]>> {
+        tokio::spawn(async move {
+            let mut byte = [0u8; 1];
+            gated.read_exact(&mut byte).await.map(|_| byte)
+        })
+    }
+
+    /// Asserts (on paused time) that one byte passes only after the leak
+    /// interval.
+    async fn one_byte_waits_for_the_leak(gated: &mut GatedStream<DuplexStream>, why: &str) {
+        let mut byte = [0u8; 1];
+        let started = Instant::now();
+        gated.read_exact(&mut byte).await.unwrap();
+        assert!(started.elapsed() >= LEAK_INTERVAL, "{why}");
+    }
 
     #[tokio::test]
     async fn writes_never_wait_for_a_peer_that_is_not_reading_until_the_cap() {
@@ -681,20 +719,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn over_the_soft_mark_a_client_reads_only_to_stay_alive() {
-        let backlog = Backlog::default();
-        backlog.arrived(SESSION_BACKLOG_SOFT);
-        let (mut near, far) = tokio::io::duplex(64);
-        let mut gated = GatedStream::client(far, backlog.clone());
-        near.write_all(b"ab").await.unwrap();
-        let mut byte = [0u8; 1];
-        let started = Instant::now();
-        gated.read_exact(&mut byte).await.unwrap();
-        assert!(
-            started.elapsed() >= LEAK_INTERVAL,
-            "a paused client read at once"
-        );
+        let (backlog, _near, mut gated) = gate_holding(b"ab", SESSION_BACKLOG_SOFT, true).await;
+        one_byte_waits_for_the_leak(&mut gated, "a paused client read at once").await;
         // Readers catching up reopens it at once.
         backlog.consumed(0);
+        let mut byte = [0u8; 1];
         tokio::time::timeout(Duration::from_millis(1), gated.read_exact(&mut byte))
             .await
             .expect("the gate stayed shut under the soft mark")
@@ -705,15 +734,8 @@ mod tests {
     async fn a_waiting_channel_writer_reopens_a_paused_client() {
         // The writer may wait for the server's window adjustment, which
         // comes behind the server's data: reading must go on.
-        let backlog = Backlog::default();
-        backlog.arrived(SESSION_BACKLOG_SOFT);
-        let (mut near, far) = tokio::io::duplex(64);
-        let mut gated = GatedStream::client(far, backlog.clone());
-        near.write_all(b"w").await.unwrap();
-        let reader = tokio::spawn(async move {
-            let mut byte = [0u8; 1];
-            gated.read_exact(&mut byte).await.map(|_| byte)
-        });
+        let (backlog, _near, gated) = gate_holding(b"w", SESSION_BACKLOG_SOFT, true).await;
+        let reader = read_one(gated);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!reader.is_finished(), "read over the soft mark");
         backlog.set_outbound(OUTBOUND_SENT + 1);
@@ -738,13 +760,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_server_reads_on_over_the_soft_mark_and_grants_a_trickle() {
-        let backlog = Backlog::default();
-        assert_eq!(backlog.next_window(), WINDOW_SIZE);
-        backlog.arrived(SESSION_BACKLOG_SOFT);
+        assert_eq!(Backlog::default().next_window(), WINDOW_SIZE);
+        let (backlog, _near, mut gated) = gate_holding(b"s", SESSION_BACKLOG_SOFT, false).await;
         assert_eq!(backlog.next_window(), TRICKLE_WINDOW);
-        let (mut near, far) = tokio::io::duplex(64);
-        let mut gated = GatedStream::server(far, backlog.clone());
-        near.write_all(b"s").await.unwrap();
         let mut byte = [0u8; 1];
         tokio::time::timeout(Duration::from_secs(5), gated.read_exact(&mut byte))
             .await
@@ -756,15 +774,8 @@ mod tests {
 
     #[tokio::test]
     async fn going_below_the_soft_mark_reopens_at_once() {
-        let backlog = Backlog::default();
-        let (mut near, far) = tokio::io::duplex(64);
-        let mut gated = GatedStream::client(far, backlog.clone());
-        backlog.arrived(SESSION_BACKLOG_MAX);
-        near.write_all(b"y").await.unwrap();
-        let reader = tokio::spawn(async move {
-            let mut byte = [0u8; 1];
-            gated.read_exact(&mut byte).await.map(|_| byte)
-        });
+        let (backlog, _near, gated) = gate_holding(b"y", SESSION_BACKLOG_MAX, true).await;
+        let reader = read_one(gated);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!reader.is_finished(), "read over the maximum");
         backlog.consumed(SESSION_BACKLOG_MAX - SESSION_BACKLOG_SOFT + MESSAGE_OVERHEAD);
@@ -778,18 +789,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn over_the_maximum_only_a_keepalive_read_every_few_seconds_passes() {
-        let backlog = Backlog::default();
-        backlog.arrived(SESSION_BACKLOG_MAX);
-        let (mut near, far) = tokio::io::duplex(64);
-        let mut gated = GatedStream::server(far, backlog.clone());
-        near.write_all(b"z").await.unwrap();
-        let mut byte = [0u8; 1];
-        let started = Instant::now();
-        gated.read_exact(&mut byte).await.unwrap();
-        assert!(
-            started.elapsed() >= LEAK_INTERVAL,
-            "read at once over the maximum"
-        );
+        let (backlog, _near, mut gated) = gate_holding(b"z", SESSION_BACKLOG_MAX, false).await;
+        one_byte_waits_for_the_leak(&mut gated, "read at once over the maximum").await;
         assert!(backlog.waiting() > SESSION_BACKLOG_MAX);
     }
 }

@@ -2,7 +2,6 @@
 //! npm dev dependencies installed when missing, the addon built, then the
 //! suite run against the same `alknet` binary as the Rust tests.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -86,18 +85,9 @@ pub(crate) fn run(alknet_bin: &Path) -> Result<NodeTotals> {
         .stdout(Stdio::piped())
         .spawn()
         .map_err(XtaskError::io("running node --test"))?;
-    let stdout = child.stdout.take();
     let watchdog = kill_after(&child, SUITE_LIMIT);
     let mut totals = NodeTotals::default();
-    if let Some(stdout) = stdout {
-        for line in BufReader::new(stdout)
-            .lines()
-            .map_while(std::io::Result::ok)
-        {
-            println!("{line}");
-            totals.add_line(&line);
-        }
-    }
+    super::echo_lines(&mut child, |line| totals.add_line(line));
     let exit = child
         .wait()
         .map_err(XtaskError::io("waiting for node --test"))?;

@@ -3,3 +3,18 @@
 pub(crate) mod addon;
 pub(crate) mod bench;
 pub(crate) mod test;
+
+/// Prints each line of `child`'s (piped) stdout as it comes and hands it
+/// to `each`, so a runner can total up results while the user watches.
+fn echo_lines(child: &mut std::process::Child, mut each: impl FnMut(&str)) {
+    use std::io::{BufRead as _, BufReader};
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout)
+            .lines()
+            .map_while(std::io::Result::ok)
+        {
+            println!("{line}");
+            each(&line);
+        }
+    }
+}

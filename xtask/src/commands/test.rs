@@ -2,7 +2,6 @@
 //! and then the Node addon's `node --test` suite with `ALKNET_BIN` pointing
 //! at it, and total up the results.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, ExitCode, Stdio};
 
 use xtask::{Profile, Result, XtaskError, alknet_binary};
@@ -19,15 +18,7 @@ pub(crate) fn run(extra_args: &[String]) -> Result<ExitCode> {
         .map_err(XtaskError::io("running cargo test"))?;
 
     let mut totals = Totals::default();
-    if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout)
-            .lines()
-            .map_while(std::io::Result::ok)
-        {
-            println!("{line}");
-            totals.add_line(&line);
-        }
-    }
+    super::echo_lines(&mut child, |line| totals.add_line(line));
     let status = child
         .wait()
         .map_err(XtaskError::io("waiting for cargo test"))?;
