@@ -308,7 +308,8 @@ fn parse(text: &str, path: &Path) -> Result<ConfigFile, CliError> {
         let message = error.message().to_owned();
         let line = error
             .span()
-            .map(|span| text[..span.start.min(text.len())].lines().count().max(1));
+            // Lines before the span, plus its own (a span may start a line).
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
         match line {
             Some(line) => CliError::Usage(format!("{} line {line}: {message}", path.display())),
             None => CliError::Usage(format!("{}: {message}", path.display())),
@@ -320,6 +321,28 @@ fn parse(text: &str, path: &Path) -> Result<ConfigFile, CliError> {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn config_errors_name_the_line_of_the_key() {
+        let path = Path::new("alknet.toml");
+        let unknown = parse(
+            "key = \"k\"\nauthorized_keys = \"a\"\nbogus_key = 1\n",
+            path,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            unknown.starts_with("alknet.toml line 3: unknown field `bogus_key`"),
+            "{unknown}"
+        );
+        let wrong_type = parse("key = \"k\"\nstealth = \"yes\"\n", path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            wrong_type.starts_with("alknet.toml line 2:"),
+            "{wrong_type}"
+        );
+    }
 
     fn serve_args(args: &[&str]) -> ServeArgs {
         let cli =
