@@ -23,8 +23,8 @@ use crate::listen::TransportName;
 struct ConfigFile {
     key: Option<PathBuf>,
     authorized_keys: Option<PathBuf>,
-    cert_authority: Option<Vec<PathBuf>>,
-    listen: Option<Vec<String>>,
+    cert_authority: Option<OneOrMany<PathBuf>>,
+    listen: Option<OneOrMany<String>>,
     transport: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -44,6 +44,24 @@ struct ConfigFile {
     forward_policy: Option<PathBuf>,
     forwarding: Option<PolicyTable>,
     acme: Option<crate::acme::AcmeTable>,
+}
+
+/// A list setting written as one value or as an array (`listen = "tls://…"`
+/// or `listen = ["tls://…", "tcp://…"]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> From<OneOrMany<T>> for Vec<T> {
+    fn from(value: OneOrMany<T>) -> Self {
+        match value {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
 }
 
 /// Everything `serve` needs, resolved from flags, file and defaults.
@@ -116,7 +134,7 @@ impl ServeSettings {
 
         let listen = if !args.listen.is_empty() {
             args.listen
-        } else if let Some(values) = file.listen {
+        } else if let Some(values) = file.listen.map(Vec::from) {
             values
                 .iter()
                 .map(|value| {
@@ -146,6 +164,13 @@ impl ServeSettings {
             })?),
             (None, None) => None,
         };
+        if file.forward_policy.is_some() && file.forwarding.is_some() {
+            return Err(bad(
+                &args.config,
+                "forward_policy",
+                "give forward_policy or a [forwarding] table, not both".into(),
+            ));
+        }
         let forward_policy = args
             .forward_policy
             .or_else(|| from_file(file.forward_policy.clone()));
@@ -157,6 +182,7 @@ impl ServeSettings {
             .or_else(|| from_file(file.revoked_keys.clone()));
         let cert_authorities: Vec<PathBuf> = if args.cert_authority.is_empty() {
             file.cert_authority
+                .map(Vec::from)
                 .unwrap_or_default()
                 .into_iter()
                 .map(|p| base.join(p))
@@ -411,6 +437,33 @@ mod tests {
             assert!(error.contains(expected), "{text:?}: {error}");
             assert!(!error.contains('\n'), "one line: {error}");
         }
+    }
+
+    #[test]
+    fn single_values_stand_for_one_element_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write(
+            dir.path(),
+            "key = \"k\"\ncert_authority = \"ca.pub\"\nlisten = \"tcp://127.0.0.1:2222\"\n",
+        );
+        let settings = ServeSettings::resolve(serve_args(&["--config", &config])).unwrap();
+        assert_eq!(settings.cert_authorities, vec![dir.path().join("ca.pub")]);
+        assert_eq!(settings.listen.len(), 1);
+        assert_eq!(settings.listen[0].addr, "127.0.0.1:2222");
+    }
+
+    #[test]
+    fn a_policy_file_and_a_forwarding_table_together_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write(
+            dir.path(),
+            "key = \"k\"\nauthorized_keys = \"ak\"\nforward_policy = \"p.toml\"\n\
+             [forwarding]\ndefault = \"deny\"\n",
+        );
+        let error = ServeSettings::resolve(serve_args(&["--config", &config]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not both"), "{error}");
     }
 
     #[test]
