@@ -170,6 +170,23 @@ pub(crate) struct ServeArgs {
     pub(crate) acme: crate::acme::AcmeArgs,
 }
 
+/// `--socks5`: an address, or `none`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SocksListen(pub(crate) Option<SocketAddr>);
+
+impl std::str::FromStr for SocksListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text.eq_ignore_ascii_case("none") {
+            return Ok(Self(None));
+        }
+        text.parse()
+            .map(|addr| Self(Some(addr)))
+            .map_err(|_| format!("expected ADDR:PORT or none, got {text:?}"))
+    }
+}
+
 /// How to reach and log in to a server: shared by `connect` and `call`.
 #[derive(Debug, Args)]
 pub(crate) struct SessionArgs {
@@ -246,9 +263,10 @@ pub(crate) struct ConnectArgs {
     #[command(flatten)]
     pub(crate) session: SessionArgs,
 
-    /// Where to offer SOCKS5 (domain names are resolved by the server).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1080")]
-    pub(crate) socks5: SocketAddr,
+    /// Where to offer SOCKS5 (domain names are resolved by the server), or
+    /// `none` for a client that only forwards (-L, -R).
+    #[arg(long, value_name = "ADDR|none", default_value = "127.0.0.1:1080")]
+    pub(crate) socks5: SocksListen,
 
     /// Forward a local port through the tunnel, as `ssh -L`:
     /// `[bind:]port:host:hostport` or `[bind:]port:/path/to/unix.sock`
@@ -336,7 +354,9 @@ mod tests {
         let Command::Connect(args) = cli.command else {
             panic!("not connect")
         };
-        assert_eq!(args.socks5.to_string(), "127.0.0.1:1080");
+        assert_eq!(args.socks5.0, Some("127.0.0.1:1080".parse().unwrap()));
+        assert_eq!("none".parse::<SocksListen>(), Ok(SocksListen(None)));
+        assert!("nowhere".parse::<SocksListen>().is_err());
         assert!(args.session.user.is_none());
     }
 

@@ -27,7 +27,7 @@ pub(crate) enum CliError {
     #[error(transparent)]
     Acme(#[from] alknet::acme::AcmeError),
 
-    #[error("cannot listen for SOCKS5 on {addr}: {error}")]
+    #[error("cannot listen for SOCKS5 on {addr} (--socks5; `--socks5 none` turns it off): {error}")]
     SocksBind { addr: String, error: io::Error },
 
     #[error("{path}: no usable keys (an authorized_keys file needs at least one ssh-ed25519 line)")]

@@ -15,10 +15,21 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<(), CliError> {
     let transport = transport(&args.session)?;
     let mut options = connect_options(&args.session)?;
     options.remote_forwards = args.remote_forwards;
+    if args.socks5.0.is_none() && args.forwards.is_empty() && options.remote_forwards.is_empty() {
+        return Err(CliError::Usage(
+            "--socks5 none leaves nothing to do: add -L or -R forwards".into(),
+        ));
+    }
     // Claim the local port first: if it is taken, say so before touching the
     // network. It stays open while the session comes and goes.
-    let (listener, socks_addr) = super::bind_socks5(args.socks5).await?;
-    info!(socks5 = %socks_addr, "SOCKS5 listening");
+    let listener = match args.socks5.0 {
+        Some(addr) => {
+            let (listener, socks_addr) = super::bind_socks5(addr).await?;
+            info!(socks5 = %socks_addr, "SOCKS5 listening");
+            Some(listener)
+        }
+        None => None,
+    };
     let mut forwards = Vec::with_capacity(args.forwards.len());
     for (index, spec) in args.forwards.iter().enumerate() {
         let forward = LocalForward::bind(spec).await?;
@@ -36,8 +47,14 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<(), CliError> {
         forwarding.spawn(forward.serve(tunnel.clone()));
     }
     let socks = Socks5Server::new(tunnel.clone());
+    let serve_socks = async {
+        match listener {
+            Some(listener) => socks.serve(listener).await,
+            None => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
-        () = socks.serve(listener) => Ok(()),
+        () = serve_socks => Ok(()),
         error = tunnel.failed() => Err(CliError::Session(error)),
         () = shutdown => Ok(()),
     };

@@ -169,3 +169,56 @@ fn alknet_remote_forward_through_openssh_sshd() {
         HttpTarget::body(100_000)
     );
 }
+
+#[test]
+fn a_client_without_socks5_only_forwards() {
+    let dir = Workdir::new().unwrap();
+    let server = AlknetServer::start(&dir, &[]).unwrap();
+    let target = HttpTarget::start("127.0.0.1:0").unwrap();
+    let binary = xtask::alknet_binary(xtask::Profile::Dev).unwrap();
+    let forward = format!("127.0.0.1:0:127.0.0.1:{}", target.addr().port());
+    let mut command = std::process::Command::new(&binary);
+    command
+        .args(["connect", "--server", &format!("127.0.0.1:{}", server.port)])
+        .arg("--identity")
+        .arg(&server.user_key)
+        .args([
+            "--host-key",
+            &server.fingerprint,
+            "--socks5",
+            "none",
+            "-L",
+            &forward,
+        ]);
+    let mut client = Spawned::start("alknet-connect", dir.path(), command).unwrap();
+    let listening = client
+        .wait_for_log("local forward listening", Duration::from_secs(30))
+        .unwrap();
+    client
+        .wait_for_log(" connected server=", Duration::from_secs(30))
+        .unwrap();
+    let addr = listening
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("listen="))
+        .unwrap();
+    assert_eq!(curl_direct(addr, 5000), HttpTarget::body(5000));
+    assert!(
+        !client.stderr().contains("SOCKS5 listening"),
+        "{}",
+        client.stderr()
+    );
+
+    // With nothing else to do, `none` is a usage error.
+    let alone = std::process::Command::new(&binary)
+        .args(["connect", "--server", "127.0.0.1:1", "--socks5", "none"])
+        .arg("--identity")
+        .arg(&server.user_key)
+        .bounded_output()
+        .unwrap();
+    assert!(!alone.status.success());
+    assert!(
+        String::from_utf8_lossy(&alone.stderr).contains("--socks5 none leaves nothing to do"),
+        "{}",
+        String::from_utf8_lossy(&alone.stderr)
+    );
+}
