@@ -68,6 +68,16 @@ pub enum TransportError {
         source: io::Error,
     },
 
+    /// The server closed the connection before TLS (and so SSH) began.
+    #[error(
+        "{server} closed the connection before the TLS handshake finished: a server limit (such as \
+         --max-connections-per-ip) turned it away, or the port is not an alknet or SSH server"
+    )]
+    ClosedBeforeHandshake {
+        /// The server as given by the user.
+        server: String,
+    },
+
     /// The server's TLS certificate was not accepted.
     #[error(
         "the TLS certificate of {server} was rejected: {reason}; if a private CA signed it, \

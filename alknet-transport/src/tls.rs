@@ -157,10 +157,19 @@ fn handshake_error(server: &str, error: io::Error) -> TransportError {
             )
         })
         .map(ToString::to_string);
+    let closed = matches!(
+        error.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    );
     match rejected {
         Some(reason) => TransportError::CertificateRejected {
             server: server.to_owned(),
             reason,
+        },
+        // Not a protocol mismatch: the server hung up (a limit, or no
+        // server behind the port).
+        None if closed => TransportError::ClosedBeforeHandshake {
+            server: server.to_owned(),
         },
         None => TransportError::Handshake {
             server: server.to_owned(),

@@ -359,3 +359,31 @@ fn a_config_file_sets_up_the_listeners_and_flags_override_it() {
             .unwrap();
     assert_eq!(server.listeners.len(), 1, "{:?}", server.listeners);
 }
+
+#[test]
+fn a_tls_client_turned_away_by_a_limit_is_told_so() {
+    let dir = Workdir::new().unwrap();
+    let files = ca_signed_server_cert(&dir).unwrap();
+    let mut args = tls_args(&files);
+    args.extend(["--max-connections-per-ip".into(), "1".into()]);
+    let server = AlknetServer::start_listening(&dir, &["tls://127.0.0.1:0"], &strs(&args)).unwrap();
+    let ca = files.ca.display().to_string();
+    let _first = tls_client(&dir, server.port, &server.user_key, &ca, &[]);
+    let command = connect_command(
+        Profile::Dev,
+        server.port,
+        &server.user_key,
+        &["--transport", "tls", "--tls-ca", &ca],
+    )
+    .unwrap();
+    let mut second = xtask::Spawned::start("alknet-connect", dir.path(), command).unwrap();
+    let line = second
+        .wait_for_log("closed the connection before the TLS handshake", LIMIT)
+        .unwrap();
+    assert!(line.contains("max-connections-per-ip"), "{line}");
+    assert!(
+        !second.stderr().contains("is it a TLS listener"),
+        "{}",
+        second.stderr()
+    );
+}
