@@ -36,7 +36,7 @@ pub enum CallError {
     #[error("call failed: {0}")]
     Remote(Failure),
     /// No answer came within the call's time limit.
-    #[error("call timed out")]
+    #[error("call failed: timeout: no answer within the time limit")]
     Timeout,
     /// The peer's handler cancelled the call (`call.aborted`).
     #[error("call aborted by the peer{}", reason_suffix(.0))]

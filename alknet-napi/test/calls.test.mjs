@@ -36,13 +36,22 @@ describe('calls', { timeout: 120_000 }, () => {
       const spoke = alknet.createAlknetEventTarget({ stream })
       const spec = { name: '/js/echo', op_type: 'query', description: 'echoes, from JavaScript' }
       spoke.serve('/js/echo', spec, async (input) => ({ echoed: input, by: 'node' }))
-      const registered = await spoke.call('/hub/services/register', { spoke: 'jsnode', operations: [spec] })
-      assert.deepEqual(registered, { spoke: 'jsnode', registered: 1 })
+      const hang = { name: '/js/hang', op_type: 'query', description: 'never answers' }
+      spoke.serve('/js/hang', hang, () => new Promise(() => {}))
+      const registered = await spoke.call('/hub/services/register', { spoke: 'jsnode', operations: [spec, hang] })
+      assert.deepEqual(registered, { spoke: 'jsnode', registered: 2 })
 
       const called = await runAlknet(['call', '--server', `127.0.0.1:${server.port}`, '--identity', server.userKey,
         '--host-key', server.fingerprint, '/jsnode/js/echo', '{"x": 1}'])
       assert.equal(called.status, 0, called.stderr)
       assert.deepEqual(JSON.parse(called.stdout), { by: 'node', echoed: { x: 1 } })
+
+      // A spoke that never answers: the caller's time limit reports the
+      // `timeout` code, as every other failure reports its own.
+      const hung = await runAlknet(['call', '--server', `127.0.0.1:${server.port}`, '--identity', server.userKey,
+        '--host-key', server.fingerprint, '--timeout', '2', '/jsnode/js/hang'])
+      assert.equal(hung.status, 1, hung.stderr)
+      assert.match(hung.stderr, /call failed: timeout/)
       await spoke.close()
     } finally {
       await server.stop()
