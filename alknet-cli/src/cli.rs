@@ -290,7 +290,7 @@ pub(crate) struct CallArgs {
     pub(crate) session: SessionArgs,
 
     /// The operation, such as /services/list.
-    #[arg(value_name = "PATH")]
+    #[arg(value_name = "OPERATION")]
     pub(crate) path: String,
 
     /// Its input, as JSON; `-` reads it from standard input [default: null].

@@ -14,7 +14,8 @@ pub(crate) enum TransportName {
     Tcp,
     /// TLS over TCP.
     Tls,
-    /// iroh QUIC (a `--listen` address is the UDP bind address).
+    /// iroh QUIC: a server by its endpoint id (--peer); `serve` binds the
+    /// UDP address of an iroh:// listener.
     Iroh,
 }
 
