@@ -19,14 +19,14 @@ export interface ConnectOptions {
   passphrase?: string
   /** An OpenSSH user certificate for the identity: path or contents. */
   certificate?: KeySource
-  /** The login name (default: the current user). */
+  /** The login name (default: `alknet`). */
   user?: string
   /** The server's host key fingerprint (`SHA256:…`) to pin. */
   hostKey?: string
   /** TLS: the name to verify the certificate against (default: from `server`). */
   tlsServerName?: string
-  /** TLS: extra CA certificates (PEM): paths or contents. */
-  tlsCa?: KeySource | KeySource[]
+  /** TLS: extra CA certificate files (PEM) to trust. */
+  tlsCa?: string | string[]
   /** TLS: accept any certificate; the pinned `hostKey` is then all that authenticates the server. */
   insecure?: boolean
   /** iroh: the server's endpoint id. */
@@ -37,7 +37,7 @@ export interface ConnectOptions {
   irohRelay?: string
   /** Reach the server through `socks5://host:port` or `http://host:port`. */
   proxy?: string
-  /** Seconds between SSH keepalives (0: none). */
+  /** Seconds between SSH keepalives (default 15, at least 1). */
   keepaliveInterval?: number
   /** The channel's target: `"host:port"`; default the control channel `alknet-control:0`. */
   target?: string
