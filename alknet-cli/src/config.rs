@@ -98,6 +98,8 @@ pub(crate) struct ServeSettings {
     pub(crate) forward_policy: Option<PathBuf>,
     /// The config file, whose `[forwarding]` table is re-read on SIGHUP.
     pub(crate) config: Option<PathBuf>,
+    /// The file's settings that only a restart applies, as read at start.
+    start_only: toml::Table,
 }
 
 /// The limits SIGHUP re-reads.
@@ -252,6 +254,7 @@ impl ServeSettings {
             gateway_ports: args.gateway_ports || file.gateway_ports.unwrap_or(false),
             proxy,
             forward_policy,
+            start_only: args.config.as_deref().map(start_only).unwrap_or_default(),
             config: args.config,
         })
     }
@@ -325,6 +328,55 @@ impl ServeSettings {
             }
             None => Ok(ForwardingPolicy::default()),
         }
+    }
+}
+
+/// Config-file keys read once at start (listeners, keys, per-session
+/// settings); SIGHUP reloads the rest.
+const START_ONLY: [&str; 13] = [
+    "key",
+    "listen",
+    "transport",
+    "tls_cert",
+    "tls_key",
+    "stealth",
+    "stealth_timeout",
+    "login_grace_time",
+    "max_channels_per_session",
+    "gateway_ports",
+    "proxy",
+    "iroh_relay",
+    "acme",
+];
+
+/// The start-only keys of the file at `path` (empty if it cannot be read:
+/// the reload itself reports that).
+fn start_only(path: &Path) -> toml::Table {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return toml::Table::new();
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return toml::Table::new();
+    };
+    table
+        .into_iter()
+        .filter(|(key, _)| START_ONLY.contains(&key.as_str()))
+        .collect()
+}
+
+impl ServeSettings {
+    /// The start-only settings the config file now changes, for SIGHUP to
+    /// say that they wait for a restart.
+    pub(crate) fn restart_needed(&self) -> Vec<String> {
+        let Some(path) = &self.config else {
+            return Vec::new();
+        };
+        let now = start_only(path);
+        START_ONLY
+            .iter()
+            .filter(|key| now.get(**key) != self.start_only.get(**key))
+            .map(|key| (*key).to_owned())
+            .collect()
     }
 }
 
@@ -464,6 +516,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("not both"), "{error}");
+    }
+
+    #[test]
+    fn a_reload_names_the_settings_that_wait_for_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write(
+            dir.path(),
+            "key = \"k\"\nauthorized_keys = \"ak\"\nlisten = \"tcp://127.0.0.1:2222\"\nmax_auth_attempts = 3\n",
+        );
+        let settings = ServeSettings::resolve(serve_args(&["--config", &config])).unwrap();
+        assert!(settings.restart_needed().is_empty());
+        write(
+            dir.path(),
+            "key = \"k\"\nauthorized_keys = \"ak\"\nlisten = \"tcp://127.0.0.1:2223\"\nmax_auth_attempts = 4\n\
+             stealth = true\n",
+        );
+        assert_eq!(settings.restart_needed(), ["listen", "stealth"]);
     }
 
     #[test]

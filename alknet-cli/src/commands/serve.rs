@@ -116,6 +116,13 @@ fn reload_on_sighup(server: &Server, args: Arc<ServeSettings>) -> Result<(), Cli
                             "configuration reloaded"
                         );
                         reload.reload(config);
+                        let waiting = args.restart_needed();
+                        if !waiting.is_empty() {
+                            warn!(
+                                settings = waiting.join(","),
+                                "changed settings take effect only on restart"
+                            );
+                        }
                     }
                     Err(error) => {
                         warn!(%error, "configuration not reloaded; keeping the previous one")
