@@ -43,7 +43,7 @@ describe('serve', { timeout: 120_000 }, () => {
         seen.push(info)
         stream.pipe(stream)
       })
-      const forward = Number(/local forward listening forward=1 listen=127\.0\.0\.1:(\d+)/.exec(client.child.output)[1])
+      const forward = Number(/local forward listening local=1 listen=127\.0\.0\.1:(\d+)/.exec(client.child.output)[1])
       const socket = createConnection(forward, '127.0.0.1')
       socket.end('ping')
       const echoed = await new Promise((resolve, reject) => {

@@ -209,14 +209,14 @@ impl Client {
                     remote_forwards.insert(&spec.bind_host, port, spec.target.clone());
                     let port = u16::try_from(port).unwrap_or_default();
                     info!(
-                        forward = index + 1,
+                        remote = index + 1,
                         port, "remote forward listening on the server"
                     );
                     remote_forward_ports.push(RemoteForwardPort { index, port });
                     remote_forward_hosts.push(spec.bind_host.clone());
                 }
                 Err(error) => {
-                    warn!(forward = index + 1, %error, "the server refused a remote forward")
+                    warn!(remote = index + 1, %error, "the server refused a remote forward")
                 }
             }
         }

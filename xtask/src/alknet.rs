@@ -331,7 +331,7 @@ impl AlknetClient {
     /// The server-side port of the `index`-th `--remote-forward` (1-based),
     /// from the most recent session's log line.
     pub fn remote_forward_port(&self, index: usize) -> Result<u16> {
-        let tag = format!("forward={index} ");
+        let tag = format!("remote={index} ");
         self.log()
             .lines()
             .filter(|line| {
@@ -344,7 +344,7 @@ impl AlknetClient {
 
     /// Where the `index`-th `--forward` (1-based, in the order given) listens.
     pub fn forward_addr(&self, index: usize) -> Result<SocketAddr> {
-        let tag = format!("forward={index} ");
+        let tag = format!("local={index} ");
         self.log()
             .lines()
             .filter(|line| line.contains("local forward listening") && line.contains(&tag))

@@ -35,7 +35,7 @@ pub(crate) async fn run(args: ConnectArgs) -> Result<(), CliError> {
         let forward = LocalForward::bind(spec).await?;
         // The index, not the target: destinations are never logged.
         if let Ok(addr) = forward.local_addr() {
-            info!(forward = index + 1, listen = %addr, "local forward listening");
+            info!(local = index + 1, listen = %addr, "local forward listening");
         }
         forwards.push(forward);
     }
