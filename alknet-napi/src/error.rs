@@ -63,6 +63,7 @@ pub(crate) fn from_alknet(failure: alknet::Error) -> napi::Error {
             Code::InvalidOption
         }
         Error::HandshakeTimeout(_) => Code::Timeout,
+        Error::ClosedBeforeSsh => Code::Unreachable,
         Error::Transport(transport) => transport_code(transport),
         _ => Code::Failed,
     };

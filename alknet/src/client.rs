@@ -156,7 +156,25 @@ impl Client {
             GatedStream::client(stream, backlog.clone()),
             backlog.clone(),
         );
-        let mut handle = russh::client::connect_stream(config, stream, handler).await?;
+        let mut handle = russh::client::connect_stream(config, stream, handler)
+            .await
+            .map_err(|error| {
+                // Hung up on before any host key arrived: turned away by a
+                // limit, or no SSH server behind the port.
+                let hung_up = matches!(&error, Error::Ssh(russh::Error::Disconnect))
+                    || matches!(&error, Error::Ssh(russh::Error::IO(io)) if matches!(
+                        io.kind(),
+                        std::io::ErrorKind::UnexpectedEof
+                            | std::io::ErrorKind::ConnectionReset
+                            | std::io::ErrorKind::BrokenPipe
+                    ));
+                let no_key_yet = seen_host_key.lock().map(|f| f.is_empty()).unwrap_or(true);
+                if hung_up && no_key_yet {
+                    Error::ClosedBeforeSsh
+                } else {
+                    error
+                }
+            })?;
 
         let result = match options.certificate.clone() {
             Some(certificate) => {

@@ -70,6 +70,14 @@ pub enum Error {
     #[error("remote forward #{0} was not requested or the server refused it")]
     NoSuchRemoteForward(usize),
 
+    /// The server closed the connection before the SSH handshake got far
+    /// enough to show its host key.
+    #[error(
+        "the server closed the connection before SSH began: a server limit (such as \
+         --max-connections-per-ip or --max-startups) turned it away, or the port is not an SSH server"
+    )]
+    ClosedBeforeSsh,
+
     /// An SSH protocol error.
     #[error("SSH: {0}")]
     Ssh(#[from] russh::Error),

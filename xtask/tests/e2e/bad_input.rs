@@ -259,3 +259,18 @@ fn a_malformed_server_or_host_key_is_refused_before_anything_listens() {
         assert!(!stderr.contains("SOCKS5 listening"), "{stderr}");
     }
 }
+
+#[test]
+fn a_client_turned_away_before_ssh_began_is_told_why() {
+    let dir = Workdir::new().unwrap();
+    let server = AlknetServer::start(&dir, &["--max-connections-per-ip", "1"]).unwrap();
+    let pin = ["--host-key", server.fingerprint.as_str()];
+    let _first = AlknetClient::start(&dir, server.port, &server.user_key, &pin).unwrap();
+    let command =
+        xtask::connect_command(Profile::Dev, server.port, &server.user_key, &pin).unwrap();
+    let mut second = xtask::Spawned::start("alknet-connect", dir.path(), command).unwrap();
+    let line = second
+        .wait_for_log("closed the connection before SSH began", LIMIT)
+        .unwrap();
+    assert!(line.contains("--max-connections-per-ip"), "{line}");
+}
