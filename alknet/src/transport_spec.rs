@@ -162,6 +162,25 @@ impl TransportSpec {
     }
 }
 
+/// `host` alone means port 22, as with ssh; `None` for what is no server
+/// address at all.
+fn with_default_port(server: &str) -> Option<String> {
+    let server = server.trim();
+    let with_port = if alknet_transport::split_host_port(server).is_some() {
+        server.to_owned()
+    } else if let Ok(v6) = server.parse::<std::net::Ipv6Addr>() {
+        format!("[{v6}]:22")
+    } else if !server.is_empty() && !server.contains(':')
+        || server.starts_with('[') && server.ends_with(']')
+    {
+        format!("{server}:22")
+    } else {
+        return None;
+    };
+    alknet_transport::split_host_port(&with_port)?;
+    Some(with_port)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,23 +237,4 @@ mod tests {
         };
         assert_eq!(tls.build().unwrap().describe(), "tls://example.com:443");
     }
-}
-
-/// `host` alone means port 22, as with ssh; `None` for what is no server
-/// address at all.
-fn with_default_port(server: &str) -> Option<String> {
-    let server = server.trim();
-    let with_port = if alknet_transport::split_host_port(server).is_some() {
-        server.to_owned()
-    } else if let Ok(v6) = server.parse::<std::net::Ipv6Addr>() {
-        format!("[{v6}]:22")
-    } else if !server.is_empty() && !server.contains(':')
-        || server.starts_with('[') && server.ends_with(']')
-    {
-        format!("{server}:22")
-    } else {
-        return None;
-    };
-    alknet_transport::split_host_port(&with_port)?;
-    Some(with_port)
 }
