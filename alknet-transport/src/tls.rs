@@ -519,9 +519,11 @@ mod tests {
         let acceptor = Arc::new(acceptor);
 
         // Trusted as a private CA, under the name it was made for.
-        let mut trusted = TlsClientOptions::default();
-        trusted.server_name = Some("localhost".into());
-        trusted.extra_roots = vec![cert.clone()];
+        let trusted = TlsClientOptions {
+            server_name: Some("localhost".into()),
+            extra_roots: vec![cert.clone()],
+            ..TlsClientOptions::default()
+        };
         let server = echo_once(acceptor.clone());
         assert_eq!(
             round_trip(&client(&acceptor, trusted).unwrap())
@@ -533,8 +535,10 @@ mod tests {
 
         // Not trusted: a rejected certificate, which retrying will not fix.
         let server = echo_once(acceptor.clone());
-        let mut stranger = TlsClientOptions::default();
-        stranger.server_name = Some("localhost".into());
+        let stranger = TlsClientOptions {
+            server_name: Some("localhost".into()),
+            ..TlsClientOptions::default()
+        };
         let error = round_trip(&client(&acceptor, stranger).unwrap())
             .await
             .unwrap_err();
@@ -547,9 +551,11 @@ mod tests {
 
         // Trusted CA, wrong name.
         let server = echo_once(acceptor.clone());
-        let mut wrong_name = TlsClientOptions::default();
-        wrong_name.server_name = Some("example.com".into());
-        wrong_name.extra_roots = vec![cert];
+        let wrong_name = TlsClientOptions {
+            server_name: Some("example.com".into()),
+            extra_roots: vec![cert],
+            ..TlsClientOptions::default()
+        };
         let error = round_trip(&client(&acceptor, wrong_name).unwrap())
             .await
             .unwrap_err();
@@ -561,9 +567,11 @@ mod tests {
 
         // --insecure accepts it all (SSH's host key is then what authenticates).
         let server = echo_once(acceptor.clone());
-        let mut insecure = TlsClientOptions::default();
-        insecure.server_name = Some("example.com".into());
-        insecure.insecure = true;
+        let insecure = TlsClientOptions {
+            server_name: Some("example.com".into()),
+            insecure: true,
+            ..TlsClientOptions::default()
+        };
         assert_eq!(
             round_trip(&client(&acceptor, insecure).unwrap())
                 .await
@@ -588,9 +596,11 @@ mod tests {
             .unwrap();
         // …and a real one behind it is served meanwhile.
         let server = echo_once(acceptor.clone());
-        let mut trusted = TlsClientOptions::default();
-        trusted.server_name = Some("localhost".into());
-        trusted.extra_roots = vec![cert];
+        let trusted = TlsClientOptions {
+            server_name: Some("localhost".into()),
+            extra_roots: vec![cert],
+            ..TlsClientOptions::default()
+        };
         assert_eq!(
             round_trip(&client(&acceptor, trusted).unwrap())
                 .await
