@@ -38,4 +38,7 @@ pub use config::{AcmeConfig, AcmeIdentifier, Challenge, LETS_ENCRYPT, LETS_ENCRY
 pub use error::AcmeError;
 pub use manager::{AcmeCertificates, CertificateInfo};
 pub use resolver::{ACME_TLS_ALPN, AcmeResolver};
-pub use schedule::{FIRST_BACKOFF, MAX_BACKOFF, backoff, choose_profile, renewal_time};
+pub use schedule::{
+    ARI_RECHECK_MAX, ARI_RECHECK_MIN, FIRST_BACKOFF, MAX_BACKOFF, ari_recheck, ari_renewal_time,
+    backoff, choose_profile, next_step, renewal_time,
+};

@@ -5,8 +5,8 @@ use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
+    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use rcgen::{CertificateParams, CustomExtension, KeyPair};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -15,11 +15,16 @@ use tokio::sync::watch;
 use crate::cache::Cache;
 use crate::http01::{self, Tokens};
 use crate::resolver::{certified_key, certified_key_der};
-use crate::schedule::{backoff, choose_profile, renewal_time};
+use crate::schedule::{
+    ari_recheck, ari_renewal_time, backoff, choose_profile, next_step, renewal_time,
+};
 use crate::{AcmeConfig, AcmeError, AcmeIdentifier, AcmeResolver, Challenge};
 
 /// How long one order may take, challenges and issuance included.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long asking for the renewal window may take before the plain
+/// schedule is used.
+const ARI_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What is being served now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +75,7 @@ impl AcmeCertificates {
             tokens,
             names,
             publish,
+            replaces: None,
         };
         tokio::spawn(renewer.run());
         Ok(Self { resolver, current })
@@ -110,22 +116,39 @@ struct Renewer {
     tokens: Tokens,
     names: String,
     publish: watch::Sender<Option<CertificateInfo>>,
+    /// The certificate a renewal replaces, when the server speaks ARI.
+    replaces: Option<CertificateIdentifier<'static>>,
+}
+
+/// When the current certificate is renewed, and from what.
+struct RenewalPlan {
+    due: SystemTime,
+    /// When to ask the server's renewal window again (ARI only).
+    recheck: Option<Duration>,
+    source: &'static str,
 }
 
 impl Renewer {
-    async fn run(self) {
+    async fn run(mut self) {
         let mut failures = 0u32;
         loop {
             let current = self.publish.borrow().clone();
             if let Some(info) = &current {
-                let due = renewal_time(info.not_before, info.not_after);
-                let wait = due.duration_since(SystemTime::now()).unwrap_or_default();
+                let plan = self.plan(info).await;
+                let (wait, order_now) = next_step(SystemTime::now(), plan.due, plan.recheck);
                 tracing::info!(
-                    "ACME certificate valid until {}; renewal in {} s",
+                    "ACME certificate valid until {}; renewal in {} s ({})",
                     httpdate(info.not_after),
-                    wait.as_secs()
+                    plan.due
+                        .duration_since(SystemTime::now())
+                        .unwrap_or_default()
+                        .as_secs(),
+                    plan.source
                 );
                 tokio::time::sleep(wait).await;
+                if !order_now {
+                    continue;
+                }
             } else {
                 tracing::info!(
                     "ACME: ordering a certificate; TLS handshakes are refused until it arrives"
@@ -154,6 +177,63 @@ impl Renewer {
                 .unwrap_or_else(PoisonError::into_inner)
                 .clear();
         }
+    }
+
+    /// Asks the server for its renewal window (RFC 9773) when it offers
+    /// one; otherwise, or when the server cannot be reached, renewal is at
+    /// two thirds of the lifetime.
+    async fn plan(&mut self, info: &CertificateInfo) -> RenewalPlan {
+        let fallback = RenewalPlan {
+            due: renewal_time(info.not_before, info.not_after),
+            recheck: None,
+            source: "two thirds of its lifetime",
+        };
+        let Some(id) = self.current_id() else {
+            return fallback;
+        };
+        let asked = async {
+            let account = self.account().await.ok()?;
+            account
+                .renewal_info(&id)
+                .await
+                .map_err(|error| {
+                    if !matches!(error, instant_acme::Error::Unsupported(_)) {
+                        tracing::debug!("ACME: no renewal window from the server: {error}");
+                    }
+                    error
+                })
+                .ok()
+        };
+        match tokio::time::timeout(ARI_TIMEOUT, asked).await {
+            Ok(Some((window, retry_after))) => {
+                self.replaces = Some(id);
+                let to_system = |unix: i64| {
+                    SystemTime::UNIX_EPOCH
+                        + Duration::from_secs(u64::try_from(unix).unwrap_or_default())
+                };
+                RenewalPlan {
+                    due: ari_renewal_time(
+                        to_system(window.suggested_window.start.unix_timestamp()),
+                        to_system(window.suggested_window.end.unix_timestamp()),
+                        random_spread(),
+                    ),
+                    recheck: Some(ari_recheck(retry_after)),
+                    source: "the server's renewal window",
+                }
+            }
+            _ => {
+                self.replaces = None;
+                fallback
+            }
+        }
+    }
+
+    /// The RFC 9773 identifier of the certificate served now.
+    fn current_id(&self) -> Option<CertificateIdentifier<'static>> {
+        let leaf = self.resolver.current_leaf()?;
+        CertificateIdentifier::try_from(&leaf)
+            .ok()
+            .map(CertificateIdentifier::into_owned)
     }
 
     fn server_error(&self, error: impl std::fmt::Display) -> AcmeError {
@@ -246,6 +326,9 @@ impl Renewer {
             &self.config.identifiers,
         );
         let mut request = NewOrder::new(&identifiers);
+        if let Some(replaces) = self.replaces.clone() {
+            request = request.replaces(replaces);
+        }
         if let Some(profile) = profile {
             request = request.profile(profile);
         }
@@ -388,4 +471,18 @@ fn names_key(identifiers: &[AcmeIdentifier]) -> String {
 
 fn httpdate(time: SystemTime) -> String {
     httpdate::fmt_http_date(time)
+}
+
+/// A number in 0.0..1.0 that differs between processes and calls, to
+/// spread renewals over the server's window (std's hasher keys are random).
+fn random_spread() -> f64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }

@@ -43,6 +43,15 @@ impl AcmeResolver {
             .is_some()
     }
 
+    /// The leaf certificate served now.
+    pub(crate) fn current_leaf(&self) -> Option<CertificateDer<'static>> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(|key| key.cert.first().cloned())
+    }
+
     pub(crate) fn set_current(&self, key: Arc<CertifiedKey>) {
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(key);
     }

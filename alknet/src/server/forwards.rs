@@ -3,6 +3,8 @@
 //! channel back to the client, relayed until either side ends or the
 //! forward is cancelled.
 
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use alknet_auth::ChannelRequest;
@@ -19,13 +21,14 @@ use crate::flow::{Backlog, TunnelStream};
 ///
 /// Like OpenSSH with `GatewayPorts no`, a forward listens on loopback only,
 /// whatever the client asked, unless the server allows remote binds; then
-/// the requested address is used (`""`, `*` or `0.0.0.0`: every interface).
+/// the requested address is used (`""` or `*`: every interface of both
+/// families, as `::`; `0.0.0.0`: every IPv4 interface).
 pub(crate) fn server_bind_host(requested: &str, gateway_ports: bool) -> &str {
     if !gateway_ports {
         return "127.0.0.1";
     }
     match requested {
-        "" | "*" => "0.0.0.0",
+        "" | "*" => "::",
         "localhost" => "127.0.0.1",
         other => other,
     }
@@ -55,7 +58,7 @@ impl SessionHandler {
             return false;
         }
         let host = server_bind_host(address, self.server.gateway_ports);
-        let listener = match TcpListener::bind((host, requested)).await {
+        let listener = match bind_forward(host, requested).await {
             Ok(listener) => listener,
             Err(error) => {
                 info!(remote_addr = %self.peer, port = requested, %error, "remote forward refused");
@@ -92,6 +95,39 @@ impl SessionHandler {
             None => false,
         }
     }
+}
+
+/// Binds a forward's listener. `::` (every interface) is one dual-stack
+/// socket that takes IPv4 as well, whatever the system's `bindv6only`
+/// default, as OpenSSH listens on both families; where IPv6 is off, it is
+/// `0.0.0.0` alone.
+async fn bind_forward(host: &str, port: u16) -> io::Result<TcpListener> {
+    if host == "::" {
+        match dual_stack_listener(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port))) {
+            Ok(listener) => return Ok(listener),
+            Err(error) => debug!(%error, "no IPv6: the forward listens on IPv4 only"),
+        }
+        return TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).await;
+    }
+    TcpListener::bind((host, port)).await
+}
+
+/// An IPv6 listener with `IPV6_V6ONLY` off (Linux turns it back on when
+/// the address is not `::`).
+fn dual_stack_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = dual_stack_socket()?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+fn dual_stack_socket() -> io::Result<socket2::Socket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(false)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
 }
 
 /// Accepts on `listener` until `stop`, opening a channel back to the
@@ -131,7 +167,8 @@ async fn accept_forwarded(
                 .channel_open_forwarded_tcpip(
                     address,
                     port,
-                    peer.ip().to_string(),
+                    // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
+                    peer.ip().to_canonical().to_string(),
                     u32::from(peer.port()),
                 )
                 .await;
@@ -154,9 +191,26 @@ mod tests {
     fn servers_bind_loopback_unless_gateway_ports_allows_more() {
         assert_eq!(server_bind_host("0.0.0.0", false), "127.0.0.1");
         assert_eq!(server_bind_host("", false), "127.0.0.1");
-        assert_eq!(server_bind_host("", true), "0.0.0.0");
-        assert_eq!(server_bind_host("*", true), "0.0.0.0");
+        assert_eq!(server_bind_host("", true), "::");
+        assert_eq!(server_bind_host("*", true), "::");
+        assert_eq!(server_bind_host("0.0.0.0", true), "0.0.0.0");
         assert_eq!(server_bind_host("localhost", true), "127.0.0.1");
         assert_eq!(server_bind_host("192.0.2.1", true), "192.0.2.1");
+    }
+
+    // Tests may not listen on every interface, so the dual-stack socket's
+    // option is read back before binding, and the listener is tried on
+    // IPv6 loopback.
+    #[tokio::test]
+    async fn every_interface_is_one_socket_for_both_families() {
+        assert!(!dual_stack_socket().unwrap().only_v6().unwrap());
+        let listener = dual_stack_listener("[::1]:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connect = tokio::net::TcpStream::connect(addr);
+        let (accepted, connected) = tokio::join!(listener.accept(), connect);
+        assert_eq!(
+            accepted.unwrap().1.ip(),
+            connected.unwrap().local_addr().unwrap().ip()
+        );
     }
 }
