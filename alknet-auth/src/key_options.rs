@@ -190,7 +190,7 @@ impl FromPatterns {
 }
 
 /// `*` any run, `?` any one character.
-fn glob_with_question_mark(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_with_question_mark(pattern: &str, text: &str) -> bool {
     if !pattern.contains('?') {
         return glob_matches(pattern, text);
     }

@@ -64,6 +64,7 @@ mod error;
 mod identity;
 mod key_options;
 mod keys;
+mod known_hosts;
 mod limits;
 mod login;
 mod policy;
@@ -87,6 +88,9 @@ pub use key_options::{FromPatterns, HostPort, KeyOptions};
 pub use keys::{
     certificate_path, fingerprint, generate_ed25519, load_certificate, load_private_key,
     load_public_key, public_key_path, write_key_pair, write_key_pair_encrypted,
+};
+pub use known_hosts::{
+    HostKeyStatus, KnownHosts, KnownHostsLine, PresentedHostKey, known_hosts_name, remember_host_key,
 };
 pub use limits::{ConnectionLimiter, ConnectionPermit, LimitRefusal, PeerKey, StartupLimits};
 pub use login::{LoginRefusal, MAX_USER_NAME_BYTES, user_for_log};

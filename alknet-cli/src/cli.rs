@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use alknet::ListenSpec;
 
+use crate::destination::SocksListen;
 use crate::listen::TransportName;
 
 /// SSH tunnels over any byte pipe.
@@ -54,6 +55,12 @@ pub(crate) struct ServeArgs {
     /// passphrase is read from ALKNET_PASSPHRASE.
     #[arg(long, value_name = "PATH")]
     pub(crate) key: Option<PathBuf>,
+
+    /// An OpenSSH host certificate for --key (made by `ssh-keygen -h -s
+    /// CA -n NAME key.pub`), presented to clients that ask for one; they
+    /// trust it through a `@cert-authority` line in known_hosts.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) host_certificate: Option<PathBuf>,
 
     /// The public keys allowed to log in, one per line, as in OpenSSH's
     /// authorized_keys. Required (here or in --config) unless
@@ -170,29 +177,22 @@ pub(crate) struct ServeArgs {
     pub(crate) acme: crate::acme::AcmeArgs,
 }
 
-/// `--socks5`: an address, or `none`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct SocksListen(pub(crate) Option<SocketAddr>);
-
-impl std::str::FromStr for SocksListen {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        if text.eq_ignore_ascii_case("none") {
-            return Ok(Self(None));
-        }
-        text.parse()
-            .map(|addr| Self(Some(addr)))
-            .map_err(|_| format!("expected ADDR:PORT or none, got {text:?}"))
-    }
-}
-
 /// How to reach and log in to a server: shared by `connect` and `call`.
 #[derive(Debug, Args)]
 pub(crate) struct SessionArgs {
-    /// The server, as host:port (tcp and tls).
+    /// The server as ssh takes it: [user@]host[:port] (IPv6 in brackets
+    /// before a port; port 22 when none is given). With --transport iroh,
+    /// [user@]ENDPOINT-ID. The same as --server (and --user).
+    #[arg(value_name = "DESTINATION")]
+    pub(crate) destination: Option<String>,
+
+    /// The server, as host[:port] (tcp and tls; port 22 when none is given).
     #[arg(long, value_name = "HOST:PORT", env = "ALKNET_SERVER")]
     pub(crate) server: Option<String>,
+
+    /// The server's port, when DESTINATION or --server gives none (as ssh -p).
+    #[arg(short = 'p', long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) port: Option<u16>,
 
     /// How to reach the server.
     #[arg(long, value_name = "KIND", default_value_t = TransportName::Tcp)]
@@ -229,7 +229,7 @@ pub(crate) struct SessionArgs {
 
     /// Your private key (OpenSSH Ed25519). An encrypted key's passphrase is
     /// read from ALKNET_PASSPHRASE.
-    #[arg(long, value_name = "PATH", env = "ALKNET_IDENTITY")]
+    #[arg(long, short = 'i', value_name = "PATH", env = "ALKNET_IDENTITY")]
     pub(crate) identity: PathBuf,
 
     /// An OpenSSH certificate for --identity [default: <identity>-cert.pub
@@ -237,14 +237,28 @@ pub(crate) struct SessionArgs {
     #[arg(long, value_name = "PATH")]
     pub(crate) certificate: Option<PathBuf>,
 
-    /// User name to log in as [default: your local user name].
-    #[arg(long, value_name = "NAME")]
+    /// User name to log in as (as ssh -l) [default: the user of
+    /// DESTINATION, else your local user name].
+    #[arg(long, short = 'l', value_name = "NAME")]
     pub(crate) user: Option<String>,
 
     /// The server's host key fingerprint (SHA256:…, as printed by the server
-    /// or `ssh-keygen -lf`). Without it, any host key is accepted with a warning.
+    /// or `ssh-keygen -lf`). Overrides known_hosts.
     #[arg(long, value_name = "SHA256:…")]
     pub(crate) host_key: Option<String>,
+
+    /// Remember and check host keys in this file alone, instead of
+    /// ~/.ssh/known_hosts, ~/.ssh/known_hosts2 (read) and
+    /// ~/.config/alknet/known_hosts (read and written), as ssh's
+    /// UserKnownHostsFile. A host met for the first time is remembered; a
+    /// changed key is refused.
+    #[arg(long, value_name = "PATH", env = "ALKNET_KNOWN_HOSTS")]
+    pub(crate) known_hosts: Option<PathBuf>,
+
+    /// Refuse a server whose host key is not in known_hosts instead of
+    /// remembering it (as ssh's StrictHostKeyChecking=yes).
+    #[arg(long)]
+    pub(crate) strict_host_keys: bool,
 
     /// Reach the server through this proxy: socks5://host:port or
     /// http://host:port (HTTP CONNECT). With iroh, only http:// (for the
@@ -263,9 +277,10 @@ pub(crate) struct ConnectArgs {
     #[command(flatten)]
     pub(crate) session: SessionArgs,
 
-    /// Where to offer SOCKS5 (domain names are resolved by the server), or
-    /// `none` for a client that only forwards (-L, -R).
-    #[arg(long, value_name = "ADDR|none", default_value = "127.0.0.1:1080")]
+    /// Where to offer SOCKS5 (domain names are resolved by the server):
+    /// `[bind:]port` as ssh -D (bind defaults to 127.0.0.1), or `none` for
+    /// a client that only forwards (-L, -R).
+    #[arg(long, short = 'D', value_name = "[BIND:]PORT|none", default_value = "127.0.0.1:1080")]
     pub(crate) socks5: SocksListen,
 
     /// Forward a local port through the tunnel, as `ssh -L`:
@@ -289,9 +304,9 @@ pub(crate) struct CallArgs {
     #[command(flatten)]
     pub(crate) session: SessionArgs,
 
-    /// The operation, such as /services/list.
+    /// The operation, such as /services/list (after DESTINATION, if given).
     #[arg(value_name = "OPERATION")]
-    pub(crate) path: String,
+    pub(crate) path: Option<String>,
 
     /// Its input, as JSON; `-` reads it from standard input [default: null].
     #[arg(value_name = "INPUT-JSON")]

@@ -22,6 +22,7 @@ use crate::listen::TransportName;
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     key: Option<PathBuf>,
+    host_certificate: Option<PathBuf>,
     authorized_keys: Option<PathBuf>,
     cert_authority: Option<OneOrMany<PathBuf>>,
     listen: Option<OneOrMany<String>>,
@@ -68,6 +69,7 @@ impl<T> From<OneOrMany<T>> for Vec<T> {
 #[derive(Debug)]
 pub(crate) struct ServeSettings {
     pub(crate) key: PathBuf,
+    pub(crate) host_certificate: Option<PathBuf>,
     pub(crate) authorized_keys: Option<PathBuf>,
     pub(crate) cert_authorities: Vec<PathBuf>,
     pub(crate) listen: Vec<ListenSpec>,
@@ -217,6 +219,9 @@ impl ServeSettings {
         }
         Ok(Self {
             key,
+            host_certificate: args
+                .host_certificate
+                .or_else(|| from_file(file.host_certificate)),
             acme,
             authorized_keys,
             cert_authorities,
@@ -333,8 +338,9 @@ impl ServeSettings {
 
 /// Config-file keys read once at start (listeners, keys, per-session
 /// settings); SIGHUP reloads the rest.
-const START_ONLY: [&str; 13] = [
+const START_ONLY: [&str; 14] = [
     "key",
+    "host_certificate",
     "listen",
     "transport",
     "tls_cert",

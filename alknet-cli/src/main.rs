@@ -9,6 +9,7 @@ mod acme;
 mod cli;
 mod commands;
 mod config;
+mod destination;
 mod error;
 mod listen;
 mod logging;

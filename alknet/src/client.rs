@@ -2,11 +2,14 @@
 //! opening a `direct-tcpip` channel per tunnelled connection.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use alknet_auth::{Certificate, PrivateKey, fingerprint};
+use alknet_auth::{
+    Certificate, HostKeyStatus, KnownHosts, PresentedHostKey, PrivateKey, fingerprint,
+    known_hosts_name,
+};
 use alknet_proxy::{
     BoxStream, Dialer, ForwardSpec, ForwardTarget, OpenError, OpenErrorKind, StreamOpener,
     TargetAddr, relay_until,
@@ -40,9 +43,12 @@ pub struct ConnectOptions {
     /// An OpenSSH user certificate for `identity`, offered instead of the
     /// bare key (as `ssh` does with `<identity>-cert.pub`).
     pub certificate: Option<Certificate>,
-    /// The server's expected host key fingerprint (`SHA256:…`). Without
-    /// one, any host key is accepted and its fingerprint logged.
+    /// The server's expected host key fingerprint (`SHA256:…`). Overrides
+    /// `known_hosts`. Without either, any host key is accepted and its
+    /// fingerprint logged.
     pub host_key: Option<String>,
+    /// Check the host key against known_hosts files, as ssh does.
+    pub known_hosts: Option<KnownHostsCheck>,
     /// How long the SSH handshake and authentication may take.
     pub handshake_timeout: Duration,
     /// Interval between keepalives; three unanswered ones end the session.
@@ -51,6 +57,95 @@ pub struct ConnectOptions {
     /// listens on `bind_host:bind_port` and connections reach `target` on
     /// this side.
     pub remote_forwards: Vec<ForwardSpec>,
+    /// The key met on a reconnecting client's first connection.
+    pub(crate) session_pin: Option<String>,
+}
+
+/// Host keys remembered in OpenSSH's known_hosts format: a known key is
+/// accepted, a host met for the first time is remembered (or refused when
+/// `strict`), a changed or revoked key is refused.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct KnownHostsCheck {
+    /// The files read, in order (a missing file is empty).
+    pub files: Vec<PathBuf>,
+    /// Where a first contact is written.
+    pub remember_in: PathBuf,
+    /// The host as given: for `[host]:port` names and certificate
+    /// principals. For iroh, the endpoint id.
+    pub host: String,
+    /// The port (22 is left out of recorded names, as ssh does).
+    pub port: u16,
+    /// Refuse hosts that are not known instead of remembering them.
+    pub strict: bool,
+}
+
+impl KnownHostsCheck {
+    /// Reads and writes `file` alone for `host` on `port`.
+    pub fn new(file: impl Into<PathBuf>, host: impl Into<String>, port: u16) -> Self {
+        let file = file.into();
+        Self {
+            files: vec![file.clone()],
+            remember_in: file,
+            host: host.into(),
+            port,
+            strict: false,
+        }
+    }
+
+    /// The name the host is recorded under.
+    pub fn name(&self) -> String {
+        known_hosts_name(&self.host, self.port)
+    }
+
+    /// Judges the key `presented`, remembering it on first contact.
+    fn judge(&self, presented: PresentedHostKey<'_>, actual: &str) -> Result<(), Error> {
+        let name = self.name();
+        let known = KnownHosts::load(&self.files)?;
+        for skipped in known.skipped() {
+            debug!(line = %skipped, "known_hosts: skipping a line alknet cannot read");
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let bare_host = self.host.trim_start_matches('[').trim_end_matches(']');
+        match known.check(&name, bare_host, presented, now) {
+            HostKeyStatus::Known(line) => {
+                debug!(%line, "host key known");
+                Ok(())
+            }
+            HostKeyStatus::Certified(line) => {
+                debug!(%line, "host certificate signed by a known authority");
+                Ok(())
+            }
+            HostKeyStatus::Unknown if self.strict => Err(Error::HostKeyUnknown {
+                name,
+                actual: actual.to_owned(),
+            }),
+            HostKeyStatus::Unknown => {
+                alknet_auth::remember_host_key(&self.remember_in, &name, &presented.public_key())?;
+                info!(
+                    host_key = %actual,
+                    file = %self.remember_in.display(),
+                    "first contact: host key remembered"
+                );
+                Ok(())
+            }
+            HostKeyStatus::Changed { line, known } => Err(Error::HostKeyChanged {
+                name,
+                file: line.file.display().to_string(),
+                line: line.to_string(),
+                known,
+                actual: actual.to_owned(),
+            }),
+            HostKeyStatus::Revoked(line) => Err(Error::HostKeyRevoked {
+                name,
+                line: line.to_string(),
+                actual: actual.to_owned(),
+            }),
+        }
+    }
 }
 
 impl ConnectOptions {
@@ -62,6 +157,8 @@ impl ConnectOptions {
             user: user.into(),
             certificate: None,
             host_key: None,
+            known_hosts: None,
+            session_pin: None,
             handshake_timeout: Duration::from_secs(30),
             keepalive_interval: Duration::from_secs(15),
             remote_forwards: Vec::new(),
@@ -86,6 +183,7 @@ impl fmt::Debug for ConnectOptions {
                 &self.certificate.as_ref().map(|c| c.key_id().to_owned()),
             )
             .field("host_key", &self.host_key)
+            .field("known_hosts", &self.known_hosts)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("keepalive_interval", &self.keepalive_interval)
             // Targets are private; only how many.
@@ -144,6 +242,8 @@ impl Client {
         let backlog = Backlog::default();
         let handler = ClientHandler {
             host_key: options.host_key.clone(),
+            known_hosts: options.known_hosts.clone(),
+            session_pin: options.session_pin.clone(),
             seen_host_key: Arc::default(),
             remote_forwards: remote_forwards.clone(),
             backlog: backlog.clone(),
@@ -362,6 +462,8 @@ fn validate_fingerprint(pin: &str) -> Result<(), Error> {
 /// the session (russh drops the handler when its session task ends).
 struct ClientHandler {
     host_key: Option<String>,
+    known_hosts: Option<KnownHostsCheck>,
+    session_pin: Option<String>,
     seen_host_key: Arc<std::sync::Mutex<String>>,
     remote_forwards: RemoteForwardTable,
     backlog: Backlog,
@@ -427,25 +529,44 @@ impl russh::client::Handler for ClientHandler {
         &mut self,
         server_key: &PublicKeyOrCertificate,
     ) -> Result<bool, Self::Error> {
-        let actual = match server_key {
-            PublicKeyOrCertificate::PublicKey { key, .. } => fingerprint(key),
-            PublicKeyOrCertificate::Certificate(cert) => {
-                fingerprint(&cert.public_key().clone().into())
+        let (actual, presented) = match server_key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => {
+                (fingerprint(key), PresentedHostKey::Key(key))
             }
+            PublicKeyOrCertificate::Certificate(cert) => (
+                fingerprint(&cert.public_key().clone().into()),
+                PresentedHostKey::Certificate(cert),
+            ),
         };
         if let Ok(mut seen) = self.seen_host_key.lock() {
             seen.clone_from(&actual);
         }
-        match &self.host_key {
-            Some(expected) if *expected == actual => Ok(true),
-            Some(expected) => Err(Error::HostKeyMismatch {
-                expected: expected.clone(),
-                actual,
-            }),
+        if let Some(expected) = &self.host_key {
+            return if *expected == actual {
+                Ok(true)
+            } else {
+                Err(Error::HostKeyMismatch {
+                    expected: expected.clone(),
+                    actual,
+                })
+            };
+        }
+        if let Some(expected) = &self.session_pin {
+            return if *expected == actual {
+                Ok(true)
+            } else {
+                Err(Error::HostKeyChangedSinceStart {
+                    expected: expected.clone(),
+                    actual,
+                })
+            };
+        }
+        match &self.known_hosts {
+            Some(check) => check.judge(presented, &actual).map(|()| true),
             None => {
                 warn!(
                     host_key = %actual,
-                    "server host key not pinned; pass --host-key {actual} to verify it next time"
+                    "server host key not checked; pass --host-key {actual} to verify it next time"
                 );
                 Ok(true)
             }

@@ -32,6 +32,66 @@ pub enum Error {
         actual: String,
     },
 
+    /// known_hosts names this server with another key.
+    #[error(
+        "REMOTE HOST IDENTIFICATION HAS CHANGED: the host key of {name} is now {actual}, but \
+         {line} records {known}. Someone could be eavesdropping on you right now \
+         (man-in-the-middle attack), or the host key has just been changed. If the change is \
+         expected, remove the old key with `ssh-keygen -R '{name}' -f {file}` and connect again"
+    )]
+    HostKeyChanged {
+        /// The name the server is recorded under.
+        name: String,
+        /// The file and line with the old key.
+        line: String,
+        /// The file alone (for the command to fix it).
+        file: String,
+        /// The old key's fingerprint.
+        known: String,
+        /// The key the server presented.
+        actual: String,
+    },
+
+    /// A `@revoked` line in known_hosts matches the server's key.
+    #[error("the host key {actual} of {name} is revoked by {line}; refusing to connect")]
+    HostKeyRevoked {
+        /// The name the server is recorded under.
+        name: String,
+        /// The `@revoked` line.
+        line: String,
+        /// The key the server presented.
+        actual: String,
+    },
+
+    /// `--strict-host-keys` and the server is not in known_hosts.
+    #[error(
+        "no host key of {name} is known and strict host key checking is on: if {actual} is \
+         the server's key (check with its operator or `ssh-keygen -lf` on the server), \
+         pass --host-key {actual} once, or add it to known_hosts"
+    )]
+    HostKeyUnknown {
+        /// The name the server is recorded under.
+        name: String,
+        /// The key the server presented.
+        actual: String,
+    },
+
+    /// A reconnection met another host key than the first connection.
+    #[error(
+        "the server's host key is now {actual}, but this client first connected to {expected}; \
+         refusing to reconnect (someone may be intercepting the connection)"
+    )]
+    HostKeyChangedSinceStart {
+        /// The key of the first connection.
+        expected: String,
+        /// The key presented now.
+        actual: String,
+    },
+
+    /// The host certificate cannot be presented with this host key.
+    #[error("cannot use the host certificate: {0}")]
+    HostCertificate(String),
+
     /// The `--host-key` value is not a `SHA256:` fingerprint.
     #[error(
         "invalid host key fingerprint {0:?}: expected the form SHA256:<base64>, as printed by `ssh-keygen -lf`"

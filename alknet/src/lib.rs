@@ -105,7 +105,7 @@ pub use alknet_proxy as proxy;
 pub use alknet_stealth as stealth;
 pub use alknet_transport as transport;
 
-pub use client::{Client, ConnectOptions};
+pub use client::{Client, ConnectOptions, KnownHostsCheck};
 pub use control::{CONTROL_HOST, CONTROL_PORT};
 pub use error::Error;
 pub use listen::{

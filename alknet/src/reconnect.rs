@@ -147,6 +147,10 @@ fn is_permanent(error: &Error) -> bool {
         Error::AuthRejected { .. }
             | Error::CertificateRejected { .. }
             | Error::HostKeyMismatch { .. }
+            | Error::HostKeyChanged { .. }
+            | Error::HostKeyRevoked { .. }
+            | Error::HostKeyUnknown { .. }
+            | Error::HostKeyChangedSinceStart { .. }
             | Error::InvalidFingerprint(_)
             | Error::Auth(_)
             | Error::Transport(TransportError::CertificateRejected { .. })
@@ -161,6 +165,7 @@ async fn keep_connected(
 ) {
     let mut backoff = Backoff::new(FIRST_RETRY, MAX_RETRY);
     let server = transport.describe();
+    let mut options = options;
     loop {
         let attempt = tokio::select! {
             attempt = Client::connect(transport.as_ref(), options.clone()) => attempt,
@@ -171,6 +176,10 @@ async fn keep_connected(
                 backoff.reset();
                 let client = Arc::new(client);
                 info!(server = %server, host_key = %client.server_fingerprint(), "connected");
+                // Every reconnection must meet the key of the first one.
+                options
+                    .session_pin
+                    .get_or_insert_with(|| client.server_fingerprint().to_owned());
                 state.send_replace(SessionState::Connected(client.clone()));
                 tokio::select! {
                     () = client.closed() => {}

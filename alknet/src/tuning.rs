@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use russh::keys::PrivateKey;
+use russh::keys::{Certificate, PrivateKey};
 use russh::{MethodKind, MethodSet, Preferred, SshId, cipher};
 
 /// Per-channel receive window. Throughput per channel is bounded by
@@ -81,6 +81,10 @@ pub(crate) fn preferred() -> Preferred {
     };
     Preferred {
         cipher: Cow::Borrowed(cipher),
+        // Ask for a host certificate first (checked through known_hosts'
+        // @cert-authority lines; without one, its key is checked as a
+        // plain key).
+        host_key_certificates: Cow::Borrowed(&[russh::keys::Algorithm::Ed25519]),
         ..Preferred::default()
     }
 }
@@ -115,7 +119,11 @@ impl ServerTuning {
     }
 }
 
-pub(crate) fn server_config(host_key: PrivateKey, tuning: &ServerTuning) -> russh::server::Config {
+pub(crate) fn server_config(
+    host_key: PrivateKey,
+    certificates: &[Certificate],
+    tuning: &ServerTuning,
+) -> russh::server::Config {
     russh::server::Config {
         server_id: ssh_id(),
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
@@ -124,6 +132,7 @@ pub(crate) fn server_config(host_key: PrivateKey, tuning: &ServerTuning) -> russ
         auth_rejection_time_initial: Some(Duration::ZERO),
         auth_rejection_time: Duration::from_millis(500),
         keys: vec![host_key],
+        certificates: certificates.to_vec(),
         window_size: WINDOW_SIZE,
         maximum_packet_size: MAX_PACKET_SIZE,
         channel_buffer_size: CHANNEL_QUEUE,

@@ -32,7 +32,11 @@ pub(crate) fn alknet_command(profile: Profile) -> Result<Command> {
     command
         .env_remove("ALKNET_SERVER")
         .env_remove("ALKNET_IDENTITY")
-        .env_remove("ALKNET_PASSPHRASE");
+        .env_remove("ALKNET_PASSPHRASE")
+        // Clients that pass no --host-key must not read or write the
+        // user's known_hosts: each test server has a fresh key, and ports
+        // come round again. Known-hosts tests pass --known-hosts.
+        .env("ALKNET_KNOWN_HOSTS", "/dev/null");
     Ok(command)
 }
 

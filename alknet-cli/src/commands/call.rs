@@ -9,10 +9,30 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use crate::cli::CallArgs;
-use crate::commands::session::{connect_options, transport};
+use crate::commands::session::{connect_options, resolve_destination, transport};
 use crate::error::CliError;
 
-pub(crate) async fn run(args: CallArgs) -> Result<(), CliError> {
+pub(crate) async fn run(mut args: CallArgs) -> Result<(), CliError> {
+    // Without DESTINATION (the server came from --server or ALKNET_SERVER),
+    // the first word is the operation: operations start with '/'.
+    if args
+        .session
+        .destination
+        .as_deref()
+        .is_some_and(|first| first.starts_with('/'))
+    {
+        if args.input.is_some() {
+            return Err(CliError::Usage(
+                "too many arguments: expected [DESTINATION] OPERATION [INPUT-JSON]".into(),
+            ));
+        }
+        args.input = args.path.take();
+        args.path = args.session.destination.take();
+    }
+    let path = args.path.clone().ok_or_else(|| {
+        CliError::Usage("missing OPERATION (such as /services/list)".into())
+    })?;
+    resolve_destination(&mut args.session)?;
     let input = match args.input.as_deref() {
         None => Value::Null,
         Some("-") => serde_json::from_reader(std::io::stdin().lock()).map_err(|error| {
@@ -26,7 +46,7 @@ pub(crate) async fn run(args: CallArgs) -> Result<(), CliError> {
     let client = Client::connect(transport.as_ref(), options).await?;
     let result = call(
         &client,
-        &args.path,
+        &path,
         input,
         Duration::from_secs(args.timeout),
     )

@@ -7,11 +7,12 @@ use alknet::proxy::{LocalForward, Socks5Server};
 use tracing::info;
 
 use crate::cli::ConnectArgs;
-use crate::commands::session::{connect_options, transport};
+use crate::commands::session::{connect_options, resolve_destination, transport};
 use crate::error::CliError;
 use crate::signals::shutdown_signal;
 
-pub(crate) async fn run(args: ConnectArgs) -> Result<(), CliError> {
+pub(crate) async fn run(mut args: ConnectArgs) -> Result<(), CliError> {
+    resolve_destination(&mut args.session)?;
     let transport = transport(&args.session)?;
     let mut options = connect_options(&args.session)?;
     options.remote_forwards = args.remote_forwards;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alknet::auth::{
-    AuthConfig, AuthorizedKeys, CertificateAuthorities, RevokedKeys, load_private_key,
+    AuthConfig, AuthorizedKeys, CertificateAuthorities, RevokedKeys, load_certificate,
+    load_private_key,
 };
 use alknet::stealth::StealthConfig;
 use alknet::{ListenerSettings, Pem, ServeOptions, Server, bind_listeners};
@@ -42,7 +43,11 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
         println!("endpoint-id: {id}");
     }
     let listeners = bound.listeners;
-    let options = ServeOptions::new(host_key, auth)
+    let mut options = ServeOptions::new(host_key, auth);
+    if let Some(path) = &args.host_certificate {
+        options = options.host_certificate(load_certificate(path.as_path())?)?;
+    }
+    let options = options
         .gateway_ports(args.gateway_ports)
         .proxy(args.proxy.clone())
         .login_grace(Duration::from_secs(args.login_grace_time))

@@ -4,13 +4,62 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use alknet::ConnectOptions;
+use std::path::PathBuf;
+
+use alknet::{ConnectOptions, KnownHostsCheck};
 use alknet::TransportSpec;
 use alknet::auth::{certificate_path, load_certificate, load_private_key};
 use alknet::transport::Transport;
 
 use crate::cli::SessionArgs;
+use crate::destination::{Destination, server_address};
+use crate::listen::TransportName;
 use crate::error::CliError;
+
+/// Folds DESTINATION (`[user@]host[:port]`) and `-p` into `--server`,
+/// `--user` and (for iroh) `--peer`, refusing contradictions.
+pub(crate) fn resolve_destination(args: &mut SessionArgs) -> Result<(), CliError> {
+    if let Some(text) = args.destination.take() {
+        let destination: Destination = text.parse().map_err(CliError::Usage)?;
+        if args.server.is_some() || args.peer.is_some() {
+            return Err(CliError::Usage(format!(
+                "the server is given twice: as {text:?} and with --server/--peer; give one"
+            )));
+        }
+        if let (Some(user), Some(flag)) = (&destination.user, &args.user)
+            && user != flag
+        {
+            return Err(CliError::Usage(format!(
+                "the user is given twice: {user:?} in {text:?} and {flag:?} with -l/--user"
+            )));
+        }
+        args.user = args.user.take().or(destination.user);
+        if matches!(args.transport, TransportName::Iroh) {
+            args.peer = Some(destination.host);
+        } else {
+            let port = match (destination.port, args.port) {
+                (Some(a), Some(b)) if a != b => {
+                    return Err(CliError::Usage(format!(
+                        "the port is given twice: {a} in {text:?} and {b} with -p"
+                    )));
+                }
+                (port, flag) => port.or(flag).unwrap_or(22),
+            };
+            args.server = Some(server_address(&destination.host, port));
+        }
+    } else if let (Some(port), Some(server)) = (args.port, &args.server) {
+        match alknet::transport::split_host_port(server) {
+            Some((_, given)) if given != port => {
+                return Err(CliError::Usage(format!(
+                    "the port is given twice: {given} in --server and {port} with -p"
+                )));
+            }
+            Some(_) => {}
+            None => args.server = Some(server_address(server.trim_matches(['[', ']']), port)),
+        }
+    }
+    Ok(())
+}
 
 /// The transport `--transport`, `--proxy` and the TLS and iroh flags describe.
 pub(crate) fn transport(args: &SessionArgs) -> Result<Arc<dyn Transport>, CliError> {
@@ -47,7 +96,50 @@ pub(crate) fn connect_options(args: &SessionArgs) -> Result<ConnectOptions, CliE
     };
     options.certificate = certificate;
     options.host_key = args.host_key.clone();
+    if options.host_key.is_none() {
+        options.known_hosts = known_hosts(args)?;
+    }
     options.keepalive_interval = Duration::from_secs(args.keepalive_interval);
     options.check()?;
     Ok(options)
+}
+
+/// Where host keys are remembered, for the server the arguments name:
+/// `--known-hosts` alone, or ssh's two files and alknet's own.
+fn known_hosts(args: &SessionArgs) -> Result<Option<KnownHostsCheck>, CliError> {
+    let (host, port) = match (&args.transport, &args.peer, &args.server) {
+        (TransportName::Iroh, Some(peer), _) => (peer.clone(), 22),
+        (_, _, Some(server)) => match alknet::transport::split_host_port(server) {
+            Some((host, port)) => (host.to_owned(), port),
+            None => (server.trim_matches(['[', ']']).to_owned(), 22),
+        },
+        // Nothing to check against: building the transport reports it.
+        _ => return Ok(None),
+    };
+    let mut check = match &args.known_hosts {
+        Some(file) => KnownHostsCheck::new(file.clone(), host, port),
+        None => {
+            let home = std::env::var_os("HOME").filter(|home| !home.is_empty()).ok_or_else(|| {
+                CliError::Usage(
+                    "HOME is not set: pass --known-hosts FILE (or --host-key) to check the \
+                     server's host key"
+                        .into(),
+                )
+            })?;
+            let home = PathBuf::from(home);
+            let config = std::env::var_os("XDG_CONFIG_HOME")
+                .filter(|dir| !dir.is_empty())
+                .map_or_else(|| home.join(".config"), PathBuf::from);
+            let own = config.join("alknet").join("known_hosts");
+            let mut check = KnownHostsCheck::new(own.clone(), host, port);
+            check.files = vec![
+                home.join(".ssh").join("known_hosts"),
+                home.join(".ssh").join("known_hosts2"),
+                own,
+            ];
+            check
+        }
+    };
+    check.strict = args.strict_host_keys;
+    Ok(Some(check))
 }

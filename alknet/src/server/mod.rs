@@ -32,7 +32,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use alknet_auth::{AuthConfig, ConfigReloadHandle, ConnectionLimiter, PrivateKey, fingerprint};
+use alknet_auth::{
+    AuthConfig, Certificate, ConfigReloadHandle, ConnectionLimiter, PrivateKey, fingerprint,
+};
 use alknet_call::{Hub, OperationRegistry};
 use alknet_proxy::Dialer;
 use alknet_transport::{BoxStream, TransportAcceptor, TransportInfo};
@@ -82,6 +84,7 @@ struct ServerInner {
     /// authentication attempts (which russh reads from it).
     config: std::sync::Mutex<Arc<russh::server::Config>>,
     host_key: PrivateKey,
+    host_certificates: Vec<Certificate>,
     keepalive_interval: Duration,
     auth: ConfigReloadHandle,
     login_grace: Duration,
@@ -107,7 +110,11 @@ impl ServerInner {
             keepalive_interval: self.keepalive_interval,
         };
         if current.max_auth_attempts != tuning.russh_max_auth_attempts() {
-            *current = Arc::new(server_config(self.host_key.clone(), &tuning));
+            *current = Arc::new(server_config(
+                self.host_key.clone(),
+                &self.host_certificates,
+                &tuning,
+            ));
         }
         current.clone()
     }
@@ -129,9 +136,11 @@ impl Server {
             inner: Arc::new(ServerInner {
                 config: std::sync::Mutex::new(Arc::new(server_config(
                     options.host_key.clone(),
+                    &options.host_certificates,
                     &tuning,
                 ))),
                 host_key: options.host_key,
+                host_certificates: options.host_certificates,
                 keepalive_interval: options.keepalive_interval,
                 auth: ConfigReloadHandle::new(options.auth),
                 login_grace: options.login_grace,

@@ -6,12 +6,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alknet_auth::{AuthConfig, PrivateKey, fingerprint};
+use alknet_auth::{AuthConfig, Certificate, PrivateKey, fingerprint};
+use russh::keys::ssh_key::certificate::CertType;
 use alknet_call::OperationRegistry;
 use alknet_proxy::UpstreamProxy;
 use alknet_stealth::StealthConfig;
 
 use super::sink::ChannelSink;
+use crate::Error;
 
 /// Channels one session may have open at once, by default. Each can hold
 /// up to `CHANNEL_BUFFER` SSH messages (≈16 MiB) its target has not yet
@@ -39,6 +41,7 @@ pub const DEFAULT_MAX_CHANNELS_PER_SESSION: usize = 1024;
 #[derive(Clone)]
 pub struct ServeOptions {
     pub(crate) host_key: PrivateKey,
+    pub(crate) host_certificates: Vec<Certificate>,
     pub(crate) auth: AuthConfig,
     pub(crate) dial_timeout: Duration,
     pub(crate) login_grace: Duration,
@@ -57,6 +60,7 @@ impl ServeOptions {
     pub fn new(host_key: PrivateKey, auth: impl Into<AuthConfig>) -> Self {
         Self {
             host_key,
+            host_certificates: Vec::new(),
             auth: auth.into(),
             dial_timeout: Duration::from_secs(10),
             login_grace: Duration::from_secs(60),
@@ -69,6 +73,27 @@ impl ServeOptions {
             routes: Vec::new(),
             max_channels_per_session: DEFAULT_MAX_CHANNELS_PER_SESSION,
         }
+    }
+
+    /// Presents `certificate` (an OpenSSH host certificate for the host
+    /// key, made by `ssh-keygen -h`) to clients that ask for one; they
+    /// trust it through an `@cert-authority` line. Refused when it is not
+    /// a host certificate or certifies another key.
+    pub fn host_certificate(mut self, certificate: Certificate) -> Result<Self, Error> {
+        if certificate.cert_type() != CertType::Host {
+            return Err(Error::HostCertificate(
+                "it is a user certificate; sign the host key with `ssh-keygen -h`".into(),
+            ));
+        }
+        if certificate.public_key() != self.host_key.public_key().key_data() {
+            return Err(Error::HostCertificate(format!(
+                "it certifies {}, not the host key {}",
+                fingerprint(&certificate.public_key().clone().into()),
+                fingerprint(self.host_key.public_key())
+            )));
+        }
+        self.host_certificates = vec![certificate];
+        Ok(self)
     }
 
     /// Replaces who may log in and what they may do.
