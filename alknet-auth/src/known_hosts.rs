@@ -170,15 +170,22 @@ impl KnownHosts {
     ) -> HostKeyStatus {
         let key = presented.public_key();
         let ca = match presented {
-            PresentedHostKey::Certificate(cert) => Some(PublicKey::from(cert.signature_key().clone())),
+            PresentedHostKey::Certificate(cert) => {
+                Some(PublicKey::from(cert.signature_key().clone()))
+            }
             PresentedHostKey::Key(_) => None,
         };
-        let for_host = || self.lines.iter().filter(|line| host_matches(&line.patterns, name));
+        let for_host = || {
+            self.lines
+                .iter()
+                .filter(|line| host_matches(&line.patterns, name))
+        };
 
         // A revoked key is refused whatever else the files say.
         if let Some(revoked) = for_host().find(|line| {
             line.marker == Some(Marker::Revoked)
-                && (same_key(&line.key, &key) || ca.as_ref().is_some_and(|ca| same_key(&line.key, ca)))
+                && (same_key(&line.key, &key)
+                    || ca.as_ref().is_some_and(|ca| same_key(&line.key, ca)))
         }) {
             return HostKeyStatus::Revoked(revoked.origin.clone());
         }
@@ -204,9 +211,15 @@ impl KnownHosts {
             }
             first_other.get_or_insert(line);
         }
-        let other = first_other.map_or_else(|| (first, String::new()), |line| {
-            (line.origin.clone(), line.key.fingerprint(HashAlg::Sha256).to_string())
-        });
+        let other = first_other.map_or_else(
+            || (first, String::new()),
+            |line| {
+                (
+                    line.origin.clone(),
+                    line.key.fingerprint(HashAlg::Sha256).to_string(),
+                )
+            },
+        );
         HostKeyStatus::Changed {
             line: other.0,
             known: other.1,
@@ -223,10 +236,9 @@ fn host_certificate_valid(cert: &Certificate, ca: &PublicKey, host: &str, now: u
         && cert
             .validate_at(now, [&ca.fingerprint(HashAlg::Sha256)])
             .is_ok()
-        && cert
-            .valid_principals()
-            .iter()
-            .any(|principal| glob_with_question_mark(&principal.to_ascii_lowercase(), &host.to_ascii_lowercase()))
+        && cert.valid_principals().iter().any(|principal| {
+            glob_with_question_mark(&principal.to_ascii_lowercase(), &host.to_ascii_lowercase())
+        })
 }
 
 /// Whether a line's host field names `name`: a hashed name by HMAC-SHA1,
@@ -292,8 +304,10 @@ pub fn remember_host_key(file: &Path, name: &str, key: &PublicKey) -> Result<(),
 mod tests {
     use super::*;
 
-    const KEY_A: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
-    const KEY_B: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti";
+    const KEY_A: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+    const KEY_B: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti";
 
     fn key(text: &str) -> PublicKey {
         text.parse().unwrap()
@@ -327,9 +341,13 @@ mod tests {
     #[test]
     fn a_known_key_an_unknown_host_and_a_changed_key() {
         let file = format!("# comment\n\n[127.0.0.1]:2222 {KEY_A}\n");
-        assert_eq!(status(&file, "[127.0.0.1]:2222", KEY_A), HostKeyStatus::Known(at(3)));
+        assert_eq!(
+            status(&file, "[127.0.0.1]:2222", KEY_A),
+            HostKeyStatus::Known(at(3))
+        );
         assert_eq!(status(&file, "127.0.0.1", KEY_A), HostKeyStatus::Unknown);
-        let HostKeyStatus::Changed { line, known } = status(&file, "[127.0.0.1]:2222", KEY_B) else {
+        let HostKeyStatus::Changed { line, known } = status(&file, "[127.0.0.1]:2222", KEY_B)
+        else {
             panic!("a different key must be a change");
         };
         assert_eq!(line, at(3));
@@ -339,9 +357,18 @@ mod tests {
     #[test]
     fn patterns_wildcards_and_negation() {
         let file = format!("*.example.com,!bad.example.com,h?st {KEY_A}\n");
-        assert!(matches!(status(&file, "a.example.com", KEY_A), HostKeyStatus::Known(_)));
-        assert!(matches!(status(&file, "HOST", KEY_A), HostKeyStatus::Known(_)));
-        assert_eq!(status(&file, "bad.example.com", KEY_A), HostKeyStatus::Unknown);
+        assert!(matches!(
+            status(&file, "a.example.com", KEY_A),
+            HostKeyStatus::Known(_)
+        ));
+        assert!(matches!(
+            status(&file, "HOST", KEY_A),
+            HostKeyStatus::Known(_)
+        ));
+        assert_eq!(
+            status(&file, "bad.example.com", KEY_A),
+            HostKeyStatus::Unknown
+        );
         assert_eq!(status(&file, "example.com", KEY_A), HostKeyStatus::Unknown);
     }
 
@@ -358,8 +385,14 @@ mod tests {
         }
         .to_string();
         let file = format!("{line} {KEY_A}\n");
-        assert!(matches!(status(&file, "[127.0.0.1]:2222", KEY_A), HostKeyStatus::Known(_)));
-        assert_eq!(status(&file, "[127.0.0.1]:2223", KEY_A), HostKeyStatus::Unknown);
+        assert!(matches!(
+            status(&file, "[127.0.0.1]:2222", KEY_A),
+            HostKeyStatus::Known(_)
+        ));
+        assert_eq!(
+            status(&file, "[127.0.0.1]:2223", KEY_A),
+            HostKeyStatus::Unknown
+        );
     }
 
     #[test]
@@ -393,7 +426,10 @@ mod tests {
             trusted.check(host, host, PresentedHostKey::Certificate(cert), now)
         };
         let good = host_certificate(&ca, "a.example.com", CertType::Host);
-        assert_eq!(check(&good, "a.example.com", 1_500), HostKeyStatus::Certified(at(1)));
+        assert_eq!(
+            check(&good, "a.example.com", 1_500),
+            HostKeyStatus::Certified(at(1))
+        );
         // Another host the authority covers, but not a principal: the
         // certified key itself is unknown there.
         assert_eq!(check(&good, "b.example.com", 1_500), HostKeyStatus::Unknown);
@@ -404,11 +440,19 @@ mod tests {
         // Another authority's certificate.
         let other = crate::generate_ed25519("other").unwrap();
         let forged = host_certificate(&other, "a.example.com", CertType::Host);
-        assert_eq!(check(&forged, "a.example.com", 1_500), HostKeyStatus::Unknown);
+        assert_eq!(
+            check(&forged, "a.example.com", 1_500),
+            HostKeyStatus::Unknown
+        );
         // A revoked authority.
         let revoked = known(&format!("{file}@revoked * {ca_line}\n"));
         assert_eq!(
-            revoked.check("a.example.com", "a.example.com", PresentedHostKey::Certificate(&good), 1_500),
+            revoked.check(
+                "a.example.com",
+                "a.example.com",
+                PresentedHostKey::Certificate(&good),
+                1_500
+            ),
             HostKeyStatus::Revoked(at(2))
         );
     }
@@ -434,13 +478,24 @@ mod tests {
         let known = KnownHosts::load(&[dir.path().join("missing"), file.clone()]).unwrap();
         let presented = key(KEY_A);
         assert_eq!(
-            known.check("[127.0.0.1]:2222", "127.0.0.1", PresentedHostKey::Key(&presented), 0),
-            HostKeyStatus::Known(KnownHostsLine { file: file.clone(), line: 1 })
+            known.check(
+                "[127.0.0.1]:2222",
+                "127.0.0.1",
+                PresentedHostKey::Key(&presented),
+                0
+            ),
+            HostKeyStatus::Known(KnownHostsLine {
+                file: file.clone(),
+                line: 1
+            })
         );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;
-            assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
             let parent = fs::metadata(file.parent().unwrap()).unwrap();
             assert_eq!(parent.permissions().mode() & 0o777, 0o700);
         }

@@ -90,7 +90,8 @@ pub use keys::{
     load_public_key, public_key_path, write_key_pair, write_key_pair_encrypted,
 };
 pub use known_hosts::{
-    HostKeyStatus, KnownHosts, KnownHostsLine, PresentedHostKey, known_hosts_name, remember_host_key,
+    HostKeyStatus, KnownHosts, KnownHostsLine, PresentedHostKey, known_hosts_name,
+    remember_host_key,
 };
 pub use limits::{ConnectionLimiter, ConnectionPermit, LimitRefusal, PeerKey, StartupLimits};
 pub use login::{LoginRefusal, MAX_USER_NAME_BYTES, user_for_log};

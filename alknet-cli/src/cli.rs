@@ -280,7 +280,12 @@ pub(crate) struct ConnectArgs {
     /// Where to offer SOCKS5 (domain names are resolved by the server):
     /// `[bind:]port` as ssh -D (bind defaults to 127.0.0.1), or `none` for
     /// a client that only forwards (-L, -R).
-    #[arg(long, short = 'D', value_name = "[BIND:]PORT|none", default_value = "127.0.0.1:1080")]
+    #[arg(
+        long,
+        short = 'D',
+        value_name = "[BIND:]PORT|none",
+        default_value = "127.0.0.1:1080"
+    )]
     pub(crate) socks5: SocksListen,
 
     /// Forward a local port through the tunnel, as `ssh -L`:

@@ -125,11 +125,16 @@ mod tests {
     fn destinations_read_as_ssh_writes_them() {
         assert_eq!("h".parse(), Ok(dest(None, "h", None)));
         assert_eq!("me@h:2222".parse(), Ok(dest(Some("me"), "h", Some(2222))));
-        assert_eq!("me@127.0.0.1".parse(), Ok(dest(Some("me"), "127.0.0.1", None)));
+        assert_eq!(
+            "me@127.0.0.1".parse(),
+            Ok(dest(Some("me"), "127.0.0.1", None))
+        );
         assert_eq!("[::1]:2222".parse(), Ok(dest(None, "::1", Some(2222))));
         assert_eq!("u@::1".parse(), Ok(dest(Some("u"), "::1", None)));
         assert_eq!("a@b@h".parse(), Ok(dest(Some("a@b"), "h", None)));
-        for bad in ["", "@h", "h:port", "h:0", "[::1", "[::1]x", "h:70000", "a b"] {
+        for bad in [
+            "", "@h", "h:port", "h:0", "[::1", "[::1]x", "h:70000", "a b",
+        ] {
             assert!(bad.parse::<Destination>().is_err(), "{bad:?} accepted");
         }
         assert_eq!(server_address("::1", 22), "[::1]:22");
@@ -140,10 +145,16 @@ mod tests {
     fn socks_binds_read_as_ssh_dash_d() {
         let at = |text: &str| text.parse::<SocksListen>().map(|listen| listen.0);
         assert_eq!(at("1080"), Ok(Some("127.0.0.1:1080".parse().unwrap())));
-        assert_eq!(at("localhost:1080"), Ok(Some("127.0.0.1:1080".parse().unwrap())));
+        assert_eq!(
+            at("localhost:1080"),
+            Ok(Some("127.0.0.1:1080".parse().unwrap()))
+        );
         assert_eq!(at("*:1080"), Ok(Some("0.0.0.0:1080".parse().unwrap())));
         assert_eq!(at("[::1]:1080"), Ok(Some("[::1]:1080".parse().unwrap())));
-        assert_eq!(at("10.0.0.1:1080"), Ok(Some("10.0.0.1:1080".parse().unwrap())));
+        assert_eq!(
+            at("10.0.0.1:1080"),
+            Ok(Some("10.0.0.1:1080".parse().unwrap()))
+        );
         assert_eq!(at("NONE"), Ok(None));
         for bad in ["nowhere", "host.example:1080", "1080x", ":"] {
             assert!(at(bad).is_err(), "{bad:?} accepted");

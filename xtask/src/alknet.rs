@@ -23,7 +23,7 @@ fn field(line: &str, name: &str) -> Option<String> {
 }
 
 /// An `alknet` command with the test environment applied.
-pub(crate) fn alknet_command(profile: Profile) -> Result<Command> {
+pub fn alknet_command(profile: Profile) -> Result<Command> {
     let mut command = Command::new(alknet_binary(profile)?);
     match profile {
         Profile::Dev => command.env("RUST_LOG", TEST_LOG_FILTER),
@@ -250,6 +250,15 @@ impl AlknetServer {
         self.endpoint_id = endpoint_id_of(&process);
         self.process = process;
         Ok(())
+    }
+
+    /// Kills the server and starts it again on the same port with the
+    /// same keys and `extra_args` added.
+    pub fn restart_with_args(&mut self, extra_args: &[&str]) -> Result<()> {
+        self.launch
+            .extra_args
+            .extend(extra_args.iter().map(|arg| (*arg).to_owned()));
+        self.kill_and_restart()
     }
 
     /// The log of the current server process so far.

@@ -29,9 +29,10 @@ pub(crate) async fn run(mut args: CallArgs) -> Result<(), CliError> {
         args.input = args.path.take();
         args.path = args.session.destination.take();
     }
-    let path = args.path.clone().ok_or_else(|| {
-        CliError::Usage("missing OPERATION (such as /services/list)".into())
-    })?;
+    let path = args
+        .path
+        .clone()
+        .ok_or_else(|| CliError::Usage("missing OPERATION (such as /services/list)".into()))?;
     resolve_destination(&mut args.session)?;
     let input = match args.input.as_deref() {
         None => Value::Null,
@@ -44,13 +45,7 @@ pub(crate) async fn run(mut args: CallArgs) -> Result<(), CliError> {
     let transport = transport(&args.session)?;
     let options = connect_options(&args.session)?;
     let client = Client::connect(transport.as_ref(), options).await?;
-    let result = call(
-        &client,
-        &path,
-        input,
-        Duration::from_secs(args.timeout),
-    )
-    .await;
+    let result = call(&client, &path, input, Duration::from_secs(args.timeout)).await;
     client.disconnect().await;
     transport.close().await;
     result

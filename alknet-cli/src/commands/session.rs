@@ -6,15 +6,15 @@ use std::time::Duration;
 
 use std::path::PathBuf;
 
-use alknet::{ConnectOptions, KnownHostsCheck};
 use alknet::TransportSpec;
 use alknet::auth::{certificate_path, load_certificate, load_private_key};
 use alknet::transport::Transport;
+use alknet::{ConnectOptions, KnownHostsCheck};
 
 use crate::cli::SessionArgs;
 use crate::destination::{Destination, server_address};
-use crate::listen::TransportName;
 use crate::error::CliError;
+use crate::listen::TransportName;
 
 /// Folds DESTINATION (`[user@]host[:port]`) and `-p` into `--server`,
 /// `--user` and (for iroh) `--peer`, refusing contradictions.
@@ -119,13 +119,15 @@ fn known_hosts(args: &SessionArgs) -> Result<Option<KnownHostsCheck>, CliError> 
     let mut check = match &args.known_hosts {
         Some(file) => KnownHostsCheck::new(file.clone(), host, port),
         None => {
-            let home = std::env::var_os("HOME").filter(|home| !home.is_empty()).ok_or_else(|| {
-                CliError::Usage(
-                    "HOME is not set: pass --known-hosts FILE (or --host-key) to check the \
+            let home = std::env::var_os("HOME")
+                .filter(|home| !home.is_empty())
+                .ok_or_else(|| {
+                    CliError::Usage(
+                        "HOME is not set: pass --known-hosts FILE (or --host-key) to check the \
                      server's host key"
-                        .into(),
-                )
-            })?;
+                            .into(),
+                    )
+                })?;
             let home = PathBuf::from(home);
             let config = std::env::var_os("XDG_CONFIG_HOME")
                 .filter(|dir| !dir.is_empty())

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alknet_auth::{AuthConfig, Certificate, PrivateKey, fingerprint};
-use russh::keys::ssh_key::certificate::CertType;
 use alknet_call::OperationRegistry;
 use alknet_proxy::UpstreamProxy;
 use alknet_stealth::StealthConfig;
+use russh::keys::ssh_key::certificate::CertType;
 
 use super::sink::ChannelSink;
 use crate::Error;

@@ -10,6 +10,7 @@ mod cli;
 mod forwards;
 mod interop;
 mod iroh;
+mod known_hosts;
 mod limits;
 mod policy;
 mod proxies;
