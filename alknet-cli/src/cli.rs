@@ -41,6 +41,11 @@ pub(crate) enum Command {
     /// Run a server and a client in this process on loopback, with fresh
     /// keys, to try alknet out.
     Demo(DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Write the man pages: alknet(1) to standard output, or every page
+    /// (alknet-serve(1), …) into --dir.
+    Man(ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -355,6 +360,21 @@ pub(crate) struct DemoArgs {
     /// Where to offer SOCKS5.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:1080")]
     pub(crate) socks5: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_name = "SHELL")]
+    pub(crate) shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ManArgs {
+    /// Write alknet.1 and one page per subcommand (alknet-serve.1, …) into
+    /// this directory instead.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The `alknet` command: `serve`, `connect`, `call`, `keygen`, `token` and `demo`.
+//! The `alknet` command: `serve`, `connect`, `call`, `keygen`, `token`,
+//! `demo`, and `completions` and `man` for installing it.
 //!
 //! Everything here is argument handling and wiring; the tunnel itself lives
 //! in the `alknet` library crate.
@@ -35,6 +36,8 @@ fn main() -> ExitCode {
         Command::Keygen(args) => commands::keygen::run(args),
         Command::Token(args) => commands::token::run(args),
         Command::Demo(args) => block_on(commands::demo::run(args)),
+        Command::Completions(args) => commands::completions::run(&args),
+        Command::Man(args) => commands::man::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

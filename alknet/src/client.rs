@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::channel_failure::open_error_for;
+use crate::error::ChangedHostKey;
 use crate::flow::{Backlog, GatedStream, TunnelStream, WriteBehind};
 use crate::remote_forward::{RemoteForwardPort, RemoteForwardTable};
 use crate::tuning::client_config;
@@ -132,13 +133,15 @@ impl KnownHostsCheck {
                 );
                 Ok(())
             }
-            HostKeyStatus::Changed { line, known } => Err(Error::HostKeyChanged {
-                name,
-                file: line.file.display().to_string(),
-                line: line.to_string(),
-                known,
-                actual: actual.to_owned(),
-            }),
+            HostKeyStatus::Changed { line, known } => {
+                Err(Error::HostKeyChanged(Box::new(ChangedHostKey {
+                    name,
+                    file: line.file.display().to_string(),
+                    line: line.to_string(),
+                    known,
+                    actual: actual.to_owned(),
+                })))
+            }
             HostKeyStatus::Revoked(line) => Err(Error::HostKeyRevoked {
                 name,
                 line: line.to_string(),

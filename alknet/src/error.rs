@@ -37,20 +37,10 @@ pub enum Error {
         "REMOTE HOST IDENTIFICATION HAS CHANGED: the host key of {name} is now {actual}, but \
          {line} records {known}. Someone could be eavesdropping on you right now \
          (man-in-the-middle attack), or the host key has just been changed. If the change is \
-         expected, remove the old key with `ssh-keygen -R '{name}' -f {file}` and connect again"
+         expected, remove the old key with `ssh-keygen -R '{name}' -f {file}` and connect again",
+        name = .0.name, actual = .0.actual, line = .0.line, known = .0.known, file = .0.file
     )]
-    HostKeyChanged {
-        /// The name the server is recorded under.
-        name: String,
-        /// The file and line with the old key.
-        line: String,
-        /// The file alone (for the command to fix it).
-        file: String,
-        /// The old key's fingerprint.
-        known: String,
-        /// The key the server presented.
-        actual: String,
-    },
+    HostKeyChanged(Box<ChangedHostKey>),
 
     /// A `@revoked` line in known_hosts matches the server's key.
     #[error("the host key {actual} of {name} is revoked by {line}; refusing to connect")]
@@ -150,4 +140,20 @@ pub enum Error {
     /// A runtime or thread for serving could not be started.
     #[error("cannot start a server thread: {0}")]
     Runtime(#[source] std::io::Error),
+}
+
+/// What [`Error::HostKeyChanged`] reports.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ChangedHostKey {
+    /// The name the server is recorded under.
+    pub name: String,
+    /// The file and line with the old key (`path:line`).
+    pub line: String,
+    /// The file alone (for the command that fixes it).
+    pub file: String,
+    /// The old key's fingerprint.
+    pub known: String,
+    /// The key the server presented.
+    pub actual: String,
 }

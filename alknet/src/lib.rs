@@ -107,7 +107,7 @@ pub use alknet_transport as transport;
 
 pub use client::{Client, ConnectOptions, KnownHostsCheck};
 pub use control::{CONTROL_HOST, CONTROL_PORT};
-pub use error::Error;
+pub use error::{ChangedHostKey, Error};
 pub use listen::{
     BoundListeners, ListenSpec, ListenerSettings, Pem, TransportChoice, bind_listeners,
 };

@@ -147,7 +147,7 @@ fn is_permanent(error: &Error) -> bool {
         Error::AuthRejected { .. }
             | Error::CertificateRejected { .. }
             | Error::HostKeyMismatch { .. }
-            | Error::HostKeyChanged { .. }
+            | Error::HostKeyChanged(_)
             | Error::HostKeyRevoked { .. }
             | Error::HostKeyUnknown { .. }
             | Error::HostKeyChangedSinceStart { .. }

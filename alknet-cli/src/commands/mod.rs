@@ -1,9 +1,11 @@
 //! One module per subcommand, and what the client-side ones share.
 
 pub(crate) mod call;
+pub(crate) mod completions;
 pub(crate) mod connect;
 pub(crate) mod demo;
 pub(crate) mod keygen;
+pub(crate) mod man;
 pub(crate) mod serve;
 pub(crate) mod session;
 pub(crate) mod token;

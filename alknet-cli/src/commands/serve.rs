@@ -37,12 +37,12 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
         let certificates = alknet::acme::AcmeCertificates::start(config).await?;
         settings.tls_resolver = Some(certificates.resolver());
     }
-    let bound = bind_listeners(&args.listen, &settings, &host_key).await?;
+    let mut bound = bind_listeners(&args.listen, &settings, &host_key).await?;
     if let Some(id) = &bound.endpoint_id {
         // On stdout, for scripts.
         println!("endpoint-id: {id}");
     }
-    let listeners = bound.listeners;
+    let listeners = std::mem::take(&mut bound.listeners);
     let mut options = ServeOptions::new(host_key, auth);
     if let Some(path) = &args.host_certificate {
         options = options.host_certificate(load_certificate(path.as_path())?)?;
@@ -66,6 +66,18 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
         listeners = listeners.len(),
         "alknet server ready"
     );
+    let this_host = whoami::fallible::hostname().unwrap_or_else(|_| "HOST".into());
+    for (acceptor, _) in &listeners {
+        let listener = acceptor.describe();
+        if let Some(line) = client_line(
+            &listener,
+            bound.endpoint_id.as_deref(),
+            &server.host_key_fingerprint(),
+            &this_host,
+        ) {
+            info!("to connect: {line}");
+        }
+    }
     server.serve_on_every_core(listeners, shutdown).await?;
     info!("server stopped");
     Ok(())
@@ -159,4 +171,69 @@ fn load_authorized_keys(path: &Path, only_way_in: bool) -> Result<AuthorizedKeys
         });
     }
     Ok(authorized_keys)
+}
+
+/// The `alknet connect` line for a client of `listener` (as the server
+/// describes it: `tcp://127.0.0.1:2222`), with the host key pinned. An
+/// address of every interface is replaced by this machine's name.
+fn client_line(
+    listener: &str,
+    endpoint_id: Option<&str>,
+    fingerprint: &str,
+    this_host: &str,
+) -> Option<String> {
+    let (scheme, addr) = listener.split_once("://")?;
+    let destination = match scheme {
+        "iroh" => return endpoint_id.map(|id| {
+            format!("alknet connect --transport iroh --peer {id} --host-key {fingerprint} -i ~/.ssh/id_ed25519")
+        }),
+        "tcp" | "tls" => {
+            let addr: std::net::SocketAddr = addr.parse().ok()?;
+            match addr.ip() {
+                ip if ip.is_unspecified() => format!("{this_host}:{}", addr.port()),
+                std::net::IpAddr::V6(ip) => format!("[{ip}]:{}", addr.port()),
+                std::net::IpAddr::V4(ip) => format!("{ip}:{}", addr.port()),
+            }
+        }
+        _ => return None,
+    };
+    let transport = if scheme == "tls" {
+        " --transport tls"
+    } else {
+        ""
+    };
+    Some(format!(
+        "alknet connect {destination}{transport} --host-key {fingerprint} -i ~/.ssh/id_ed25519"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_line;
+
+    #[test]
+    fn the_client_line_is_ready_to_paste() {
+        let fp = "SHA256:abc";
+        assert_eq!(
+            client_line("tcp://127.0.0.1:2222", None, fp, "box").as_deref(),
+            Some("alknet connect 127.0.0.1:2222 --host-key SHA256:abc -i ~/.ssh/id_ed25519")
+        );
+        assert_eq!(
+            client_line("tls://0.0.0.0:443", None, fp, "box").as_deref(),
+            Some(
+                "alknet connect box:443 --transport tls --host-key SHA256:abc -i ~/.ssh/id_ed25519"
+            )
+        );
+        assert_eq!(
+            client_line("tcp://[::1]:22", None, fp, "box").as_deref(),
+            Some("alknet connect [::1]:22 --host-key SHA256:abc -i ~/.ssh/id_ed25519")
+        );
+        assert_eq!(
+            client_line("iroh://0.0.0.0:0", Some("ID"), fp, "box").as_deref(),
+            Some(
+                "alknet connect --transport iroh --peer ID --host-key SHA256:abc -i ~/.ssh/id_ed25519"
+            )
+        );
+        assert_eq!(client_line("what", None, fp, "box"), None);
+    }
 }

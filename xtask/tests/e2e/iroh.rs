@@ -229,3 +229,39 @@ fn relay_traffic_goes_through_an_http_proxy() {
     );
     drop(relay);
 }
+
+#[test]
+fn an_iroh_server_is_remembered_under_its_endpoint_id() {
+    let dir = Workdir::new().unwrap();
+    let port = free_udp_port().unwrap();
+    let server = iroh_server(&dir, port);
+    let known_hosts = dir.join("kh");
+    let client = AlknetClient::start_to(
+        &dir,
+        Profile::Dev,
+        &as_strs(&server_peer_args(&server, port)),
+        &server.user_key,
+        &["--known-hosts", known_hosts.to_str().unwrap()],
+    )
+    .unwrap();
+    drop(client);
+    let recorded = std::fs::read_to_string(&known_hosts).unwrap();
+    let id = server.endpoint_id.as_deref().unwrap();
+    assert!(
+        recorded.starts_with(&format!("{id} ssh-ed25519 ")),
+        "{recorded}"
+    );
+    // The second contact is checked against it, strictly.
+    AlknetClient::start_to(
+        &dir,
+        Profile::Dev,
+        &as_strs(&server_peer_args(&server, port)),
+        &server.user_key,
+        &[
+            "--known-hosts",
+            known_hosts.to_str().unwrap(),
+            "--strict-host-keys",
+        ],
+    )
+    .unwrap();
+}

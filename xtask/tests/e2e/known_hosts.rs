@@ -192,7 +192,11 @@ fn a_host_certificate_is_trusted_through_a_cert_authority_line() {
         .unwrap();
     let ca_pub = std::fs::read_to_string(dir.join("host_ca.pub")).unwrap();
     let known_hosts = dir.join("kh");
-    std::fs::write(&known_hosts, format!("@cert-authority [127.0.0.1]:* {ca_pub}")).unwrap();
+    std::fs::write(
+        &known_hosts,
+        format!("@cert-authority [127.0.0.1]:* {ca_pub}"),
+    )
+    .unwrap();
     let kh = known_hosts.to_str().unwrap();
 
     let client = AlknetClient::start(
