@@ -23,6 +23,7 @@
 mod alknet;
 mod cargo;
 mod certs;
+mod delay_proxy;
 mod error;
 mod http_target;
 mod pebble;
@@ -39,6 +40,7 @@ pub use alknet::{
 };
 pub use cargo::{Profile, alknet_binary, call_bench_binary, example_binary};
 pub use certs::{TlsFiles, ca_signed_server_cert, self_signed_cert};
+pub use delay_proxy::DelayProxy;
 pub use error::XtaskError;
 pub use http_target::HttpTarget;
 pub use pebble::{Pebble, PebblePorts};

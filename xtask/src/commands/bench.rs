@@ -3,8 +3,10 @@
 //!
 //! Options: `--size-mib N` (bulk transfer, default 1024), `--runs N`
 //! (throughput runs per tunnel, best counted, default 3), `--connections N`
-//! (latency samples per tunnel, default 1000). Then the call protocol:
-//! calls per second and latency over one control channel.
+//! (latency samples per tunnel, default 1000), `--wan-mib N` (the
+//! long-distance download, default 256), `--wan-only`. Then the call
+//! protocol: calls per second and latency over one control channel; and a
+//! long-distance link (a delay proxy between client and server).
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -13,15 +15,18 @@ use std::time::{Duration, Instant};
 
 use xtask::BoundedOutput as _;
 use xtask::{
-    AlknetClient, AlknetServer, HttpTarget, Profile, Result, SshDynamicForward, Sshd, Workdir,
-    XtaskError, call_bench_binary, current_user, free_udp_port, iroh_peer_args, require_tool,
-    socks5_connect,
+    AlknetClient, AlknetServer, DelayProxy, HttpTarget, Profile, Result, SshDynamicForward, Sshd,
+    Workdir, XtaskError, call_bench_binary, current_user, free_udp_port, iroh_peer_args,
+    require_tool, socks5_connect,
 };
 
 struct Settings {
     size_mib: u64,
     runs: usize,
     connections: usize,
+    wan_mib: u64,
+    /// Only the long-distance rows (`--wan-only`).
+    wan_only: bool,
 }
 
 impl Settings {
@@ -30,9 +35,15 @@ impl Settings {
             size_mib: 1024,
             runs: 3,
             connections: 1000,
+            wan_mib: 256,
+            wan_only: false,
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
+            if flag == "--wan-only" {
+                settings.wan_only = true;
+                continue;
+            }
             let value = args
                 .next()
                 .and_then(|v| v.parse::<u64>().ok())
@@ -40,6 +51,7 @@ impl Settings {
             match flag.as_str() {
                 "--size-mib" => settings.size_mib = value.max(1),
                 "--runs" => settings.runs = usize::try_from(value.max(1)).unwrap_or(1),
+                "--wan-mib" => settings.wan_mib = value.max(1),
                 "--connections" => {
                     settings.connections = usize::try_from(value.max(10)).unwrap_or(10)
                 }
@@ -125,6 +137,10 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
         &["-c", "aes128-gcm@openssh.com"],
     )?;
 
+    if settings.wan_only {
+        long_distance(&dir, &server, &sshd, &user, target.addr(), settings.wan_mib)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let tunnels = [
         Tunnel {
             name: "alknet",
@@ -213,6 +229,7 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
     }
 
     call_protocol(&server)?;
+    let wan = long_distance(&dir, &server, &sshd, &user, target.addr(), settings.wan_mib)?;
     let duplex = node_duplex(&server, target.addr(), bytes, settings.runs)?;
 
     let best_openssh = speeds[1].max(speeds[2]);
@@ -240,6 +257,12 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
             "  latency p50 / p99 vs {name:<15} {:.2}× / {:.2}×   (aim: ≤ 1.0)",
             ms(latencies[0].0) / ms(latencies[index].0),
             ms(latencies[0].1) / ms(latencies[index].1)
+        );
+    }
+    for (rtt, alknet, openssh) in wan {
+        println!(
+            "  {rtt} ms round trip vs aes128-gcm   {:.2}× throughput   (aim: ≥ 8)",
+            alknet / openssh
         );
     }
     if let Some(duplex) = duplex {
@@ -304,6 +327,55 @@ fn node_duplex(
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
+
+/// One download of `mib` through alknet and through OpenSSH (aes128-gcm)
+/// with a delay proxy between client and server, at 50 and 100 ms round
+/// trip; returns (rtt ms, alknet B/s, OpenSSH B/s) per delay.
+fn long_distance(
+    dir: &Workdir,
+    server: &AlknetServer,
+    sshd: &Sshd,
+    user: &str,
+    target: SocketAddr,
+    mib: u64,
+) -> Result<Vec<(u64, f64, f64)>> {
+    println!("\nlong-distance link: {mib} MiB through a userspace delay proxy (client ↔ server)");
+    let mut rows = Vec::new();
+    for rtt_ms in [50u64, 100] {
+        let one_way = Duration::from_millis(rtt_ms / 2);
+        let alknet_link =
+            DelayProxy::start(SocketAddr::from(([127, 0, 0, 1], server.port)), one_way)?;
+        let openssh_link =
+            DelayProxy::start(SocketAddr::from(([127, 0, 0, 1], sshd.port)), one_way)?;
+        let client = AlknetClient::start_with(
+            dir,
+            Profile::Release,
+            alknet_link.addr().port(),
+            &server.user_key,
+            &["--host-key", &server.fingerprint],
+        )?;
+        let ssh = SshDynamicForward::start(
+            dir,
+            "ssh-aes128-gcm-wan",
+            openssh_link.addr().port(),
+            user,
+            &server.user_key,
+            None,
+            &["-c", "aes128-gcm@openssh.com"],
+        )?;
+        let bytes = mib * 1024 * 1024;
+        let alknet = curl_speed(Some(client.socks_addr), target, bytes)?;
+        let openssh = curl_speed(Some(ssh.socks_addr), target, bytes)?;
+        println!(
+            "  {rtt_ms:>3} ms RTT   alknet {:>7.1} MiB/s   OpenSSH aes128-gcm {:>7.1} MiB/s   {:.2}×",
+            alknet / MIB,
+            openssh / MIB,
+            alknet / openssh
+        );
+        rows.push((rtt_ms, alknet, openssh));
+    }
+    Ok(rows)
+}
 
 /// Calls over one control channel to the release server: sequential, then
 /// 64 in flight (the facade's `call_bench` example does the calling).
