@@ -107,16 +107,31 @@ impl fmt::Display for ForwardSpec {
     }
 }
 
-/// Splits on ':' outside brackets, removing the brackets.
+/// Splits on ':' outside brackets, removing the brackets. A bracketed
+/// field is a whole field, and one with a ':' inside must be an IPv6
+/// address (so that it prints back the way it was read).
 fn split_fields(text: &str) -> Result<Vec<String>, String> {
     let mut fields = Vec::new();
     let mut current = String::new();
     let mut in_brackets = false;
+    let mut closed = false;
     for c in text.chars() {
         match c {
+            ':' if !in_brackets => {
+                fields.push(std::mem::take(&mut current));
+                closed = false;
+            }
+            _ if closed => return Err("unexpected text after ']'".to_owned()),
             '[' if !in_brackets && current.is_empty() => in_brackets = true,
-            ']' if in_brackets => in_brackets = false,
-            ':' if !in_brackets => fields.push(std::mem::take(&mut current)),
+            ']' if in_brackets => {
+                if current.contains(':') && current.parse::<std::net::Ipv6Addr>().is_err() {
+                    return Err(format!("[{current}] is not an IPv6 address"));
+                }
+                in_brackets = false;
+                closed = true;
+            }
+            // A '/' only starts a socket path (split off before).
+            '[' | ']' | '/' => return Err(format!("unexpected '{c}'")),
             other => current.push(other),
         }
     }
@@ -190,6 +205,13 @@ mod tests {
             ("80::80", "host is empty"),
             ("[::1:80:h:80", "unclosed"),
             ("", "expected [bind:]port"),
+            // Found by the forward_spec fuzz target: it read as a host
+            // "::1]" that printed back as something else.
+            ("0:[::]1]:22", "after ']'"),
+            ("0:[a:b]:22", "not an IPv6 address"),
+            ("0:h]:22", "unexpected ']'"),
+            // Also found by fuzzing: a host "/D0" printed as a socket path.
+            ("1:[/D0]:5", "unexpected '/'"),
         ] {
             let error = spec.parse::<ForwardSpec>().unwrap_err().to_string();
             assert!(error.contains(expected), "{spec:?}: {error}");

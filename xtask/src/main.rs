@@ -5,6 +5,7 @@
 //!   OpenSSH, then a `N passed, N failed` summary.
 //! - `cargo xtask bench`: throughput and latency of alknet against OpenSSH,
 //!   measured in the same run on loopback, reported as ratios.
+//! - `cargo xtask fuzz [--seconds N] [TARGET]`: the cargo-fuzz targets.
 
 #![forbid(unsafe_code)]
 
@@ -16,13 +17,15 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   test     run every test (unit, integration, end-to-end) and print a summary
-  bench    compare alknet with OpenSSH: bulk throughput and connect latency";
+  bench    compare alknet with OpenSSH: bulk throughput and connect latency
+  fuzz     run the cargo-fuzz targets in fuzz/ ([--seconds N] [TARGET])";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => commands::test::run(&args[1..]),
         Some("bench") => commands::bench::run(&args[1..]),
+        Some("fuzz") => commands::fuzz::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

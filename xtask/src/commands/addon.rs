@@ -47,7 +47,7 @@ pub(crate) fn build(release: bool) -> Result<PathBuf> {
     for tool in ["node", "npm"] {
         require_tool(tool)?;
     }
-    let addon = workspace_root().join("alknet-napi");
+    let addon = super::workspace_root().join("alknet-napi");
     if !addon.join("node_modules/@napi-rs/cli").is_dir() {
         println!("installing the addon's npm dev dependencies (npm ci)…");
         status(
@@ -123,15 +123,6 @@ fn status(command: &mut Command, what: &str) -> Result<()> {
     } else {
         Err(XtaskError::Failed(format!("{what} failed ({exit})")))
     }
-}
-
-fn workspace_root() -> PathBuf {
-    // At run time first: the build cache may be shared between clones.
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
-        .parent()
-        .expect("xtask lives inside the workspace")
-        .to_path_buf()
 }
 
 #[cfg(test)]

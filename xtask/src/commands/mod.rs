@@ -2,6 +2,7 @@
 
 pub(crate) mod addon;
 pub(crate) mod bench;
+pub(crate) mod fuzz;
 pub(crate) mod test;
 
 /// Prints each line of `child`'s (piped) stdout as it comes and hands it
@@ -17,4 +18,17 @@ fn echo_lines(child: &mut std::process::Child, mut each: impl FnMut(&str)) {
             each(&line);
         }
     }
+}
+
+/// The workspace's root directory.
+pub(crate) fn workspace_root() -> std::path::PathBuf {
+    // At run time first: the build cache may be shared between clones.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(
+            || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            std::path::PathBuf::from,
+        )
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
 }

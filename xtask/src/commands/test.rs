@@ -1,6 +1,6 @@
-//! `cargo xtask test`: build the binary once, run `cargo test --workspace`
-//! and then the Node addon's `node --test` suite with `ALKNET_BIN` pointing
-//! at it, and total up the results.
+//! `cargo xtask test`: build the binary once, run `cargo test --workspace`,
+//! then the Node addon's `node --test` suite with `ALKNET_BIN` pointing at
+//! it, then every fuzz target for a few seconds, and total up the results.
 
 use std::process::{Command, ExitCode, Stdio};
 
@@ -28,6 +28,10 @@ pub(crate) fn run(extra_args: &[String]) -> Result<ExitCode> {
         totals.passed += node.passed;
         totals.failed += node.failed;
         totals.ignored += node.skipped;
+        // Every fuzz target briefly, from its seeds: each counts as a test.
+        let fuzzed = super::fuzz::fuzz(None, super::fuzz::SMOKE_SECONDS)?;
+        totals.passed += fuzzed.passed;
+        totals.failed += fuzzed.failed;
     }
     println!();
     println!(

@@ -1,4 +1,4 @@
-//! `cargo +nightly fuzz run decode` (from alknet-call/): arbitrary bytes
+//! `cargo xtask fuzz envelope_decode`: arbitrary bytes
 //! into the frame decoder must never panic, hang or allocate more than
 //! the frame limit, and whatever decodes must encode back to a frame that
 //! decodes to the same envelope.
@@ -14,7 +14,12 @@ fuzz_target!(|data: &[u8]| {
     let mut input = BytesMut::from(data);
     while let Ok(Some(envelope)) = codec.decode(&mut input) {
         let mut again = BytesMut::new();
-        codec.encode(&envelope, &mut again).expect("a decoded envelope re-encodes");
-        assert_eq!(codec.decode(&mut again).expect("re-decodes"), Some(envelope));
+        codec
+            .encode(&envelope, &mut again)
+            .expect("a decoded envelope re-encodes");
+        assert_eq!(
+            codec.decode(&mut again).expect("re-decodes"),
+            Some(envelope)
+        );
     }
 });
