@@ -16,7 +16,17 @@ use std::process::{Command, ExitCode, Stdio};
 use xtask::{Result, XtaskError};
 
 /// Seconds per target in `cargo xtask test`.
-pub(crate) const SMOKE_SECONDS: u64 = 8;
+pub(crate) const SMOKE_SECONDS: u64 = 5;
+
+/// How the targets are compiled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Build {
+    /// Optimised, for real fuzzing sessions.
+    Release,
+    /// Unoptimised: half the cold build time (3.7 against 6.9 minutes on
+    /// two cores), for the short runs of `cargo xtask test`.
+    Quick,
+}
 
 /// What a run of several targets came to.
 #[derive(Debug, Default)]
@@ -42,7 +52,7 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
             other => return Err(XtaskError::Failed(format!("unknown fuzz option {other}"))),
         }
     }
-    let outcome = fuzz(only.as_deref(), seconds)?;
+    let outcome = fuzz(only.as_deref(), seconds, Build::Release)?;
     println!(
         "\nfuzz: {} passed, {} failed",
         outcome.passed, outcome.failed
@@ -55,7 +65,7 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
 }
 
 /// Runs `only` (or every target) for `seconds` each.
-pub(crate) fn fuzz(only: Option<&str>, seconds: u64) -> Result<FuzzOutcome> {
+pub(crate) fn fuzz(only: Option<&str>, seconds: u64, build: Build) -> Result<FuzzOutcome> {
     let cargo_fuzz = CargoFuzz::find()?;
     let targets = cargo_fuzz.targets()?;
     let chosen: Vec<&String> = match only {
@@ -72,8 +82,15 @@ pub(crate) fn fuzz(only: Option<&str>, seconds: u64) -> Result<FuzzOutcome> {
         None => targets.iter().collect(),
     };
     println!("fuzz: building {} targets…", targets.len());
+    let profile: &[&str] = match build {
+        Build::Release => &[],
+        Build::Quick => &["--dev"],
+    };
     cargo_fuzz.check(
-        cargo_fuzz.command().args(["build", "-s", "none"]),
+        cargo_fuzz
+            .command()
+            .args(["build", "-s", "none"])
+            .args(profile),
         "building the fuzz targets",
     )?;
     let mut outcome = FuzzOutcome::default();
@@ -82,7 +99,9 @@ pub(crate) fn fuzz(only: Option<&str>, seconds: u64) -> Result<FuzzOutcome> {
         let seeds = fuzz_dir().join("corpus").join(target);
         let output = cargo_fuzz
             .command()
-            .args(["run", "-s", "none", target])
+            .args(["run", "-s", "none"])
+            .args(profile)
+            .arg(target)
             .arg(corpus.path())
             .arg(&seeds)
             .arg("--")
@@ -135,8 +154,9 @@ impl CargoFuzz {
         };
         if !works(Command::new("cargo").args(["fuzz", "--version"])) {
             println!("fuzz: installing cargo-fuzz from crates.io…");
+            // A debug build of the tool: it only drives the compiler.
             let status = Command::new("cargo")
-                .args(["install", "cargo-fuzz", "--locked"])
+                .args(["install", "cargo-fuzz", "--locked", "--debug"])
                 .status()
                 .map_err(XtaskError::io("running cargo install cargo-fuzz"))?;
             if !status.success() {

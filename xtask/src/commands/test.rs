@@ -29,7 +29,8 @@ pub(crate) fn run(extra_args: &[String]) -> Result<ExitCode> {
         totals.failed += node.failed;
         totals.ignored += node.skipped;
         // Every fuzz target briefly, from its seeds: each counts as a test.
-        let fuzzed = super::fuzz::fuzz(None, super::fuzz::SMOKE_SECONDS)?;
+        let fuzzed =
+            super::fuzz::fuzz(None, super::fuzz::SMOKE_SECONDS, super::fuzz::Build::Quick)?;
         totals.passed += fuzzed.passed;
         totals.failed += fuzzed.failed;
     }
