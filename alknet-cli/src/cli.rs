@@ -293,6 +293,13 @@ pub(crate) struct ConnectArgs {
     )]
     pub(crate) socks5: SocksListen,
 
+    /// Also offer an HTTP proxy here, `[bind:]port` (bind defaults to
+    /// 127.0.0.1), for programs that read HTTPS_PROXY/HTTP_PROXY: CONNECT
+    /// and absolute-form http:// requests go through the tunnel, names
+    /// resolved by the server.
+    #[arg(long, value_name = "[BIND:]PORT")]
+    pub(crate) http_proxy: Option<SocksListen>,
+
     /// Forward a local port through the tunnel, as `ssh -L`:
     /// `[bind:]port:host:hostport` or `[bind:]port:/path/to/unix.sock`
     /// (IPv6 in brackets; bind defaults to 127.0.0.1). The target

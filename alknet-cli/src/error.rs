@@ -30,6 +30,9 @@ pub(crate) enum CliError {
     #[error("cannot listen for SOCKS5 on {addr} (--socks5; `--socks5 none` turns it off): {error}")]
     SocksBind { addr: String, error: io::Error },
 
+    #[error("cannot listen for the HTTP proxy on {addr} (--http-proxy): {error}")]
+    HttpProxyBind { addr: String, error: io::Error },
+
     #[error("{path}: no usable keys (an authorized_keys file needs at least one ssh-ed25519 line)")]
     NoAuthorizedKeys { path: String },
 

@@ -27,6 +27,10 @@ pub enum ProxyError {
     #[error("the SOCKS5 client did not finish its request in time")]
     HandshakeTimeout,
 
+    /// An HTTP proxy client's connection failed at the HTTP level.
+    #[error("HTTP proxy connection: {0}")]
+    Http(String),
+
     /// A forward specification could not be parsed.
     #[error("invalid forward {spec:?}: {reason}")]
     InvalidForward {

@@ -39,6 +39,7 @@
 mod dialer;
 mod error;
 mod forward_spec;
+mod http_proxy;
 mod local_forward;
 mod relay;
 mod socks5;
@@ -47,6 +48,7 @@ mod upstream;
 pub use dialer::Dialer;
 pub use error::ProxyError;
 pub use forward_spec::{ForwardSpec, ForwardTarget};
+pub use http_proxy::HttpProxyServer;
 pub use local_forward::LocalForward;
 pub use relay::{relay, relay_until};
 pub use socks5::{Socks5Config, Socks5Server};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use alknet::ReconnectingClient;
-use alknet::proxy::{LocalForward, Socks5Server};
+use alknet::proxy::{HttpProxyServer, LocalForward, Socks5Server};
 use tracing::info;
 
 use crate::cli::ConnectArgs;
@@ -16,9 +16,14 @@ pub(crate) async fn run(mut args: ConnectArgs) -> Result<(), CliError> {
     let transport = transport(&args.session)?;
     let mut options = connect_options(&args.session)?;
     options.remote_forwards = args.remote_forwards;
-    if args.socks5.0.is_none() && args.forwards.is_empty() && options.remote_forwards.is_empty() {
+    let http_proxy = args.http_proxy.and_then(|listen| listen.0);
+    if args.socks5.0.is_none()
+        && http_proxy.is_none()
+        && args.forwards.is_empty()
+        && options.remote_forwards.is_empty()
+    {
         return Err(CliError::Usage(
-            "--socks5 none leaves nothing to do: add -L or -R forwards".into(),
+            "--socks5 none leaves nothing to do: add -L or -R forwards or --http-proxy".into(),
         ));
     }
     // Claim the local port first: if it is taken, say so before touching the
@@ -27,6 +32,21 @@ pub(crate) async fn run(mut args: ConnectArgs) -> Result<(), CliError> {
         Some(addr) => {
             let (listener, socks_addr) = super::bind_socks5(addr).await?;
             info!(socks5 = %socks_addr, "SOCKS5 listening");
+            Some(listener)
+        }
+        None => None,
+    };
+    let http_listener = match http_proxy {
+        Some(addr) => {
+            let bind_error = |error| CliError::HttpProxyBind {
+                addr: addr.to_string(),
+                error,
+            };
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(bind_error)?;
+            let local = listener.local_addr().map_err(bind_error)?;
+            info!(http_proxy = %local, "HTTP proxy listening");
             Some(listener)
         }
         None => None,
@@ -46,6 +66,10 @@ pub(crate) async fn run(mut args: ConnectArgs) -> Result<(), CliError> {
     let mut forwarding = tokio::task::JoinSet::new();
     for forward in forwards {
         forwarding.spawn(forward.serve(tunnel.clone()));
+    }
+    if let Some(listener) = http_listener {
+        let proxy = HttpProxyServer::new(tunnel.clone());
+        forwarding.spawn(async move { proxy.serve(listener).await });
     }
     let socks = Socks5Server::new(tunnel.clone());
     let serve_socks = async {

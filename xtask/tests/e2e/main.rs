@@ -8,6 +8,7 @@ mod call;
 mod certificates;
 mod cli;
 mod forwards;
+mod http_proxy;
 mod install;
 mod interop;
 mod iroh;
