@@ -308,12 +308,20 @@ pub(crate) struct ConnectArgs {
     pub(crate) forwards: Vec<ForwardSpec>,
 
     /// Ask the server to listen and forward connections back here, as
-    /// `ssh -R`: `[bind:]port:host:hostport` or `[bind:]port:/path/to/unix.sock`.
-    /// Port 0 lets the server choose (the client logs it). The server
-    /// listens on loopback unless it runs with --gateway-ports. Requested
-    /// again after every reconnection. Repeatable.
+    /// `ssh -R`: `[bind:]port:host:hostport` or `[bind:]port:/path/to/unix.sock`;
+    /// `[bind:]port` alone makes it a SOCKS5 port whose targets this client
+    /// dials (reverse dynamic forward, see --forward-policy). Port 0 lets
+    /// the server choose (the client logs it). The server listens on
+    /// loopback unless it runs with --gateway-ports. Requested again after
+    /// every reconnection. Repeatable.
     #[arg(long = "remote-forward", short = 'R', value_name = "SPEC")]
     pub(crate) remote_forwards: Vec<ForwardSpec>,
+
+    /// What reverse SOCKS5 forwards (`-R [bind:]port`) may dial from this
+    /// machine: a policy file as the server's --forward-policy [default:
+    /// everything but this machine's loopback].
+    #[arg(long, value_name = "FILE")]
+    pub(crate) forward_policy: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,9 @@ pub enum ForwardTarget {
     Tcp(TargetAddr),
     /// A Unix-domain socket on the far side.
     Unix(PathBuf),
+    /// No fixed target: each connection speaks SOCKS5 and names its own
+    /// (`-R [bind:]port` alone, OpenSSH's reverse dynamic forward).
+    Socks,
 }
 
 /// One local forward: listen on `bind_host:bind_port`, send each accepted
@@ -57,6 +60,8 @@ impl FromStr for ForwardSpec {
         let mut fields = split_fields(listen_part).map_err(|why| invalid(&why))?;
         let target = match unix_path {
             Some(path) => ForwardTarget::Unix(PathBuf::from(path)),
+            // `[bind:]port` alone: a reverse dynamic (SOCKS5) forward.
+            None if fields.len() <= 2 && !listen_part.is_empty() => ForwardTarget::Socks,
             None => {
                 if !(3..=4).contains(&fields.len()) {
                     return Err(invalid(
@@ -103,6 +108,7 @@ impl fmt::Display for ForwardSpec {
         match &self.target {
             ForwardTarget::Tcp(target) => write!(f, ":{target}"),
             ForwardTarget::Unix(path) => write!(f, ":{}", path.display()),
+            ForwardTarget::Socks => Ok(()),
         }
     }
 }
@@ -195,10 +201,21 @@ mod tests {
     }
 
     #[test]
+    fn a_port_alone_is_a_reverse_socks_forward() {
+        let spec = parse("1080");
+        assert_eq!(
+            (spec.bind_addr().as_str(), &spec.target),
+            ("127.0.0.1:1080", &ForwardTarget::Socks)
+        );
+        let spec = parse("*:1080");
+        assert_eq!(spec.bind_addr(), "0.0.0.0:1080");
+        assert_eq!(spec.to_string().parse::<ForwardSpec>().unwrap(), spec);
+    }
+
+    #[test]
     fn malformed_specs_name_the_problem() {
         for (spec, expected) in [
-            ("8080", "expected [bind:]port"),
-            ("8080:host", "expected [bind:]port"),
+            ("8080:host", "not a port number"),
             ("a:b:c:d:e", "expected [bind:]port"),
             ("99999:h:80", "not a port number"),
             ("80:h:http", "not a port number"),

@@ -23,6 +23,14 @@ pub struct LocalForward {
 impl LocalForward {
     /// Binds the listening side of `spec`.
     pub async fn bind(spec: &ForwardSpec) -> Result<Self, ProxyError> {
+        if spec.target == ForwardTarget::Socks {
+            return Err(ProxyError::InvalidForward {
+                spec: spec.to_string(),
+                reason: "a local forward needs a target (port:host:hostport or \
+                         port:/socket/path); for SOCKS5 use -D"
+                    .into(),
+            });
+        }
         let addr = spec.bind_addr();
         let listener = TcpListener::bind(&addr)
             .await
@@ -68,6 +76,8 @@ async fn forward(mut local: TcpStream, opener: &dyn StreamOpener, target: &Forwa
         match target {
             ForwardTarget::Tcp(addr) => opener.open(addr).await,
             ForwardTarget::Unix(path) => opener.open_unix(path).await,
+            // Refused by `bind`.
+            ForwardTarget::Socks => Err(crate::OpenError::new(crate::OpenErrorKind::Other)),
         }
     };
     match tokio::time::timeout(OPEN_TIMEOUT, open).await {

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alknet_auth::{
-    Certificate, HostKeyStatus, KnownHosts, PresentedHostKey, PrivateKey, fingerprint,
-    known_hosts_name,
+    Certificate, ForwardingPolicy, HostKeyStatus, KnownHosts, PresentedHostKey, PrivateKey,
+    fingerprint, known_hosts_name,
 };
 use alknet_proxy::{
-    BoxStream, Dialer, ForwardSpec, ForwardTarget, OpenError, OpenErrorKind, StreamOpener,
-    TargetAddr, relay_until,
+    BoxStream, Dialer, ForwardSpec, ForwardTarget, OpenError, OpenErrorKind, Socks5Server,
+    StreamOpener, TargetAddr, relay_until,
 };
 use alknet_transport::Transport;
 use async_trait::async_trait;
@@ -26,6 +26,7 @@ use crate::Error;
 use crate::channel_failure::open_error_for;
 use crate::error::ChangedHostKey;
 use crate::flow::{Backlog, GatedStream, TunnelStream, WriteBehind};
+use crate::policy_opener::{PolicyOpener, default_client_policy};
 use crate::remote_forward::{RemoteForwardPort, RemoteForwardTable};
 use crate::tuning::client_config;
 
@@ -58,6 +59,10 @@ pub struct ConnectOptions {
     /// listens on `bind_host:bind_port` and connections reach `target` on
     /// this side.
     pub remote_forwards: Vec<ForwardSpec>,
+    /// What reverse SOCKS5 forwards (`-R [bind:]port` alone) may dial from
+    /// this side; `None`: everything but loopback
+    /// ([`default_client_policy`](crate::default_client_policy)).
+    pub forward_policy: Option<Arc<ForwardingPolicy>>,
     /// The key met on a reconnecting client's first connection.
     pub(crate) session_pin: Option<String>,
 }
@@ -165,6 +170,7 @@ impl ConnectOptions {
             handshake_timeout: Duration::from_secs(30),
             keepalive_interval: Duration::from_secs(15),
             remote_forwards: Vec::new(),
+            forward_policy: None,
         }
     }
 
@@ -191,6 +197,7 @@ impl fmt::Debug for ConnectOptions {
             .field("keepalive_interval", &self.keepalive_interval)
             // Targets are private; only how many.
             .field("remote_forwards", &self.remote_forwards.len())
+            .field("forward_policy", &self.forward_policy.is_some())
             .finish()
     }
 }
@@ -249,6 +256,13 @@ impl Client {
             session_pin: options.session_pin.clone(),
             seen_host_key: Arc::default(),
             remote_forwards: remote_forwards.clone(),
+            reverse_socks: Arc::new(PolicyOpener::new(
+                options
+                    .forward_policy
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(default_client_policy())),
+                FORWARD_DIAL_TIMEOUT,
+            )),
             backlog: backlog.clone(),
             _session_alive: closed.clone().drop_guard(),
         };
@@ -469,6 +483,7 @@ struct ClientHandler {
     session_pin: Option<String>,
     seen_host_key: Arc<std::sync::Mutex<String>>,
     remote_forwards: RemoteForwardTable,
+    reverse_socks: Arc<PolicyOpener>,
     backlog: Backlog,
     _session_alive: DropGuard,
 }
@@ -497,11 +512,23 @@ impl russh::client::Handler for ClientHandler {
         };
         // Dial off the session loop, as the server does.
         let backlog = self.backlog.clone();
+        if target == ForwardTarget::Socks {
+            let socks = Socks5Server::new(self.reverse_socks.clone());
+            tokio::spawn(async move {
+                reply.accept().await;
+                let channel = TunnelStream::new(channel, backlog);
+                if let Err(error) = socks.handle(channel).await {
+                    debug!(%error, "reverse SOCKS5 connection ended");
+                }
+            });
+            return Ok(());
+        }
         tokio::spawn(async move {
             let dialer = Dialer::direct(FORWARD_DIAL_TIMEOUT);
             let local = match &target {
                 ForwardTarget::Tcp(addr) => dialer.open(addr).await,
                 ForwardTarget::Unix(path) => dialer.open_unix(path).await,
+                ForwardTarget::Socks => unreachable!("served above"),
             };
             match local {
                 Ok(mut local) => {

@@ -91,6 +91,7 @@ mod error;
 mod flow;
 mod kill_switch;
 mod listen;
+mod policy_opener;
 mod reconnect;
 mod remote_forward;
 mod server;
@@ -111,6 +112,7 @@ pub use error::{ChangedHostKey, Error};
 pub use listen::{
     BoundListeners, ListenSpec, ListenerSettings, Pem, TransportChoice, bind_listeners,
 };
+pub use policy_opener::default_client_policy;
 pub use reconnect::{ReconnectingClient, SessionState};
 pub use remote_forward::RemoteForwardPort;
 pub use server::{

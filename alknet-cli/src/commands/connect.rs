@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use alknet::ReconnectingClient;
+use alknet::auth::ForwardingPolicy;
 use alknet::proxy::{HttpProxyServer, LocalForward, Socks5Server};
 use tracing::info;
 
@@ -16,6 +17,9 @@ pub(crate) async fn run(mut args: ConnectArgs) -> Result<(), CliError> {
     let transport = transport(&args.session)?;
     let mut options = connect_options(&args.session)?;
     options.remote_forwards = args.remote_forwards;
+    if let Some(path) = &args.forward_policy {
+        options.forward_policy = Some(Arc::new(ForwardingPolicy::load(path)?));
+    }
     let http_proxy = args.http_proxy.and_then(|listen| listen.0);
     if args.socks5.0.is_none()
         && http_proxy.is_none()

@@ -2,7 +2,7 @@
 //! forwards, between alknet and OpenSSH in every combination.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixListener;
 use std::time::Duration;
 
@@ -220,5 +220,43 @@ fn a_client_without_socks5_only_forwards() {
         String::from_utf8_lossy(&alone.stderr).contains("--socks5 none leaves nothing to do"),
         "{}",
         String::from_utf8_lossy(&alone.stderr)
+    );
+}
+
+#[test]
+fn a_reverse_socks_forward_lends_the_clients_network_within_its_policy() {
+    let dir = Workdir::new().unwrap();
+    let server = AlknetServer::start(&dir, &[]).unwrap();
+    let target = HttpTarget::start("127.0.0.1:0").unwrap();
+    let url = format!("http://localhost:{}/100000", target.addr().port());
+    let reverse_socks_port = |extra: &[&str]| {
+        let mut args = vec!["--host-key", server.fingerprint.as_str(), "-R", "0"];
+        args.extend_from_slice(extra);
+        let client = AlknetClient::start(&dir, server.port, &server.user_key, &args).unwrap();
+        let port = wait_until("the reverse SOCKS5 port", Duration::from_secs(30), || {
+            client.remote_forward_port(1).ok()
+        })
+        .unwrap();
+        (client, SocketAddr::from(([127, 0, 0, 1], port)))
+    };
+
+    // The test's targets are on loopback, which the default policy keeps
+    // for the client's machine alone: this client allows everything.
+    let policy = dir.join("client-policy.toml");
+    std::fs::write(&policy, "default = \"allow\"\n").unwrap();
+    let (_lending, socks) = reverse_socks_port(&["--forward-policy", policy.to_str().unwrap()]);
+    // On the server's side that port speaks SOCKS5; the name is resolved
+    // and dialled by the client.
+    let body = crate::fetch(socks, &url, &dir.join("body")).unwrap();
+    assert!(body == HttpTarget::body(100_000), "body differs");
+
+    // Without --forward-policy, loopback (by name too) stays private.
+    let (_guarded, socks) = reverse_socks_port(&[]);
+    let refused = crate::curl_via_socks(socks, &url, &dir.join("refused")).unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("not allowed") || stderr.contains("(2)"),
+        "{stderr}"
     );
 }
