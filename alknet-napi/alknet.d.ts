@@ -23,6 +23,14 @@ export interface ConnectOptions {
   user?: string
   /** The server's host key fingerprint (`SHA256:…`) to pin. */
   hostKey?: string
+  /**
+   * A known_hosts file (OpenSSH format, shared with `ssh` if you like): the host key is checked
+   * against it, a first contact is remembered in it, a changed or `@revoked` key is refused.
+   * Only read when given (no implicit `~/.ssh`).
+   */
+  knownHosts?: string
+  /** With `knownHosts`: refuse a server that is not in it instead of remembering it. */
+  strictHostKeys?: boolean
   /** TLS: the name to verify the certificate against (default: from `server`). */
   tlsServerName?: string
   /** TLS: extra CA certificate files (PEM) to trust. */

@@ -6,7 +6,8 @@
 const { AlknetError } = require('./errors.js')
 
 const CONNECT_OPTIONS = [
-  'server', 'transport', 'identity', 'passphrase', 'certificate', 'user', 'hostKey',
+  'server', 'transport', 'identity', 'passphrase', 'certificate', 'user', 'hostKey', 'knownHosts',
+  'strictHostKeys',
   'tlsServerName', 'tlsCa', 'insecure', 'peer', 'peerAddr', 'irohRelay', 'proxy',
   'keepaliveInterval', 'target'
 ]

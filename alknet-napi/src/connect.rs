@@ -9,7 +9,10 @@ use std::time::Duration;
 use alknet::auth::{KeySource, load_certificate, load_private_key};
 use alknet::proxy::{StreamOpener, TargetAddr, UpstreamProxy};
 use alknet::transport::split_host_port;
-use alknet::{CONTROL_HOST, CONTROL_PORT, Client, ConnectOptions as SessionOptions, TransportSpec};
+use alknet::{
+    CONTROL_HOST, CONTROL_PORT, Client, ConnectOptions as SessionOptions, KnownHostsCheck,
+    TransportSpec,
+};
 use napi::Either;
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
@@ -43,6 +46,11 @@ pub struct ConnectOptions {
     pub user: Option<String>,
     /// The server's host key fingerprint, `SHA256:…`.
     pub host_key: Option<String>,
+    /// A known_hosts file (OpenSSH format) to check the host key against
+    /// and to remember a first contact in; only read when given.
+    pub known_hosts: Option<String>,
+    /// With `knownHosts`: refuse a server that is not in it.
+    pub strict_host_keys: Option<bool>,
     /// TLS: the SNI name and the name checked.
     pub tls_server_name: Option<String>,
     /// TLS: extra CA certificate files (PEM).
@@ -100,6 +108,21 @@ fn session_options(options: &ConnectOptions) -> napi::Result<SessionOptions> {
         session.certificate = Some(load_certificate(key_source(certificate)).map_err(invalid)?);
     }
     session.host_key = options.host_key.clone();
+    if let Some(file) = &options.known_hosts {
+        // The name the server is recorded under: host and port, or the
+        // endpoint id over iroh.
+        let (host, port) = match (&options.peer, &options.server) {
+            (Some(peer), _) if options.transport.as_deref() == Some("iroh") => (peer.clone(), 22),
+            (_, Some(server)) => match split_host_port(server) {
+                Some((host, port)) => (host.to_owned(), port),
+                None => (server.clone(), 22),
+            },
+            _ => return Err(invalid("knownHosts needs `server` (or `peer` with iroh)")),
+        };
+        let mut check = KnownHostsCheck::new(file, host, port);
+        check.strict = options.strict_host_keys.unwrap_or(false);
+        session.known_hosts = Some(check);
+    }
     if let Some(seconds) = options.keepalive_interval {
         session.keepalive_interval = Duration::from_secs(u64::from(seconds.max(1)));
     }

@@ -3,10 +3,12 @@
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { spawn } from 'node:child_process'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 
 import alknet from '../alknet.js'
-import { LIMIT_MS, startServer, tcpServer, workdir } from './helpers.mjs'
+import { LIMIT_MS, keygen, startServer, tcpServer, workdir } from './helpers.mjs'
 
 describe('connect', { timeout: 240_000 }, () => {
   let dir, server
@@ -22,6 +24,21 @@ describe('connect', { timeout: 240_000 }, () => {
     hostKey: server.fingerprint,
     user: 'tester',
     ...extra
+  })
+
+  it('remembers the host key in knownHosts and refuses a changed one', async () => {
+    const knownHosts = join(dir, 'known_hosts')
+    const base = { server: `127.0.0.1:${server.port}`, identity: server.userKey, user: 'tester', knownHosts }
+    const first = await alknet.connect(base)
+    first.destroy()
+    const recorded = readFileSync(knownHosts, 'utf8')
+    assert.match(recorded, new RegExp(`^\\[127\\.0\\.0\\.1\\]:${server.port} ssh-ed25519 `))
+    const again = await alknet.connect({ ...base, strictHostKeys: true })
+    again.destroy()
+    // Another key recorded for this address: the connection is refused.
+    const other = keygen(dir, 'other_host')
+    writeFileSync(knownHosts, `[127.0.0.1]:${server.port} ${readFileSync(`${other}.pub`, 'utf8')}`)
+    await assert.rejects(alknet.connect(base), /REMOTE HOST IDENTIFICATION HAS CHANGED/)
   })
 
   it('calls /services/list through the event target on the control channel', async () => {
