@@ -189,23 +189,42 @@ impl FromPatterns {
     }
 }
 
-/// `*` any run, `?` any one character.
+/// `*` any run, `?` any one character. Linear backtracking (to the last
+/// `*` only), so no pattern costs more than pattern × text steps.
 pub(crate) fn glob_with_question_mark(pattern: &str, text: &str) -> bool {
     if !pattern.contains('?') {
         return glob_matches(pattern, text);
     }
     let (pattern, text): (Vec<char>, Vec<char>) =
         (pattern.chars().collect(), text.chars().collect());
-    fn go(p: &[char], t: &[char]) -> bool {
-        match (p.first(), t.first()) {
-            (None, None) => true,
-            (Some('*'), _) => go(&p[1..], t) || (!t.is_empty() && go(p, &t[1..])),
-            (Some('?'), Some(_)) => go(&p[1..], &t[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &t[1..]),
-            _ => false,
+    let (mut p, mut t) = (0, 0);
+    // Where the last `*` was, and the text position it has swallowed up to.
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some('*') => {
+                star = Some((p, t));
+                p += 1;
+            }
+            Some('?') => {
+                p += 1;
+                t += 1;
+            }
+            Some(c) if *c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((star_p, star_t)) => {
+                    p = star_p + 1;
+                    t = star_t + 1;
+                    star = Some((star_p, star_t + 1));
+                }
+                None => return false,
+            },
         }
     }
-    go(&pattern, &text)
+    pattern[p..].iter().all(|c| *c == '*')
 }
 
 /// Splits an options field at its commas (not those inside quotes) and
@@ -356,6 +375,30 @@ mod tests {
         assert!(listen.iter().any(|e| e.matches_listen("0.0.0.0", 9999)));
         let any = parse(r#"permitopen="*:443""#).unwrap().permit_open.unwrap();
         assert!(any[0].matches("anything", 443));
+    }
+
+    #[test]
+    fn globs_with_question_marks_match_as_ssh_and_in_linear_time() {
+        for (pattern, text, expected) in [
+            ("h?st", "host", true),
+            ("h?st", "hst", false),
+            ("*.ex?mple.com", "a.b.example.com", true),
+            ("?*", "", false),
+            ("*?", "x", true),
+            ("a*b?c", "aXXbYc", true),
+            ("a*b?c", "aXXbc", false),
+        ] {
+            assert_eq!(
+                glob_with_question_mark(pattern, text),
+                expected,
+                "{pattern} {text}"
+            );
+        }
+        // Exponential for the recursive matcher this replaced (host
+        // certificate principals come from the server); instant here.
+        let pattern = "*?".repeat(40) + "x";
+        let text = "a".repeat(200);
+        assert!(!glob_with_question_mark(&pattern, &text));
     }
 
     #[test]
