@@ -19,7 +19,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 use crate::{OpenError, OpenErrorKind, ProxyError, StreamOpener, TargetAddr, relay};
 
@@ -56,27 +55,15 @@ impl HttpProxyServer {
     /// Accepts and serves clients until the returned future is dropped;
     /// dropping it also ends every connection it started.
     pub async fn serve(&self, listener: TcpListener) {
-        let mut connections = JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        let server = self.clone();
-                        connections.spawn(async move {
-                            if let Err(error) = server.handle(stream).await {
-                                tracing::debug!(%error, "HTTP proxy connection ended");
-                            }
-                        });
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "HTTP proxy listener cannot accept");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        crate::accept_loop::serve_each(&listener, "HTTP proxy listener", |stream| {
+            let server = self.clone();
+            async move {
+                if let Err(error) = server.handle(stream).await {
+                    tracing::debug!(%error, "HTTP proxy connection ended");
+                }
             }
-        }
+        })
+        .await;
     }
 
     /// Serves one client connection (keep-alive: many requests) to its end.

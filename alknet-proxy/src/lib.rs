@@ -36,6 +36,7 @@
 
 #![forbid(unsafe_code)]
 
+mod accept_loop;
 mod dialer;
 mod error;
 mod forward_spec;

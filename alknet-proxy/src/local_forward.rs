@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 
 use crate::{ForwardSpec, ForwardTarget, ProxyError, StreamOpener, relay_until};
 
@@ -51,27 +50,15 @@ impl LocalForward {
     /// carries on.
     pub async fn serve(self, opener: Arc<dyn StreamOpener>) {
         let target = Arc::new(self.target);
-        let mut connections = JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let (opener, target) = (opener.clone(), target.clone());
-                        connections.spawn(async move { forward(stream, opener.as_ref(), &target).await });
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "local forward cannot accept");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            }
-        }
+        crate::accept_loop::serve_each(&self.listener, "local forward", |stream| {
+            let (opener, target) = (opener.clone(), target.clone());
+            async move { forward(stream, opener.as_ref(), &target).await }
+        })
+        .await;
     }
 }
 
 async fn forward(mut local: TcpStream, opener: &dyn StreamOpener, target: &ForwardTarget) {
-    let _ = local.set_nodelay(true);
     let open = async {
         match target {
             ForwardTarget::Tcp(addr) => opener.open(addr).await,

@@ -8,7 +8,6 @@ use socks5_proto::handshake::{self, Method};
 use socks5_proto::{Address, Command, ProtocolError, Reply, Request, Response};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
 use crate::{OpenErrorKind, ProxyError, StreamOpener, TargetAddr, relay};
 
@@ -75,28 +74,15 @@ impl Socks5Server {
     /// Accepts and serves clients until the returned future is dropped;
     /// dropping it also ends every connection it started.
     pub async fn serve(&self, listener: TcpListener) {
-        let mut connections = JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        let server = self.clone();
-                        connections.spawn(async move {
-                            if let Err(error) = server.handle(stream).await {
-                                tracing::debug!(%error, "SOCKS5 connection ended");
-                            }
-                        });
-                    }
-                    Err(error) => {
-                        // Typically out of file descriptors: wait for some to free up.
-                        tracing::warn!(%error, "SOCKS5 listener cannot accept");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                },
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        crate::accept_loop::serve_each(&listener, "SOCKS5 listener", |stream| {
+            let server = self.clone();
+            async move {
+                if let Err(error) = server.handle(stream).await {
+                    tracing::debug!(%error, "SOCKS5 connection ended");
+                }
             }
-        }
+        })
+        .await;
     }
 
     /// Serves one client connection from greeting to close.
