@@ -191,9 +191,13 @@ pub(crate) struct SessionArgs {
     #[arg(value_name = "DESTINATION")]
     pub(crate) destination: Option<String>,
 
-    /// The server, as host[:port] (tcp and tls; port 22 when none is given).
-    #[arg(long, value_name = "HOST:PORT", env = "ALKNET_SERVER")]
-    pub(crate) server: Option<String>,
+    /// The server, as host[:port] (port 22 when none is given), of the
+    /// --transport kind or with a scheme: tcp://host:port, tls://host:port,
+    /// iroh://ENDPOINT-ID. Repeat it to list more ways in to the same
+    /// server: they are tried in order, each after a 0.5 s head start, and
+    /// the first that connects is used (on every reconnection).
+    #[arg(long, value_name = "[SCHEME://]HOST:PORT", env = "ALKNET_SERVER")]
+    pub(crate) server: Vec<String>,
 
     /// The server's port, when DESTINATION or --server gives none (as ssh -p).
     #[arg(short = 'p', long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]

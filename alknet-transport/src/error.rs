@@ -17,6 +17,10 @@ pub enum TransportError {
         source: io::Error,
     },
 
+    /// A fallback list with nothing in it.
+    #[error("no way to reach the server was given")]
+    NoTransport,
+
     /// The server could not be reached.
     #[error("cannot connect to {server}: {source}")]
     Connect {

@@ -57,6 +57,7 @@
 mod connector;
 mod direct;
 mod error;
+mod fallback;
 #[cfg(feature = "iroh")]
 pub mod iroh;
 mod quick_ack;
@@ -73,6 +74,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use connector::{OpenError, OpenErrorKind, StreamOpener};
 pub use direct::{DirectConnector, connect_direct, connect_direct_filtered, connect_unix};
 pub use error::TransportError;
+pub use fallback::{FALLBACK_HEAD_START, FallbackTransport};
 /// What picks a TLS listener's certificate per handshake (rustls's trait).
 pub use rustls::server::ResolvesServerCert as CertResolver;
 pub use target::TargetAddr;

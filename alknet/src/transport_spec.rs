@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alknet_proxy::{Dialer, UpstreamProxy};
-use alknet_transport::{TcpTransport, TlsClientOptions, TlsTransport, Transport};
+use alknet_transport::{
+    FallbackTransport, TcpTransport, TlsClientOptions, TlsTransport, Transport,
+};
 use tracing::warn;
 
 use crate::{Error, TransportChoice};
@@ -35,6 +37,13 @@ pub struct TransportSpec {
     pub iroh_relay: Option<String>,
     /// Reach the server through this proxy.
     pub proxy: Option<UpstreamProxy>,
+    /// More ways in to the same server, tried in order after the one
+    /// above, each after a head start
+    /// ([`FALLBACK_HEAD_START`](alknet_transport::FALLBACK_HEAD_START)):
+    /// `tcp://host:port`, `tls://host:port`, `iroh://ENDPOINT-ID`, or bare
+    /// (of `kind`). The TLS settings apply to the `tls://` ones, the iroh
+    /// settings to the `iroh://` ones.
+    pub fallbacks: Vec<String>,
 }
 
 fn usage(message: impl Into<String>) -> Error {
@@ -65,6 +74,81 @@ impl TransportSpec {
 
     /// The transport these settings describe, or what is wrong with them.
     pub fn build(&self) -> Result<Arc<dyn Transport>, Error> {
+        let has_scheme = self
+            .server
+            .as_deref()
+            .is_some_and(|server| server.contains("://"));
+        if self.fallbacks.is_empty() && !has_scheme {
+            return self.build_one();
+        }
+        let mut entries = Vec::new();
+        if self.kind == TransportChoice::Iroh && self.peer.is_some() {
+            let mut primary = self.clone();
+            primary.server = None;
+            entries.push(primary);
+        } else if let Some(server) = &self.server {
+            entries.push(self.way_in(server)?);
+        }
+        for fallback in &self.fallbacks {
+            entries.push(self.way_in(fallback)?);
+        }
+        let mut candidates = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            candidates.push(if entries.len() == 1 {
+                entry.build_one()?
+            } else {
+                entry.only_its_own_settings().build_one()?
+            });
+        }
+        Ok(match candidates.len() {
+            1 => candidates.remove(0),
+            _ => Arc::new(FallbackTransport::new(candidates)),
+        })
+    }
+
+    /// The settings for one `[scheme://]address` way in.
+    fn way_in(&self, entry: &str) -> Result<Self, Error> {
+        let (kind, address) = match entry.split_once("://") {
+            Some(("tcp", address)) => (TransportChoice::Tcp, address),
+            Some(("tls", address)) => (TransportChoice::Tls, address),
+            Some(("iroh", address)) => (TransportChoice::Iroh, address),
+            Some((other, _)) => {
+                return Err(usage(format!(
+                    "--server {entry:?}: unknown scheme {other:?} (tcp://, tls:// or iroh://)"
+                )));
+            }
+            None => (self.kind, entry),
+        };
+        let mut spec = self.clone();
+        spec.fallbacks = Vec::new();
+        spec.kind = kind;
+        if kind == TransportChoice::Iroh {
+            spec.server = None;
+            spec.peer = Some(address.to_owned());
+        } else {
+            spec.server = Some(address.to_owned());
+        }
+        Ok(spec)
+    }
+
+    /// Drops the settings of the other transports, which a list of ways in
+    /// gives for its other members.
+    fn only_its_own_settings(&self) -> Self {
+        let mut spec = self.clone();
+        if spec.kind != TransportChoice::Tls {
+            spec.tls_server_name = None;
+            spec.tls_ca = Vec::new();
+            spec.insecure = false;
+        }
+        if spec.kind != TransportChoice::Iroh {
+            spec.peer = None;
+            spec.peer_addrs = Vec::new();
+            spec.iroh_relay = None;
+        }
+        spec
+    }
+
+    fn build_one(&self) -> Result<Arc<dyn Transport>, Error> {
         if self.kind == TransportChoice::Iroh {
             return self.build_iroh();
         }
@@ -188,6 +272,22 @@ mod tests {
     fn refused(spec: TransportSpec, why: &str) {
         let error = spec.build().err().expect("accepted");
         assert!(error.to_string().contains(why), "{error}");
+    }
+
+    #[test]
+    fn ways_in_are_read_by_scheme_and_raced_in_order() {
+        let mut spec = TransportSpec::tcp("127.0.0.1:22");
+        spec.fallbacks = vec!["tls://127.0.0.1:443".into(), "127.0.0.1:2222".into()];
+        // A TLS setting belongs to the tls:// entry, not a misuse of tcp.
+        spec.insecure = true;
+        let transport = spec.build().unwrap();
+        assert_eq!(
+            transport.describe(),
+            "tcp://127.0.0.1:22 or tls://127.0.0.1:443 or tcp://127.0.0.1:2222"
+        );
+        let mut spec = TransportSpec::tcp("127.0.0.1:22");
+        spec.fallbacks = vec!["ftp://127.0.0.1:21".into()];
+        refused(spec, "unknown scheme \"ftp\"");
     }
 
     #[test]

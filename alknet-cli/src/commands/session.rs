@@ -21,7 +21,7 @@ use crate::listen::TransportName;
 pub(crate) fn resolve_destination(args: &mut SessionArgs) -> Result<(), CliError> {
     if let Some(text) = args.destination.take() {
         let destination: Destination = text.parse().map_err(CliError::Usage)?;
-        if args.server.is_some() || args.peer.is_some() {
+        if !args.server.is_empty() || args.peer.is_some() {
             return Err(CliError::Usage(format!(
                 "the server is given twice: as {text:?} and with --server/--peer; give one"
             )));
@@ -45,9 +45,9 @@ pub(crate) fn resolve_destination(args: &mut SessionArgs) -> Result<(), CliError
                 }
                 (port, flag) => port.or(flag).unwrap_or(22),
             };
-            args.server = Some(server_address(&destination.host, port));
+            args.server = vec![server_address(&destination.host, port)];
         }
-    } else if let (Some(port), Some(server)) = (args.port, &args.server) {
+    } else if let (Some(port), Some(server)) = (args.port, args.server.first_mut()) {
         match alknet::transport::split_host_port(server) {
             Some((_, given)) if given != port => {
                 return Err(CliError::Usage(format!(
@@ -55,7 +55,7 @@ pub(crate) fn resolve_destination(args: &mut SessionArgs) -> Result<(), CliError
                 )));
             }
             Some(_) => {}
-            None => args.server = Some(server_address(server.trim_matches(['[', ']']), port)),
+            None => *server = server_address(server.trim_matches(['[', ']']), port),
         }
     }
     Ok(())
@@ -65,7 +65,13 @@ pub(crate) fn resolve_destination(args: &mut SessionArgs) -> Result<(), CliError
 pub(crate) fn transport(args: &SessionArgs) -> Result<Arc<dyn Transport>, CliError> {
     let mut spec = TransportSpec::default();
     spec.kind = args.transport.into();
-    spec.server = args.server.clone();
+    spec.server = args.server.first().cloned();
+    spec.fallbacks = args.server.iter().skip(1).cloned().collect();
+    if spec.kind == alknet::TransportChoice::Iroh && args.peer.is_some() {
+        // The peer comes first; every --server is a further way in.
+        spec.server = None;
+        spec.fallbacks = args.server.clone();
+    }
     spec.tls_server_name = args.tls_server_name.clone();
     spec.tls_ca = args.tls_ca.clone();
     spec.insecure = args.insecure;
@@ -107,8 +113,23 @@ pub(crate) fn connect_options(args: &SessionArgs) -> Result<ConnectOptions, CliE
 /// Where host keys are remembered, for the server the arguments name:
 /// `--known-hosts` alone, or ssh's two files and alknet's own.
 fn known_hosts(args: &SessionArgs) -> Result<Option<KnownHostsCheck>, CliError> {
-    let (host, port) = match (&args.transport, &args.peer, &args.server) {
+    // The name of the first way in (a server has one host key whichever
+    // way it is reached).
+    let first = args
+        .server
+        .first()
+        .map(|server| match server.split_once("://") {
+            Some((_, address)) => address,
+            None => server.as_str(),
+        });
+    let iroh_first = args
+        .server
+        .first()
+        .and_then(|server| server.strip_prefix("iroh://"));
+    let (host, port) = match (&args.transport, &args.peer, first) {
         (TransportName::Iroh, Some(peer), _) => (peer.clone(), 22),
+        (_, _, Some(_)) if iroh_first.is_some() => (iroh_first.unwrap_or_default().to_owned(), 22),
+        (TransportName::Iroh, None, Some(id)) => (id.to_owned(), 22),
         (_, _, Some(server)) => match alknet::transport::split_host_port(server) {
             Some((host, port)) => (host.to_owned(), port),
             None => (server.trim_matches(['[', ']']).to_owned(), 22),

@@ -7,6 +7,7 @@ mod bad_input;
 mod call;
 mod certificates;
 mod cli;
+mod fallback;
 mod forwards;
 mod http_proxy;
 mod install;
