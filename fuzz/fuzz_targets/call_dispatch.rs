@@ -13,6 +13,18 @@ use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Encoder;
 
+/// One runtime for the whole run: building one per input cost most of
+/// the time.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
     // Each 0xFF-separated piece is one envelope's JSON: the fuzzer finds
     // valid envelopes fast, and invalid ones are skipped before sending.
@@ -26,11 +38,7 @@ fuzz_target!(|data: &[u8]| {
     if frames.is_empty() {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    runtime().block_on(async {
         let (ours, theirs) = tokio::io::duplex(256 * 1024);
         let identity = Identity {
             id: "SHA256:fuzz".into(),
@@ -43,6 +51,9 @@ fuzz_target!(|data: &[u8]| {
             .spawn();
         let (mut read, mut write) = tokio::io::split(ours);
         let _ = write.write_all(&frames).await;
+        // End of input: the connection answers what it can and closes, so
+        // the read below ends without waiting out its limit.
+        let _ = write.shutdown().await;
         let mut answers = Vec::new();
         let _ =
             tokio::time::timeout(Duration::from_millis(10), read.read_to_end(&mut answers)).await;
