@@ -109,16 +109,9 @@ fn session_options(options: &ConnectOptions) -> napi::Result<SessionOptions> {
     }
     session.host_key = options.host_key.clone();
     if let Some(file) = &options.known_hosts {
-        // The name the server is recorded under: host and port, or the
-        // endpoint id over iroh.
-        let (host, port) = match (&options.peer, &options.server) {
-            (Some(peer), _) if options.transport.as_deref() == Some("iroh") => (peer.clone(), 22),
-            (_, Some(server)) => match split_host_port(server) {
-                Some((host, port)) => (host.to_owned(), port),
-                None => (server.clone(), 22),
-            },
-            _ => return Err(invalid("knownHosts needs `server` (or `peer` with iroh)")),
-        };
+        let (host, port) = transport_spec(options)?
+            .known_hosts_host()
+            .ok_or_else(|| invalid("knownHosts needs `server` (or `peer` with iroh)"))?;
         let mut check = KnownHostsCheck::new(file, host, port);
         check.strict = options.strict_host_keys.unwrap_or(false);
         session.known_hosts = Some(check);

@@ -106,6 +106,25 @@ impl TransportSpec {
         })
     }
 
+    /// The host and port the server is recorded under in known_hosts: those
+    /// of the first way in (a server has one host key however it is
+    /// reached); for iroh, the endpoint id (port 22, which names leave out).
+    pub fn known_hosts_host(&self) -> Option<(String, u16)> {
+        let first = if self.kind == TransportChoice::Iroh && self.peer.is_some() {
+            self.clone()
+        } else {
+            self.way_in(self.server.as_deref()?).ok()?
+        };
+        if first.kind == TransportChoice::Iroh {
+            return first.peer.map(|id| (id, 22));
+        }
+        let server = first.server?;
+        Some(match alknet_transport::split_host_port(&server) {
+            Some((host, port)) => (host.to_owned(), port),
+            None => (server.trim_matches(['[', ']']).to_owned(), 22),
+        })
+    }
+
     /// The settings for one `[scheme://]address` way in.
     fn way_in(&self, entry: &str) -> Result<Self, Error> {
         let (kind, address) = match entry.split_once("://") {
@@ -272,6 +291,23 @@ mod tests {
     fn refused(spec: TransportSpec, why: &str) {
         let error = spec.build().err().expect("accepted");
         assert!(error.to_string().contains(why), "{error}");
+    }
+
+    #[test]
+    fn known_hosts_names_come_from_the_first_way_in() {
+        let mut spec = TransportSpec::tcp("tls://example.com:443");
+        spec.fallbacks = vec!["example.com".into()];
+        assert_eq!(spec.known_hosts_host(), Some(("example.com".into(), 443)));
+        assert_eq!(
+            TransportSpec::tcp("[::1]").known_hosts_host(),
+            Some(("::1".into(), 22))
+        );
+        let id = "0".repeat(64);
+        assert_eq!(
+            TransportSpec::tcp(format!("iroh://{id}")).known_hosts_host(),
+            Some((id, 22))
+        );
+        assert_eq!(TransportSpec::default().known_hosts_host(), None);
     }
 
     #[test]

@@ -13,18 +13,6 @@ use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::Encoder;
 
-/// One runtime for the whole run: building one per input cost most of
-/// the time.
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime")
-    })
-}
-
 fuzz_target!(|data: &[u8]| {
     // Each 0xFF-separated piece is one envelope's JSON: the fuzzer finds
     // valid envelopes fast, and invalid ones are skipped before sending.
@@ -38,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     if frames.is_empty() {
         return;
     }
-    runtime().block_on(async {
+    alknet_fuzz::runtime().block_on(async {
         let (ours, theirs) = tokio::io::duplex(256 * 1024);
         let identity = Identity {
             id: "SHA256:fuzz".into(),

@@ -20,20 +20,8 @@ impl StreamOpener for RefuseAll {
     }
 }
 
-/// One runtime for the whole run: building one per input cost most of
-/// the time.
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime")
-    })
-}
-
 fuzz_target!(|data: &[u8]| {
-    runtime().block_on(async {
+    alknet_fuzz::runtime().block_on(async {
         let (mut ours, theirs) = tokio::io::duplex(64 * 1024);
         let server = Socks5Server::new(Arc::new(RefuseAll));
         let serving = tokio::spawn(async move { server.handle(theirs).await });

@@ -10,20 +10,8 @@ use alknet_stealth::{Branch, StealthConfig, branch};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// One runtime for the whole run: building one per input cost most of
-/// the time.
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime")
-    })
-}
-
 fuzz_target!(|data: &[u8]| {
-    runtime().block_on(async {
+    alknet_fuzz::runtime().block_on(async {
         let (mut visitor, server) = tokio::io::duplex(64 * 1024);
         let _ = visitor.write_all(data).await;
         let _ = visitor.shutdown().await;

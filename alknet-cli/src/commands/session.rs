@@ -63,6 +63,11 @@ pub(crate) fn resolve_destination(args: &mut SessionArgs) -> Result<(), CliError
 
 /// The transport `--transport`, `--proxy` and the TLS and iroh flags describe.
 pub(crate) fn transport(args: &SessionArgs) -> Result<Arc<dyn Transport>, CliError> {
+    Ok(transport_spec(args).build()?)
+}
+
+/// The settings behind [`transport`], unchecked.
+fn transport_spec(args: &SessionArgs) -> TransportSpec {
     let mut spec = TransportSpec::default();
     spec.kind = args.transport.into();
     spec.server = args.server.first().cloned();
@@ -79,7 +84,7 @@ pub(crate) fn transport(args: &SessionArgs) -> Result<Arc<dyn Transport>, CliErr
     spec.peer_addrs = args.peer_addr.clone();
     spec.iroh_relay = Some(args.iroh_relay.clone());
     spec.proxy = args.proxy.clone();
-    Ok(spec.build()?)
+    spec
 }
 
 /// The session `--identity`, `--certificate`, `--user`, `--host-key` and
@@ -113,29 +118,9 @@ pub(crate) fn connect_options(args: &SessionArgs) -> Result<ConnectOptions, CliE
 /// Where host keys are remembered, for the server the arguments name:
 /// `--known-hosts` alone, or ssh's two files and alknet's own.
 fn known_hosts(args: &SessionArgs) -> Result<Option<KnownHostsCheck>, CliError> {
-    // The name of the first way in (a server has one host key whichever
-    // way it is reached).
-    let first = args
-        .server
-        .first()
-        .map(|server| match server.split_once("://") {
-            Some((_, address)) => address,
-            None => server.as_str(),
-        });
-    let iroh_first = args
-        .server
-        .first()
-        .and_then(|server| server.strip_prefix("iroh://"));
-    let (host, port) = match (&args.transport, &args.peer, first) {
-        (TransportName::Iroh, Some(peer), _) => (peer.clone(), 22),
-        (_, _, Some(_)) if iroh_first.is_some() => (iroh_first.unwrap_or_default().to_owned(), 22),
-        (TransportName::Iroh, None, Some(id)) => (id.to_owned(), 22),
-        (_, _, Some(server)) => match alknet::transport::split_host_port(server) {
-            Some((host, port)) => (host.to_owned(), port),
-            None => (server.trim_matches(['[', ']']).to_owned(), 22),
-        },
-        // Nothing to check against: building the transport reports it.
-        _ => return Ok(None),
+    // Nothing to check against: building the transport reports why.
+    let Some((host, port)) = transport_spec(args).known_hosts_host() else {
+        return Ok(None);
     };
     let mut check = match &args.known_hosts {
         Some(file) => KnownHostsCheck::new(file.clone(), host, port),
