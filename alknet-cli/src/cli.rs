@@ -109,6 +109,20 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) stealth_timeout: Option<u64>,
 
+    /// In stealth mode, the real web site behind the port: every visitor
+    /// that is not a tunnel is passed on to it (http://HOST:PORT or
+    /// unix:/PATH), so the port serves that site's pages. [default: none,
+    /// nginx's 404]
+    #[arg(long, value_name = "URL")]
+    pub(crate) stealth_backend: Option<alknet::stealth::Backend>,
+
+    /// In stealth mode, open a tunnel only for clients that knock with a
+    /// token of an authorized key (`alknet connect --stealth`); a bare SSH
+    /// handshake gets what any visitor gets, so an active probe finds a web
+    /// site and nothing else.
+    #[arg(long)]
+    pub(crate) stealth_require_token: bool,
+
     /// Failed authentications allowed per connection before disconnecting.
     /// [default: 10]
     #[arg(long, value_name = "N")]
@@ -220,6 +234,12 @@ pub(crate) struct SessionArgs {
     /// then all that authenticates the server.
     #[arg(long)]
     pub(crate) insecure: bool,
+
+    /// TLS: knock before SSH with a fresh token of --identity, as a server
+    /// with --stealth-require-token demands (an ordinary-looking HTTPS
+    /// request; without it, such a server shows only its web site).
+    #[arg(long)]
+    pub(crate) stealth: bool,
 
     /// iroh: the server's endpoint id (printed by `alknet serve` as
     /// `endpoint-id: …`).

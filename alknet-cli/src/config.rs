@@ -8,6 +8,7 @@ use alknet::auth::{
     StartupLimits,
 };
 use alknet::proxy::UpstreamProxy;
+use alknet::stealth::Backend;
 use serde::Deserialize;
 
 use crate::cli::ServeArgs;
@@ -31,6 +32,8 @@ struct ConfigFile {
     tls_key: Option<PathBuf>,
     stealth: Option<bool>,
     stealth_timeout: Option<u64>,
+    stealth_backend: Option<String>,
+    stealth_require_token: Option<bool>,
     max_auth_attempts: Option<usize>,
     max_connections_per_ip: Option<usize>,
     max_startups: Option<String>,
@@ -78,6 +81,8 @@ pub(crate) struct ServeSettings {
     pub(crate) tls_key: Option<PathBuf>,
     pub(crate) stealth: bool,
     pub(crate) stealth_timeout: u64,
+    pub(crate) stealth_backend: Option<Backend>,
+    pub(crate) stealth_require_token: bool,
     /// The flags' values, which win over the file at every reload.
     max_auth_attempts_flag: Option<usize>,
     max_connections_per_ip_flag: Option<usize>,
@@ -168,6 +173,13 @@ impl ServeSettings {
             })?),
             (None, None) => None,
         };
+        let stealth_backend = match (args.stealth_backend, file.stealth_backend) {
+            (Some(backend), _) => Some(backend),
+            (None, Some(url)) => Some(url.parse().map_err(|e: alknet::stealth::BackendParseError| {
+                bad(&args.config, "stealth_backend", e.to_string())
+            })?),
+            (None, None) => None,
+        };
         if file.forward_policy.is_some() && file.forwarding.is_some() {
             return Err(bad(
                 &args.config,
@@ -235,6 +247,9 @@ impl ServeSettings {
                 .or(file.stealth_timeout)
                 .unwrap_or(60)
                 .clamp(1, 3600),
+            stealth_backend,
+            stealth_require_token: args.stealth_require_token
+                || file.stealth_require_token.unwrap_or(false),
             max_auth_attempts_flag: args.max_auth_attempts,
             max_connections_per_ip_flag: args.max_connections_per_ip,
             max_startups_flag: args.max_startups,
@@ -338,7 +353,7 @@ impl ServeSettings {
 
 /// Config-file keys read once at start (listeners, keys, per-session
 /// settings); SIGHUP reloads the rest.
-const START_ONLY: [&str; 14] = [
+const START_ONLY: [&str; 16] = [
     "key",
     "host_certificate",
     "listen",
@@ -347,6 +362,8 @@ const START_ONLY: [&str; 14] = [
     "tls_key",
     "stealth",
     "stealth_timeout",
+    "stealth_backend",
+    "stealth_require_token",
     "login_grace_time",
     "max_channels_per_session",
     "gateway_ports",

@@ -3,10 +3,19 @@
 //! [`branch`] reads the first bytes a client sends. A client that speaks
 //! SSH (`SSH-2.0-`, possibly split over several reads) gets back a stream
 //! that replays those bytes, for the SSH server to run on. Anyone else —
-//! a browser, a scanner, a censor's probe — is answered the way a stock
-//! nginx answers a site with nothing configured: `404 Not Found` for
-//! well-formed HTTP (keep-alive honoured), `400 Bad Request` for anything
-//! else, `413` for a body past 1 MiB, and silence closed after a timeout.
+//! a browser, a scanner, a censor's probe — is a [`WebVisit`]: passed on
+//! to the real site behind the port ([`StealthConfig::backend`]), or
+//! answered the way a stock nginx answers a site with nothing configured:
+//! `404 Not Found` for well-formed HTTP (keep-alive honoured), `400 Bad
+//! Request` for anything else, `413` for a body past 1 MiB, and silence
+//! closed after a timeout. HTTP/2 visitors (ALPN `h2`) get the same over
+//! HTTP/2.
+//!
+//! A listener can also require proof before it opens a tunnel
+//! ([`StealthConfig::token_gate`]): then a bare `SSH-2.0-` is garbage like
+//! any other, and only a [knock](knock) — an HTTP/1.1 upgrade request
+//! carrying a token the gate admits — is answered with `101` and becomes
+//! SSH. A refused knock goes to the site, exactly as it arrived.
 //!
 //! Time and memory are bounded as nginx bounds them, so a slow client
 //! cannot hold a connection forever: a whole request head must arrive
@@ -16,8 +25,8 @@
 //! [`StealthConfig::max_body`] (`client_max_body_size`).
 //!
 //! ```text
-//!  client ──► branch() ──"SSH-2.0-"──► Branch::Ssh(Replay) ──► SSH server
-//!                  └────── anything else ──► nginx-style 404 / 400, then close
+//!  client ──► branch() ──"SSH-2.0-" or a good knock──► Branch::Ssh(Replay) ──► SSH server
+//!                  └──── anything else ──► Branch::Web ──► backend site, or nginx's 404 / 400
 //! ```
 //!
 //! This crate works on any `AsyncRead + AsyncWrite` and depends on no TLS
@@ -33,8 +42,10 @@
 //! # async fn main() -> std::io::Result<()> {
 //! let (mut browser, server_side) = tokio::io::duplex(4096);
 //! browser.write_all(b"GET / HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n").await?;
-//! let outcome = branch(server_side, &StealthConfig::default()).await?;
-//! assert!(matches!(outcome, Branch::Handled));
+//! let Branch::Web(visitor) = branch(server_side, &StealthConfig::default()).await? else {
+//!     unreachable!("a browser is not SSH");
+//! };
+//! visitor.serve().await;
 //!
 //! let mut answer = String::new();
 //! browser.read_to_string(&mut answer).await?;
@@ -45,18 +56,33 @@
 
 #![forbid(unsafe_code)]
 
+mod backend;
 mod classify;
+mod h2;
+mod idle;
+pub mod knock;
 mod nginx;
 mod replay;
 
+use std::fmt;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+pub use crate::backend::{Backend, BackendParseError};
 use crate::classify::{Decision, classify};
+pub use crate::knock::{KnockError, knock};
 pub use crate::replay::Replay;
+
+/// Decides whether a knock's token opens the tunnel. alknet's server checks
+/// it against its authorized keys, each token once.
+pub trait TokenGate: Send + Sync + fmt::Debug {
+    /// Whether `token` proves a key allowed in (and was not used before).
+    fn admit(&self, token: &str) -> bool;
+}
 
 /// How the non-SSH side behaves.
 #[derive(Clone, Debug)]
@@ -69,7 +95,8 @@ pub struct StealthConfig {
     pub header_timeout: Duration,
     /// How long a kept-alive connection may sit idle between requests, and
     /// between two reads of a request body (`keepalive_timeout`,
-    /// `client_body_timeout`).
+    /// `client_body_timeout`); with a backend, how long a passed-on
+    /// connection may move no byte either way (`proxy_read_timeout`).
     pub idle_timeout: Duration,
     /// Requests served on one connection before it is closed
     /// (nginx's `keepalive_requests`).
@@ -77,6 +104,12 @@ pub struct StealthConfig {
     /// The largest request body read (and dropped); a larger one gets
     /// `413` and the connection is closed (`client_max_body_size`).
     pub max_body: usize,
+    /// The real site: every connection that is not a tunnel is passed on to
+    /// it. `None`: nginx's 404 for everyone.
+    pub backend: Option<Backend>,
+    /// When set, a bare `SSH-2.0-` opens nothing: only a [knock](knock)
+    /// whose token this gate admits does.
+    pub token_gate: Option<Arc<dyn TokenGate>>,
 }
 
 impl Default for StealthConfig {
@@ -86,6 +119,8 @@ impl Default for StealthConfig {
             idle_timeout: Duration::from_secs(60),
             max_requests: 1000,
             max_body: 1024 * 1024,
+            backend: None,
+            token_gate: None,
         }
     }
 }
@@ -100,43 +135,131 @@ impl StealthConfig {
             ..Self::default()
         }
     }
+
+    /// Passes every connection that is not a tunnel on to `backend`.
+    pub fn with_backend(mut self, backend: Backend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// Opens tunnels only to knocks whose token `gate` admits.
+    pub fn requiring_token(mut self, gate: Arc<dyn TokenGate>) -> Self {
+        self.token_gate = Some(gate);
+        self
+    }
 }
 
 /// Where a connection went.
 #[derive(Debug)]
 pub enum Branch<S> {
-    /// The client speaks SSH; read from this stream to get everything it sent.
+    /// The client speaks SSH (or knocked with a good token); read from this
+    /// stream to get everything it sent past the knock.
     Ssh(Replay<S>),
-    /// It did not; it was answered as a web server would and is now closed.
-    Handled,
+    /// A web visitor, to be served with [`WebVisit::serve`].
+    Web(WebVisit<S>),
+    /// Closed or silent before saying anything: closed without a word.
+    Closed,
 }
 
-/// Reads until the client's protocol is clear, then either hands the
-/// stream back for SSH or plays web server to the end of the connection.
+/// A connection that is not a tunnel, with what it sent so far.
+#[derive(Debug)]
+pub struct WebVisit<S> {
+    stream: S,
+    received: Vec<u8>,
+    http2: bool,
+    head_deadline: Instant,
+    config: StealthConfig,
+}
+
+impl<S> WebVisit<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Serves the visitor to the end: nginx's answers, or the backend's.
+    pub async fn serve(self) {
+        let WebVisit {
+            mut stream,
+            received,
+            http2,
+            head_deadline,
+            config,
+        } = self;
+        if http2 {
+            let stream = Replay::new(received, stream);
+            h2::serve(stream, config.backend.clone(), config.idle_timeout).await;
+            return;
+        }
+        match &config.backend {
+            Some(backend) => {
+                backend::pass_through(&mut stream, &received, backend, config.idle_timeout).await;
+            }
+            None => play_web_server(&mut stream, received, head_deadline, &config).await,
+        }
+        let _ = stream.shutdown().await;
+    }
+}
+
+/// Reads until the client's protocol is clear: SSH (or, on a listener that
+/// requires a token, a good knock — answered here with the upgrade), or a
+/// web visitor to serve.
 pub async fn branch<S>(mut stream: S, config: &StealthConfig) -> io::Result<Branch<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let head_deadline = Instant::now() + config.header_timeout;
     let mut received = Vec::with_capacity(512);
+    let visit = |stream, received, http2| {
+        Ok(Branch::Web(WebVisit {
+            stream,
+            received,
+            http2,
+            head_deadline,
+            config: config.clone(),
+        }))
+    };
     loop {
-        match classify(&received) {
+        match classify(&received, config.token_gate.is_none()) {
             Decision::Ssh => return Ok(Branch::Ssh(Replay::new(received, stream))),
-            Decision::Other => {
-                play_web_server(&mut stream, received, head_deadline, config).await;
-                let _ = stream.shutdown().await;
-                return Ok(Branch::Handled);
-            }
+            Decision::Http2 => return visit(stream, received, true),
+            Decision::Other => break,
             Decision::NeedMore => {
                 if !read_some(&mut stream, &mut received, head_deadline).await? {
                     // Closed or silent before saying anything: a web server
                     // closes such connections without an answer.
                     let _ = stream.shutdown().await;
-                    return Ok(Branch::Handled);
+                    return Ok(Branch::Closed);
                 }
             }
         }
     }
+    let Some(gate) = &config.token_gate else {
+        return visit(stream, received, false);
+    };
+    // A knock is a whole first request head. Anything that cannot become
+    // one (a bad first line, an SSH banner, too much, too slow, gone) is
+    // the decoy's to answer, exactly as it arrived.
+    let head_len = loop {
+        if let Some(end) = nginx::head_end(&received) {
+            break end;
+        }
+        if received.len() > nginx::MAX_HEAD
+            || nginx::bad_first_line(&received)
+            || !read_some(&mut stream, &mut received, head_deadline).await?
+        {
+            return visit(stream, received, false);
+        }
+    };
+    let Some(knock) = knock::parse_knock(&received[..head_len]) else {
+        return visit(stream, received, false);
+    };
+    if !gate.admit(knock.token) {
+        return visit(stream, received, false);
+    }
+    let upgrade = knock::switching_protocols(knock.websocket_key, SystemTime::now());
+    stream.write_all(&upgrade).await?;
+    stream.flush().await?;
+    received.drain(..head_len);
+    Ok(Branch::Ssh(Replay::new(received, stream)))
 }
 
 /// Appends what the stream has to `buffer`; `false` on EOF or when
@@ -233,14 +356,27 @@ async fn play_web_server<S>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::duplex;
+    use tokio::io::{DuplexStream, duplex};
+
+    /// What the server does with a connection: branch, and serve a web
+    /// visitor to the end. `Some` for a tunnel.
+    async fn settle(stream: DuplexStream, config: &StealthConfig) -> Option<Replay<DuplexStream>> {
+        match branch(stream, config).await.unwrap() {
+            Branch::Ssh(replay) => Some(replay),
+            Branch::Web(visitor) => {
+                visitor.serve().await;
+                None
+            }
+            Branch::Closed => None,
+        }
+    }
 
     async fn run(input: &[u8], config: StealthConfig) -> (bool, Vec<u8>) {
         let (mut client, server) = duplex(64 * 1024);
         client.write_all(input).await.unwrap();
         let task = tokio::spawn(async move {
             let config = config;
-            matches!(branch(server, &config).await.unwrap(), Branch::Ssh(_))
+            settle(server, &config).await.is_some()
         });
         let mut answer = Vec::new();
         // The client half-closes only for the cases that expect an answer
@@ -259,12 +395,12 @@ mod tests {
     #[tokio::test]
     async fn ssh_split_across_reads_is_handed_back_with_every_byte() {
         let (mut client, server) = duplex(1024);
-        let task = tokio::spawn(async move { branch(server, &StealthConfig::default()).await });
+        let task = tokio::spawn(async move { settle(server, &StealthConfig::default()).await });
         for piece in [&b"SS"[..], b"H-2", b".0-OpenSSH_9.6\r\n"] {
             client.write_all(piece).await.unwrap();
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let Branch::Ssh(mut replay) = task.await.unwrap().unwrap() else {
+        let Some(mut replay) = task.await.unwrap() else {
             panic!("SSH was not recognised");
         };
         let mut line = vec![0u8; 21];
@@ -314,7 +450,7 @@ mod tests {
     #[tokio::test]
     async fn a_bad_first_line_is_answered_at_once() {
         let (mut client, server) = duplex(1024);
-        let task = tokio::spawn(async move { branch(server, &StealthConfig::default()).await });
+        let task = tokio::spawn(async move { settle(server, &StealthConfig::default()).await });
         // Typed into openssl s_client: one line, then the client waits.
         client.write_all(b"hello there\n").await.unwrap();
         let mut answer = Vec::new();
@@ -323,7 +459,7 @@ mod tests {
             .expect("a bad line must be answered without waiting for more")
             .unwrap();
         assert!(answer.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
-        assert!(matches!(task.await.unwrap().unwrap(), Branch::Handled));
+        assert!(task.await.unwrap().is_none());
     }
 
     #[tokio::test]
@@ -331,7 +467,7 @@ mod tests {
         // One byte every 50 ms never lets a per-read timeout of 200 ms
         // fire; the head deadline (200 ms for all of it) does.
         let (mut client, server) = duplex(64 * 1024);
-        let task = tokio::spawn(async move { branch(server, &quick()).await });
+        let task = tokio::spawn(async move { settle(server, &quick()).await });
         let started = Instant::now();
         let trickle = async {
             for byte in b"GET / HTTP/1.1\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
@@ -345,9 +481,8 @@ mod tests {
         let outcome = tokio::time::timeout(Duration::from_secs(10), task)
             .await
             .expect("the trickling client was never cut off")
-            .unwrap()
             .unwrap();
-        assert!(matches!(outcome, Branch::Handled));
+        assert!(outcome.is_none());
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "{:?}",

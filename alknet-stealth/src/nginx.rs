@@ -114,10 +114,20 @@ pub(crate) fn too_large(now: SystemTime) -> Vec<u8> {
     response("413 Request Entity Too Large", false, true, now)
 }
 
-fn response(status: &str, keep_alive: bool, with_body: bool, now: SystemTime) -> Vec<u8> {
-    let body = format!(
+/// The answer when the backend site cannot be reached; closed after it.
+pub(crate) fn bad_gateway(now: SystemTime) -> Vec<u8> {
+    response("502 Bad Gateway", false, true, now)
+}
+
+/// nginx's error page for `status` (`404 Not Found`).
+pub(crate) fn page(status: &str) -> String {
+    format!(
         "<html>\r\n<head><title>{status}</title></head>\r\n<body>\r\n<center><h1>{status}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
-    );
+    )
+}
+
+fn response(status: &str, keep_alive: bool, with_body: bool, now: SystemTime) -> Vec<u8> {
+    let body = page(status);
     let connection = if keep_alive { "keep-alive" } else { "close" };
     let mut out = format!(
         "HTTP/1.1 {status}\r\nServer: nginx\r\nDate: {}\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n",

@@ -94,6 +94,16 @@ pub enum TransportError {
         reason: String,
     },
 
+    /// A stealth listener did not answer the knock with an upgrade (or
+    /// the answer was garbled).
+    #[error("{server} did not open the tunnel: {reason}")]
+    KnockRefused {
+        /// The server as given by the user.
+        server: String,
+        /// What it answered, and what to check.
+        reason: String,
+    },
+
     /// Accepting one incoming connection failed.
     #[error("accepting a connection failed: {0}")]
     Accept(#[source] io::Error),

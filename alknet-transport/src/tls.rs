@@ -29,6 +29,8 @@ use crate::{
 
 /// What a web server on HTTP/1.1 announces.
 const ALPN_HTTP11: &[u8] = b"http/1.1";
+/// What a web server on HTTP/2 announces (nginx with `http2 on`).
+const ALPN_H2: &[u8] = b"h2";
 /// ACME TLS-ALPN-01 validation (RFC 8737).
 const ALPN_ACME_TLS: &[u8] = b"acme-tls/1";
 
@@ -269,6 +271,17 @@ impl TlsAcceptor {
             tcp,
             acceptor: tokio_rustls::TlsAcceptor::from(config),
         }
+    }
+
+    /// Also offers ALPN `h2`, preferred over `http/1.1`, as nginx with
+    /// HTTP/2 on does: for a stealth listener, which then serves HTTP/2
+    /// visitors too. SSH clients keep asking for `http/1.1` only.
+    pub fn offering_http2(self) -> Self {
+        let mut config = ServerConfig::clone(self.acceptor.config());
+        if !config.alpn_protocols.iter().any(|alpn| alpn == ALPN_H2) {
+            config.alpn_protocols.insert(0, ALPN_H2.to_vec());
+        }
+        Self::from_config(self.tcp, Arc::new(config))
     }
 
     /// The local address of the listening socket.

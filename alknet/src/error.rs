@@ -124,7 +124,8 @@ pub enum Error {
     /// enough to show its host key.
     #[error(
         "the server closed the connection before SSH began: a server limit (such as \
-         --max-connections-per-ip or --max-startups) turned it away, or the port is not an SSH server"
+         --max-connections-per-ip or --max-startups) turned it away, the port is not an SSH server, \
+         or it is a stealth port that wants a knock first (connect with --stealth)"
     )]
     ClosedBeforeSsh,
 

@@ -130,8 +130,12 @@ pub struct ListenerSettings {
     /// Where `tls://` listeners get their certificate per handshake instead
     /// (ACME's resolver); excludes `tls_cert`/`tls_key`.
     pub tls_resolver: Option<Arc<dyn CertResolver>>,
-    /// Stealth mode for `tls://` listeners.
+    /// Stealth mode for `tls://` listeners (which then also offer ALPN
+    /// `h2`, as nginx does).
     pub stealth: Option<StealthConfig>,
+    /// With stealth: tunnels only after a knock with a token
+    /// (`--stealth-require-token`).
+    pub stealth_require_token: bool,
     /// For an iroh listener: `default`, `none` or a relay URL (`None`: default).
     pub iroh_relay: Option<String>,
 }
@@ -144,6 +148,7 @@ impl fmt::Debug for ListenerSettings {
             .field("tls_key", &self.tls_key)
             .field("tls_resolver", &self.tls_resolver.is_some())
             .field("stealth", &self.stealth)
+            .field("stealth_require_token", &self.stealth_require_token)
             .field("iroh_relay", &self.iroh_relay)
             .finish()
     }
@@ -207,6 +212,11 @@ pub async fn bind_listeners(
     {
         return Err(usage(
             "one iroh listener is enough: its endpoint id is the same whatever the address",
+        ));
+    }
+    if settings.stealth_require_token && settings.stealth.is_none() {
+        return Err(usage(
+            "--stealth-require-token and --stealth-backend are stealth settings: add --stealth",
         ));
     }
     if settings.stealth.is_some() && !any_tls {
@@ -273,11 +283,14 @@ pub async fn bind_listeners(
                     }
                     None => unreachable!("checked above: a tls:// listener has its certificate"),
                 };
-                let options = settings
-                    .stealth
-                    .clone()
-                    .map(ListenerOptions::stealth)
-                    .unwrap_or_default();
+                let (acceptor, options) = match settings.stealth.clone() {
+                    Some(stealth) => {
+                        let mut options = ListenerOptions::stealth(stealth);
+                        options.require_token = settings.stealth_require_token;
+                        (acceptor.offering_http2(), options)
+                    }
+                    None => (acceptor, ListenerOptions::default()),
+                };
                 bound.listeners.push((Box::new(acceptor), options));
             }
             TransportChoice::Tcp => {

@@ -13,7 +13,9 @@ use alknet_transport::{
 };
 use tracing::warn;
 
+use crate::stealth_knock::KnockingTransport;
 use crate::{Error, TransportChoice};
+use alknet_auth::PrivateKey;
 
 /// How to reach a server.
 #[derive(Clone, Debug, Default)]
@@ -44,6 +46,9 @@ pub struct TransportSpec {
     /// (of `kind`). The TLS settings apply to the `tls://` ones, the iroh
     /// settings to the `iroh://` ones.
     pub fallbacks: Vec<String>,
+    /// TLS: knock with a token of this key before SSH, as a stealth
+    /// listener with `--stealth-require-token` demands (`--stealth`).
+    pub stealth_key: Option<Arc<PrivateKey>>,
 }
 
 fn usage(message: impl Into<String>) -> Error {
@@ -155,6 +160,7 @@ impl TransportSpec {
     fn only_its_own_settings(&self) -> Self {
         let mut spec = self.clone();
         if spec.kind != TransportChoice::Tls {
+            spec.stealth_key = None;
             spec.tls_server_name = None;
             spec.tls_ca = Vec::new();
             spec.insecure = false;
@@ -168,6 +174,9 @@ impl TransportSpec {
     }
 
     fn build_one(&self) -> Result<Arc<dyn Transport>, Error> {
+        if self.kind == TransportChoice::Iroh && self.stealth_key.is_some() {
+            return Err(usage("--stealth needs --transport tls (or a tls:// server)"));
+        }
         if self.kind == TransportChoice::Iroh {
             return self.build_iroh();
         }
@@ -184,16 +193,18 @@ impl TransportSpec {
                 "--server {server:?}: expected HOST, HOST:PORT or [IPv6]:PORT"
             ))
         })?;
-        let mut tcp = TcpTransport::new(server);
+        let mut tcp = TcpTransport::new(server.clone());
         if let Some(proxy) = &self.proxy {
             // The transport applies its own connect timeout.
             let dialer = Dialer::new(Some(proxy.clone()), Duration::from_secs(3600));
             tcp = tcp.with_connector(Arc::new(dialer));
         }
         match self.kind {
-            TransportChoice::Tcp if self.tls_settings_given() => Err(usage(
-                "--tls-server-name, --tls-ca and --insecure need --transport tls",
-            )),
+            TransportChoice::Tcp if self.tls_settings_given() || self.stealth_key.is_some() => {
+                Err(usage(
+                    "--tls-server-name, --tls-ca, --insecure and --stealth need --transport tls",
+                ))
+            }
             TransportChoice::Tls => {
                 let mut options = TlsClientOptions::default();
                 options.server_name = self.tls_server_name.clone();
@@ -205,7 +216,15 @@ impl TransportSpec {
                          (--host-key) tells the real server from an impostor"
                     );
                 }
-                Ok(Arc::new(TlsTransport::new(tcp, &options)?))
+                let tls = Arc::new(TlsTransport::new(tcp, &options)?);
+                Ok(match &self.stealth_key {
+                    Some(key) => Arc::new(KnockingTransport::new(
+                        tls,
+                        key.clone(),
+                        knock_host(self.tls_server_name.as_deref(), &server),
+                    )),
+                    None => tls,
+                })
             }
             _ => Ok(Arc::new(tcp)),
         }
@@ -267,6 +286,23 @@ impl TransportSpec {
 
 /// `host` alone means port 22, as with ssh; `None` for what is no server
 /// address at all.
+/// The `Host` a knock names: the TLS server name (or the server's host),
+/// with the port unless it is 443, as a browser writes it.
+fn knock_host(server_name: Option<&str>, server: &str) -> String {
+    let (host, port) = alknet_transport::split_host_port(server).unwrap_or((server, 443));
+    let host = server_name.unwrap_or(host);
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    if port == 443 {
+        host
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 fn with_default_port(server: &str) -> Option<String> {
     let server = server.trim();
     let with_port = if alknet_transport::split_host_port(server).is_some() {
@@ -372,5 +408,13 @@ mod tests {
             ..TransportSpec::tcp("example.com:443")
         };
         assert_eq!(tls.build().unwrap().describe(), "tls://example.com:443");
+    }
+
+    #[test]
+    fn a_knock_names_the_host_as_a_browser_would() {
+        assert_eq!(knock_host(None, "example.com:443"), "example.com");
+        assert_eq!(knock_host(None, "example.com:8443"), "example.com:8443");
+        assert_eq!(knock_host(Some("cdn.example"), "10.0.0.1:443"), "cdn.example");
+        assert_eq!(knock_host(None, "[::1]:8443"), "[::1]:8443");
     }
 }

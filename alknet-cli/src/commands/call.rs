@@ -42,8 +42,8 @@ pub(crate) async fn run(mut args: CallArgs) -> Result<(), CliError> {
         Some(text) => serde_json::from_str(text)
             .map_err(|error| CliError::Usage(format!("INPUT-JSON is not valid JSON: {error}")))?,
     };
-    let transport = transport(&args.session)?;
     let options = connect_options(&args.session)?;
+    let transport = transport(&args.session, &options)?;
     let client = Client::connect(transport.as_ref(), options).await?;
     let result = call(&client, &path, input, Duration::from_secs(args.timeout)).await;
     client.disconnect().await;

@@ -14,8 +14,8 @@ use crate::signals::shutdown_signal;
 
 pub(crate) async fn run(mut args: ConnectArgs) -> Result<(), CliError> {
     resolve_destination(&mut args.session)?;
-    let transport = transport(&args.session)?;
     let mut options = connect_options(&args.session)?;
+    let transport = transport(&args.session, &options)?;
     options.remote_forwards = args.remote_forwards;
     if let Some(path) = &args.forward_policy {
         options.forward_policy = Some(Arc::new(ForwardingPolicy::load(path)?));

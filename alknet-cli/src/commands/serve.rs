@@ -29,9 +29,18 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
     settings.default_kind = args.transport.into();
     settings.tls_cert = args.tls_cert.clone().map(Pem::File);
     settings.tls_key = args.tls_key.clone().map(Pem::File);
-    settings.stealth = args
-        .stealth
-        .then(|| StealthConfig::with_timeout(Duration::from_secs(args.stealth_timeout)));
+    if args.stealth {
+        let mut stealth = StealthConfig::with_timeout(Duration::from_secs(args.stealth_timeout));
+        if let Some(backend) = args.stealth_backend.clone() {
+            stealth = stealth.with_backend(backend);
+        }
+        settings.stealth = Some(stealth);
+    } else if args.stealth_backend.is_some() {
+        return Err(CliError::Usage(
+            "--stealth-backend is a stealth setting: add --stealth".into(),
+        ));
+    }
+    settings.stealth_require_token = args.stealth_require_token;
     settings.iroh_relay = Some(args.iroh_relay.clone());
     if let Some(config) = args.acme.clone() {
         let certificates = alknet::acme::AcmeCertificates::start(config).await?;
@@ -58,6 +67,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
         info!(
             listen = %acceptor.describe(),
             stealth = listener.stealth.is_some(),
+            knock = listener.require_token,
             "listening"
         );
     }

@@ -61,9 +61,17 @@ pub(crate) fn resolve_destination(args: &mut SessionArgs) -> Result<(), CliError
     Ok(())
 }
 
-/// The transport `--transport`, `--proxy` and the TLS and iroh flags describe.
-pub(crate) fn transport(args: &SessionArgs) -> Result<Arc<dyn Transport>, CliError> {
-    Ok(transport_spec(args).build()?)
+/// The transport `--transport`, `--proxy` and the TLS and iroh flags
+/// describe; `--stealth` knocks with `options`' key.
+pub(crate) fn transport(
+    args: &SessionArgs,
+    options: &ConnectOptions,
+) -> Result<Arc<dyn Transport>, CliError> {
+    let mut spec = transport_spec(args);
+    if args.stealth {
+        spec.stealth_key = Some(options.identity.clone());
+    }
+    Ok(spec.build()?)
 }
 
 /// The settings behind [`transport`], unchecked.

@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use alknet_stealth::StealthConfig;
 use alknet_transport::{TransportAcceptor, TransportError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -75,6 +76,17 @@ fn is_fd_shortage(error: &TransportError) -> bool {
 }
 
 impl Server {
+    /// The stealth settings of `listener`'s connections, with the server's
+    /// token gate when the listener requires a knock.
+    fn stealth_of(&self, listener: &ListenerOptions) -> Option<StealthConfig> {
+        let config = listener.stealth.clone()?;
+        Some(if listener.require_token {
+            config.requiring_token(self.inner.knock_tokens.clone())
+        } else {
+            config
+        })
+    }
+
     /// Like [`serve`](Server::serve), with per-listener options (such as
     /// stealth mode for a TLS listener).
     pub async fn serve_with<A>(
@@ -137,7 +149,7 @@ impl Server {
                         let accepted = Accepted {
                             stream,
                             info,
-                            stealth: listener.stealth.clone(),
+                            stealth: self.stealth_of(listener),
                             permit: Some(permit),
                             at,
                         };

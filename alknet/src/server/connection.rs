@@ -76,8 +76,22 @@ impl Server {
                 };
                 match outcome {
                     Some(Branch::Ssh(replay)) => Box::new(replay),
+                    Some(Branch::Web(visitor)) => {
+                        debug!(remote_addr = %peer, "not a tunnel: served as the web site");
+                        // A visitor is not logging in: its startup slot goes
+                        // to the next client, and the login deadline does not
+                        // cut off a long download.
+                        if let Some(permit) = permit.as_mut() {
+                            permit.authenticated();
+                        }
+                        tokio::select! {
+                            () = visitor.serve() => {}
+                            () = stop.cancelled() => {}
+                        }
+                        return;
+                    }
                     _ => {
-                        debug!(remote_addr = %peer, "not SSH: answered as a web server");
+                        debug!(remote_addr = %peer, "closed before saying anything");
                         return;
                     }
                 }

@@ -7,7 +7,8 @@
 //! embedder's) → relay. The files, in the order a connection meets them:
 //!
 //! - `accept.rs`: the accept loop, connection limits, shutdown;
-//! - `connection.rs`: one connection's life, login deadline, stealth;
+//! - `connection.rs`: one connection's life, login deadline, stealth
+//!   (`knock_tokens.rs`: the tokens a knock must carry, when required);
 //! - `handler.rs`: russh's callbacks, each delegating;
 //! - `login.rs`: keys and certificates to a session grant, fail2ban lines;
 //! - `channels.rs`: channel requests through admission to a sink;
@@ -21,6 +22,7 @@ mod connection;
 mod control;
 mod forwards;
 mod handler;
+mod knock_tokens;
 mod login;
 mod options;
 mod peer;
@@ -44,6 +46,7 @@ use crate::Error;
 use crate::tuning::{ServerTuning, server_config};
 use connection::Accepted;
 use control::ControlSink;
+use knock_tokens::KnockTokens;
 use sink::Sinks;
 
 pub use options::{DEFAULT_MAX_CHANNELS_PER_SESSION, ListenerOptions, ServeOptions};
@@ -96,6 +99,8 @@ struct ServerInner {
     control: Arc<ControlSink>,
     max_channels_per_session: usize,
     open_connections: OpenConnections,
+    /// For stealth listeners that require a knock.
+    knock_tokens: Arc<KnockTokens>,
 }
 
 impl ServerInner {
@@ -132,6 +137,7 @@ impl Server {
             .sink
             .unwrap_or_else(|| Arc::new(sink::DialSink::new(dialer)));
         let hub = Hub::new(options.registry);
+        let auth = ConfigReloadHandle::new(options.auth);
         Self {
             inner: Arc::new(ServerInner {
                 config: std::sync::Mutex::new(Arc::new(server_config(
@@ -142,7 +148,8 @@ impl Server {
                 host_key: options.host_key,
                 host_certificates: options.host_certificates,
                 keepalive_interval: options.keepalive_interval,
-                auth: ConfigReloadHandle::new(options.auth),
+                knock_tokens: Arc::new(KnockTokens::new(auth.clone())),
+                auth,
                 login_grace: options.login_grace,
                 shutdown_grace: options.shutdown_grace,
                 gateway_ports: options.gateway_ports,

@@ -210,6 +210,10 @@ pub struct ListenerOptions {
     /// would answer them. Meant for TLS listeners, where it makes the port
     /// look like an ordinary HTTPS site.
     pub stealth: Option<StealthConfig>,
+    /// With stealth: open a tunnel only after a knock carrying a token of
+    /// an authorized key (`alknet connect --stealth`); a bare `SSH-2.0-`
+    /// gets what any other visitor gets.
+    pub require_token: bool,
 }
 
 impl ListenerOptions {
@@ -217,6 +221,14 @@ impl ListenerOptions {
     pub fn stealth(config: StealthConfig) -> Self {
         Self {
             stealth: Some(config),
+            require_token: false,
         }
+    }
+
+    /// Requires a knock with a token before SSH (see
+    /// [`require_token`](Self::require_token)).
+    pub fn requiring_token(mut self) -> Self {
+        self.require_token = true;
+        self
     }
 }

@@ -20,6 +20,7 @@ mod proxies;
 mod reconnect;
 mod security;
 mod shutdown;
+mod stealth;
 mod tidy;
 mod tls;
 mod tokens;
