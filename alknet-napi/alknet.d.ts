@@ -37,6 +37,8 @@ export interface ConnectOptions {
   tlsCa?: string | string[]
   /** TLS: accept any certificate; the pinned `hostKey` is then all that authenticates the server. */
   insecure?: boolean
+  /** TLS: knock with a fresh token of `identity` before SSH, for a server with `stealthRequireToken`. */
+  stealth?: boolean
   /** iroh: the server's endpoint id. */
   peer?: string
   /** iroh: direct addresses of the server (`ip:port`), tried before discovery. */
@@ -78,6 +80,10 @@ export interface ServeOptions {
   tlsKey?: KeySource
   /** TLS listeners answer non-SSH visitors as an empty nginx site. */
   stealth?: boolean
+  /** With `stealth`: the real site visitors get instead (`http://HOST:PORT` or `unix:/PATH`). */
+  stealthBackend?: string
+  /** With `stealth`: open tunnels only to clients that knock with a token (`connect({ stealth: true })`). */
+  stealthRequireToken?: boolean
   /** Concurrent connections from one IP address. */
   maxConnectionsPerIp?: number
   /** Authentication attempts per connection. */

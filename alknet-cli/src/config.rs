@@ -175,9 +175,11 @@ impl ServeSettings {
         };
         let stealth_backend = match (args.stealth_backend, file.stealth_backend) {
             (Some(backend), _) => Some(backend),
-            (None, Some(url)) => Some(url.parse().map_err(|e: alknet::stealth::BackendParseError| {
-                bad(&args.config, "stealth_backend", e.to_string())
-            })?),
+            (None, Some(url)) => Some(url.parse().map_err(
+                |e: alknet::stealth::BackendParseError| {
+                    bad(&args.config, "stealth_backend", e.to_string())
+                },
+            )?),
             (None, None) => None,
         };
         if file.forward_policy.is_some() && file.forwarding.is_some() {

@@ -8,13 +8,13 @@ const { AlknetError } = require('./errors.js')
 const CONNECT_OPTIONS = [
   'server', 'transport', 'identity', 'passphrase', 'certificate', 'user', 'hostKey', 'knownHosts',
   'strictHostKeys',
-  'tlsServerName', 'tlsCa', 'insecure', 'peer', 'peerAddr', 'irohRelay', 'proxy',
+  'tlsServerName', 'tlsCa', 'insecure', 'stealth', 'peer', 'peerAddr', 'irohRelay', 'proxy',
   'keepaliveInterval', 'target'
 ]
 
 const SERVE_OPTIONS = [
   'listen', 'hostKey', 'passphrase', 'authorizedKeys', 'certAuthority', 'forwardPolicy',
-  'tlsCert', 'tlsKey', 'stealth', 'maxConnectionsPerIp', 'maxAuthAttempts', 'irohRelay'
+  'tlsCert', 'tlsKey', 'stealth', 'stealthBackend', 'stealthRequireToken', 'maxConnectionsPerIp', 'maxAuthAttempts', 'irohRelay'
 ]
 
 const RELOAD_AUTH_OPTIONS = ['authorizedKeys', 'certAuthority']

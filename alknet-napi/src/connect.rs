@@ -57,6 +57,9 @@ pub struct ConnectOptions {
     pub tls_ca: Option<Vec<String>>,
     /// TLS: accept any certificate (the host key still authenticates).
     pub insecure: Option<bool>,
+    /// TLS: knock with a token of the identity before SSH, for a server
+    /// with `stealthRequireToken`.
+    pub stealth: Option<bool>,
     /// iroh: the server's endpoint id.
     pub peer: Option<String>,
     /// iroh: the server's UDP addresses, tried directly.
@@ -136,8 +139,12 @@ fn target(options: &ConnectOptions) -> napi::Result<TargetAddr> {
 /// Opens one SSH session and one channel in it.
 #[napi]
 pub async fn connect(options: ConnectOptions) -> napi::Result<Channel> {
-    let transport = transport_spec(&options)?.build().map_err(from_alknet)?;
     let session = session_options(&options)?;
+    let mut spec = transport_spec(&options)?;
+    if options.stealth.unwrap_or(false) {
+        spec.stealth_key = Some(session.identity.clone());
+    }
+    let transport = spec.build().map_err(from_alknet)?;
     let target = target(&options)?;
     let client = Arc::new(
         Client::connect(transport.as_ref(), session)

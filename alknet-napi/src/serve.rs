@@ -13,7 +13,7 @@ use alknet::auth::{
     load_private_key,
 };
 use alknet::proxy::Dialer;
-use alknet::stealth::StealthConfig;
+use alknet::stealth::{Backend, StealthConfig};
 use alknet::{
     ChannelInfo, ChannelSink, ChannelTarget, DialSink, IncomingChannel, ListenSpec,
     ListenerSettings, Pem, ServeOptions as FacadeOptions, Server as FacadeServer, bind_listeners,
@@ -53,6 +53,11 @@ pub struct ServeOptions {
     pub tls_key: Option<Either<String, Buffer>>,
     /// Make `tls://` listeners pass for nginx.
     pub stealth: Option<bool>,
+    /// With `stealth`: the real site behind the port (`http://HOST:PORT`
+    /// or `unix:/PATH`).
+    pub stealth_backend: Option<String>,
+    /// With `stealth`: tunnels only after a knock with a token.
+    pub stealth_require_token: Option<bool>,
     /// Open connections per address (0: no limit).
     pub max_connections_per_ip: Option<u32>,
     /// Failed authentications per connection.
@@ -301,10 +306,18 @@ pub async fn serve(options: ServeOptions) -> napi::Result<Server> {
     let mut settings = ListenerSettings::default();
     settings.tls_cert = options.tls_cert.as_ref().map(pem);
     settings.tls_key = options.tls_key.as_ref().map(pem);
-    settings.stealth = options
-        .stealth
-        .unwrap_or(false)
-        .then(StealthConfig::default);
+    let backend = options
+        .stealth_backend
+        .as_deref()
+        .map(|url| url.parse::<Backend>().map_err(invalid))
+        .transpose()?;
+    settings.stealth = match (options.stealth.unwrap_or(false), backend) {
+        (true, Some(backend)) => Some(StealthConfig::default().with_backend(backend)),
+        (true, None) => Some(StealthConfig::default()),
+        (false, Some(_)) => return Err(invalid("stealthBackend needs stealth: true")),
+        (false, None) => None,
+    };
+    settings.stealth_require_token = options.stealth_require_token.unwrap_or(false);
     settings.iroh_relay = options.iroh_relay.clone();
     let bound = bind_listeners(&specs, &settings, &host_key)
         .await

@@ -141,7 +141,11 @@ impl AsyncRead for BackendStream {
 }
 
 impl AsyncWrite for BackendStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             BackendStream::Tcp(stream) => Pin::new(stream).poll_write(cx, data),
             BackendStream::Unix(stream) => Pin::new(stream).poll_write(cx, data),
@@ -218,7 +222,10 @@ mod tests {
             "unix:relative.sock",
         ] {
             let error = bad.parse::<Backend>().unwrap_err().to_string();
-            assert!(error.contains("expected http://HOST:PORT"), "{bad}: {error}");
+            assert!(
+                error.contains("expected http://HOST:PORT"),
+                "{bad}: {error}"
+            );
         }
         assert_eq!(tcp("a:1").to_string(), "http://a:1");
     }

@@ -71,7 +71,11 @@ mod tests {
     #[test]
     fn http2_is_recognised_by_its_preface_and_ssh_only_when_allowed() {
         for end in 0..H2_PREFACE.len() {
-            assert_eq!(classify(&H2_PREFACE[..end], false), Decision::NeedMore, "{end}");
+            assert_eq!(
+                classify(&H2_PREFACE[..end], false),
+                Decision::NeedMore,
+                "{end}"
+            );
         }
         assert_eq!(classify(H2_PREFACE, true), Decision::Http2);
         assert_eq!(classify(b"PRI * HTTP/1.1\r\n", true), Decision::Other);

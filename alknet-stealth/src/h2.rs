@@ -24,6 +24,12 @@ type Body = BoxBody<Bytes, Box<dyn StdError + Send + Sync>>;
 /// Streams a visitor may have open at once (nginx's
 /// `http2_max_concurrent_streams`).
 const MAX_STREAMS: u32 = 128;
+/// nginx's SETTINGS and first WINDOW_UPDATE, so the connection preface
+/// looks like nginx's: a 64 KiB stream window (`http2_body_preread_size`),
+/// the largest frame size, and the connection window opened to 2^31 - 1.
+const STREAM_WINDOW: u32 = 65_536;
+const CONNECTION_WINDOW: u32 = (1 << 31) - 1;
+const MAX_FRAME: u32 = (1 << 24) - 1;
 
 /// Headers that belong to one HTTP/1.1 connection and are not allowed in
 /// HTTP/2 (RFC 9113 §8.2.2).
@@ -55,6 +61,9 @@ where
     let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_STREAMS)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
         .serve_connection(TokioIo::new(stream), service);
     tokio::select! {
         _ = connection => {}

@@ -92,7 +92,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, data);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
@@ -120,7 +124,9 @@ mod tests {
         let (mut near, mut a) = duplex(1024);
         let (mut b, mut far) = duplex(1024);
         let copy =
-            tokio::spawn(async move { copy_both_ways(&mut a, &mut b, Duration::from_secs(10)).await });
+            tokio::spawn(
+                async move { copy_both_ways(&mut a, &mut b, Duration::from_secs(10)).await },
+            );
         // Talk every 6 s for 30 s: never idle for 10.
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_secs(6)).await;

@@ -13,7 +13,7 @@
 //!
 //! A listener can also require proof before it opens a tunnel
 //! ([`StealthConfig::token_gate`]): then a bare `SSH-2.0-` is garbage like
-//! any other, and only a [knock](knock) — an HTTP/1.1 upgrade request
+//! any other, and only a [knock](mod@knock) — an HTTP/1.1 upgrade request
 //! carrying a token the gate admits — is answered with `101` and becomes
 //! SSH. A refused knock goes to the site, exactly as it arrived.
 //!
@@ -107,7 +107,7 @@ pub struct StealthConfig {
     /// The real site: every connection that is not a tunnel is passed on to
     /// it. `None`: nginx's 404 for everyone.
     pub backend: Option<Backend>,
-    /// When set, a bare `SSH-2.0-` opens nothing: only a [knock](knock)
+    /// When set, a bare `SSH-2.0-` opens nothing: only a [knock](mod@knock)
     /// whose token this gate admits does.
     pub token_gate: Option<Arc<dyn TokenGate>>,
 }

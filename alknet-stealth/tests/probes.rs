@@ -30,7 +30,12 @@ impl TokenGate for OneUse {
 }
 
 /// The server's side: branch, serve visitors, and hand back tunnels.
-fn server(config: StealthConfig) -> (DuplexStream, tokio::task::JoinHandle<Option<Replay<DuplexStream>>>) {
+fn server(
+    config: StealthConfig,
+) -> (
+    DuplexStream,
+    tokio::task::JoinHandle<Option<Replay<DuplexStream>>>,
+) {
     let (client, server) = duplex(1 << 20);
     let task = tokio::spawn(async move {
         match branch(server, &config).await.unwrap() {
@@ -90,11 +95,12 @@ async fn a_good_knock_opens_once_and_its_replay_gets_the_decoy() {
     let (client, task) = server(gated.clone());
     let serve = async { task.await.unwrap().expect("the knock was refused") };
     let knocking = knock(client, "example.com", "good", KEY);
-    let (mut tunnel_client, mut tunnel_server) = tokio::join!(
-        async { knocking.await.unwrap() },
-        serve
-    );
-    tunnel_client.write_all(b"SSH-2.0-alknet\r\n").await.unwrap();
+    let (mut tunnel_client, mut tunnel_server) =
+        tokio::join!(async { knocking.await.unwrap() }, serve);
+    tunnel_client
+        .write_all(b"SSH-2.0-alknet\r\n")
+        .await
+        .unwrap();
     let mut banner = [0u8; 16];
     tunnel_server.read_exact(&mut banner).await.unwrap();
     assert_eq!(&banner, b"SSH-2.0-alknet\r\n");
@@ -125,10 +131,16 @@ async fn echoing_backend() -> (Backend, tokio::task::JoinHandle<()>) {
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") && visitor.read(&mut byte).await.unwrap_or(0) == 1 {
+                while !head.ends_with(b"\r\n\r\n")
+                    && visitor.read(&mut byte).await.unwrap_or(0) == 1
+                {
                     head.push(byte[0]);
                 }
-                let first = String::from_utf8_lossy(&head).lines().next().unwrap_or_default().to_owned();
+                let first = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 let body = format!("site saw: {first}");
                 let answer = format!(
                     "HTTP/1.1 200 OK\r\nserver: Apache/2.4.62 (Debian)\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -157,7 +169,11 @@ async fn a_backend_answers_visitors_and_refused_knocks_byte_for_byte() {
     assert!(probe.ends_with("site saw: SSH-2.0-OpenSSH_9.2"), "{probe}");
     let request = knock::knock_request("x", "bad", KEY);
     let refused = exchange(config, request.as_bytes()).await;
-    assert!(String::from_utf8(refused).unwrap().ends_with("site saw: GET / HTTP/1.1"));
+    assert!(
+        String::from_utf8(refused)
+            .unwrap()
+            .ends_with("site saw: GET / HTTP/1.1")
+    );
     site.abort();
 }
 
@@ -174,10 +190,12 @@ async fn an_unreachable_backend_is_nginx_s_502() {
 
 async fn h2_get(config: StealthConfig, path: &str) -> (hyper::http::response::Parts, Bytes) {
     let (client, task) = server(config);
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(client))
-            .await
-            .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(client),
+    )
+    .await
+    .unwrap();
     tokio::spawn(connection);
     let request = hyper::Request::get(format!("https://example.com{path}"))
         .body(Empty::<Bytes>::new())
@@ -204,4 +222,36 @@ async fn http2_visitors_get_nginx_or_the_backend() {
     assert!(!parts.headers.contains_key("connection"));
     assert_eq!(&body[..], b"site saw: GET /page?q=1 HTTP/1.1");
     site.abort();
+}
+
+#[tokio::test]
+async fn a_unix_socket_backend_is_passed_visitors_too() {
+    let dir = std::env::temp_dir().join(format!("alknet-stealth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("site.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let site = tokio::spawn(async move {
+        let (mut visitor, _) = listener.accept().await.unwrap();
+        let mut head = vec![0u8; 64];
+        let n = visitor.read(&mut head).await.unwrap();
+        assert!(head[..n].starts_with(b"GET /over-unix "));
+        visitor
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nunix")
+            .await
+            .unwrap();
+    });
+    let backend: Backend = format!("unix:{}", path.display()).parse().unwrap();
+    let answer = exchange(
+        quick().with_backend(backend),
+        b"GET /over-unix HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert!(
+        answer.ends_with(b"\r\n\r\nunix"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    site.await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }

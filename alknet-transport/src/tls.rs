@@ -273,15 +273,19 @@ impl TlsAcceptor {
         }
     }
 
-    /// Also offers ALPN `h2`, preferred over `http/1.1`, as nginx with
-    /// HTTP/2 on does: for a stealth listener, which then serves HTTP/2
-    /// visitors too. SSH clients keep asking for `http/1.1` only.
-    pub fn offering_http2(self) -> Self {
+    /// Makes the handshake more like nginx's (with OpenSSL), for a stealth
+    /// listener: ALPN `h2` offered before `http/1.1` (the listener then
+    /// serves HTTP/2 visitors too; SSH clients keep asking for `http/1.1`),
+    /// and stateless resumption tickets, which nginx issues by default
+    /// (`ssl_session_tickets on`) and which a TLS 1.2 ServerHello shows.
+    pub fn like_nginx(self) -> Result<Self, TransportError> {
         let mut config = ServerConfig::clone(self.acceptor.config());
         if !config.alpn_protocols.iter().any(|alpn| alpn == ALPN_H2) {
             config.alpn_protocols.insert(0, ALPN_H2.to_vec());
         }
-        Self::from_config(self.tcp, Arc::new(config))
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+            .map_err(config_error("TLS session tickets"))?;
+        Ok(Self::from_config(self.tcp, Arc::new(config)))
     }
 
     /// The local address of the listening socket.

@@ -287,7 +287,7 @@ pub async fn bind_listeners(
                     Some(stealth) => {
                         let mut options = ListenerOptions::stealth(stealth);
                         options.require_token = settings.stealth_require_token;
-                        (acceptor.offering_http2(), options)
+                        (acceptor.like_nginx()?, options)
                     }
                     None => (acceptor, ListenerOptions::default()),
                 };

@@ -42,9 +42,8 @@ impl Transport for KnockingTransport {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
-        let token = mint_token(&self.key, now).map_err(|error| {
-            self.refused(format!("--stealth needs an Ed25519 key ({error})"))
-        })?;
+        let token = mint_token(&self.key, now)
+            .map_err(|error| self.refused(format!("--stealth needs an Ed25519 key ({error})")))?;
         let websocket_key = STANDARD.encode(fastrand::u128(..).to_be_bytes());
         let knocked = tokio::time::timeout(
             KNOCK_TIMEOUT,

@@ -175,7 +175,9 @@ impl TransportSpec {
 
     fn build_one(&self) -> Result<Arc<dyn Transport>, Error> {
         if self.kind == TransportChoice::Iroh && self.stealth_key.is_some() {
-            return Err(usage("--stealth needs --transport tls (or a tls:// server)"));
+            return Err(usage(
+                "--stealth needs --transport tls (or a tls:// server)",
+            ));
         }
         if self.kind == TransportChoice::Iroh {
             return self.build_iroh();
@@ -200,11 +202,9 @@ impl TransportSpec {
             tcp = tcp.with_connector(Arc::new(dialer));
         }
         match self.kind {
-            TransportChoice::Tcp if self.tls_settings_given() || self.stealth_key.is_some() => {
-                Err(usage(
-                    "--tls-server-name, --tls-ca, --insecure and --stealth need --transport tls",
-                ))
-            }
+            TransportChoice::Tcp if self.tls_settings_given() || self.stealth_key.is_some() => Err(
+                usage("--tls-server-name, --tls-ca, --insecure and --stealth need --transport tls"),
+            ),
             TransportChoice::Tls => {
                 let mut options = TlsClientOptions::default();
                 options.server_name = self.tls_server_name.clone();
@@ -414,7 +414,10 @@ mod tests {
     fn a_knock_names_the_host_as_a_browser_would() {
         assert_eq!(knock_host(None, "example.com:443"), "example.com");
         assert_eq!(knock_host(None, "example.com:8443"), "example.com:8443");
-        assert_eq!(knock_host(Some("cdn.example"), "10.0.0.1:443"), "cdn.example");
+        assert_eq!(
+            knock_host(Some("cdn.example"), "10.0.0.1:443"),
+            "cdn.example"
+        );
         assert_eq!(knock_host(None, "[::1]:8443"), "[::1]:8443");
     }
 }

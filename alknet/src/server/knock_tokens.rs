@@ -56,9 +56,13 @@ mod tests {
     fn an_authorized_key_s_token_opens_once_and_a_reload_removes_the_key() {
         let alice = generate_ed25519("alice").unwrap();
         let line = alice.public_key().to_openssh().unwrap();
-        let handle = ConfigReloadHandle::new(AuthConfig::new(AuthorizedKeys::parse(&line).unwrap()));
+        let handle =
+            ConfigReloadHandle::new(AuthConfig::new(AuthorizedKeys::parse(&line).unwrap()));
         let gate = KnockTokens::new(handle.clone());
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let token = mint_token(&alice, now).unwrap();
         assert!(gate.admit(&token));
         assert!(!gate.admit(&token), "a replay was admitted");

@@ -22,7 +22,10 @@ const WEBSOCKET_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 const SITE_SERVER: &str = "Apache/2.4.62 (Debian)";
 
 fn stealth_server(dir: &Workdir, files: &TlsFiles, extra: &[&str]) -> AlknetServer {
-    let (cert, key) = (files.cert.display().to_string(), files.key.display().to_string());
+    let (cert, key) = (
+        files.cert.display().to_string(),
+        files.key.display().to_string(),
+    );
     let mut args = vec!["--tls-cert", &cert, "--tls-key", &key, "--stealth"];
     args.extend_from_slice(extra);
     AlknetServer::start_listening(dir, &["tls://127.0.0.1:0"], &args).unwrap()
@@ -37,7 +40,14 @@ struct TlsPipe {
 impl TlsPipe {
     fn open(port: u16) -> Self {
         let mut child = Command::new("openssl")
-            .args(["s_client", "-quiet", "-ign_eof", "-servername", "localhost", "-connect"])
+            .args([
+                "s_client",
+                "-quiet",
+                "-ign_eof",
+                "-servername",
+                "localhost",
+                "-connect",
+            ])
             .arg(format!("127.0.0.1:{port}"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -67,7 +77,9 @@ impl TlsPipe {
         let started = Instant::now();
         loop {
             let received = self.received.lock().unwrap().clone();
-            if received.windows(needle.len()).any(|window| window == needle)
+            if received
+                .windows(needle.len())
+                .any(|window| window == needle)
                 || started.elapsed() > LIMIT
             {
                 return received;
@@ -112,17 +124,46 @@ fn with_a_token_required_probes_find_a_web_server_and_the_knock_opens_once() {
     let server = stealth_server(&dir, &files, &["--stealth-require-token"]);
     let port = server.port;
 
+    // The handshake offers what nginx offers: h2, and resumption tickets.
+    let hello = Command::new("openssl")
+        .args(["s_client", "-tls1_2", "-alpn", "h2,http/1.1", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .bounded_output()
+        .unwrap();
+    let hello = text(&hello.stdout);
+    assert!(hello.contains("ALPN protocol: h2"), "{hello}");
+    assert!(
+        hello.contains("TLS session ticket lifetime hint"),
+        "{hello}"
+    );
+
     // An SSH banner after TLS: an HTTP answer, never an SSH one.
     let mut probe = TlsPipe::open(port);
     probe.send(b"SSH-2.0-OpenSSH_9.2\r\n");
     let answer = text(&probe.wait_for(b"</html>"));
-    assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\nServer: nginx\r\n"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\nServer: nginx\r\n"),
+        "{answer}"
+    );
     assert!(!answer.contains("SSH-"), "{answer}");
 
     // OpenSSH itself, through a TLS pipe: no banner, no key exchange.
     let ssh = Command::new("ssh")
-        .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
-        .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=20"])
+        .args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+        ])
+        .args([
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=20",
+        ])
         .arg("-o")
         .arg(format!(
             "ProxyCommand=openssl s_client -quiet -servername localhost -connect 127.0.0.1:{port}"
@@ -146,7 +187,10 @@ fn with_a_token_required_probes_find_a_web_server_and_the_knock_opens_once() {
     let mut first = TlsPipe::open(port);
     first.send(knock_with(&token).as_bytes());
     let opened = text(&first.wait_for(b"SSH-2.0-"));
-    assert!(opened.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{opened}");
+    assert!(
+        opened.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{opened}"
+    );
     assert!(
         opened.contains("\r\n\r\nSSH-2.0-"),
         "no SSH banner after the upgrade: {opened}"
@@ -164,7 +208,10 @@ fn with_a_token_required_probes_find_a_web_server_and_the_knock_opens_once() {
     let mut plain = TlsPipe::open(port);
     plain.send(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let visitor = text(&plain.wait_for(b"</html>"));
-    assert!(replayed.starts_with("HTTP/1.1 404 Not Found\r\n"), "{replayed}");
+    assert!(
+        replayed.starts_with("HTTP/1.1 404 Not Found\r\n"),
+        "{replayed}"
+    );
     assert_eq!(without_date(&replayed), without_date(&visitor));
 
     // And alknet's own client tunnels with --stealth.
@@ -308,14 +355,26 @@ fn site_answer(stream: TcpStream) -> std::io::Result<()> {
 
 fn curl(args: &[&str], url: &str, out: &std::path::Path) -> (String, Vec<u8>) {
     let output = Command::new("curl")
-        .args(["--silent", "--show-error", "--insecure", "--max-time", "120", "--dump-header", "-"])
+        .args([
+            "--silent",
+            "--show-error",
+            "--insecure",
+            "--max-time",
+            "120",
+            "--dump-header",
+            "-",
+        ])
         .args(args)
         .arg("--output")
         .arg(out)
         .arg(url)
         .bounded_output()
         .unwrap();
-    assert!(output.status.success(), "curl {url}: {}", text(&output.stderr));
+    assert!(
+        output.status.success(),
+        "curl {url}: {}",
+        text(&output.stderr)
+    );
     (text(&output.stdout), std::fs::read(out).unwrap())
 }
 
@@ -338,10 +397,21 @@ fn a_backend_site_is_what_visitors_and_scanners_see() {
 
     // The same bytes as from the site itself, over HTTP/1.1 and HTTP/2.
     let (_, direct) = curl(&[], &format!("http://{}/100000", site.addr), &out);
-    let (headers, over_h1) = curl(&["--http1.1"], &format!("https://127.0.0.1:{port}/100000"), &out);
+    let (headers, over_h1) = curl(
+        &["--http1.1"],
+        &format!("https://127.0.0.1:{port}/100000"),
+        &out,
+    );
     assert!(headers.starts_with("HTTP/1.1 200 OK\r\n"), "{headers}");
-    assert!(headers.contains(&format!("Server: {SITE_SERVER}\r\n")), "{headers}");
-    let (headers, over_h2) = curl(&["--http2"], &format!("https://127.0.0.1:{port}/100000"), &out);
+    assert!(
+        headers.contains(&format!("Server: {SITE_SERVER}\r\n")),
+        "{headers}"
+    );
+    let (headers, over_h2) = curl(
+        &["--http2"],
+        &format!("https://127.0.0.1:{port}/100000"),
+        &out,
+    );
     assert!(headers.starts_with("HTTP/2 200"), "{headers}");
     assert_eq!(over_h1, direct);
     assert_eq!(over_h2, direct);
@@ -351,8 +421,16 @@ fn a_backend_site_is_what_visitors_and_scanners_see() {
     // 50 MiB, both ways of asking.
     let size = 50 * 1024 * 1024;
     for version in ["--http1.1", "--http2"] {
-        let (_, body) = curl(&[version], &format!("https://127.0.0.1:{port}/{size}"), &out);
-        assert!(body == HttpTarget::body(size), "{version}: {} bytes, not the site's", body.len());
+        let (_, body) = curl(
+            &[version],
+            &format!("https://127.0.0.1:{port}/{size}"),
+            &out,
+        );
+        assert!(
+            body == HttpTarget::body(size),
+            "{version}: {} bytes, not the site's",
+            body.len()
+        );
     }
 
     // A WebSocket upgrade and one message each way.
@@ -365,18 +443,28 @@ fn a_backend_site_is_what_visitors_and_scanners_see() {
         .as_bytes(),
     );
     let upgraded = text(&socket.wait_for(b"\r\n\r\n"));
-    assert!(upgraded.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{upgraded}");
+    assert!(
+        upgraded.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+        "{upgraded}"
+    );
     let message = b"hello through stealth";
     let mask = [0x37, 0xfa, 0x21, 0x3d];
     let mut frame = vec![0x81, 0x80 | message.len() as u8];
     frame.extend_from_slice(&mask);
-    frame.extend(message.iter().enumerate().map(|(i, byte)| byte ^ mask[i % 4]));
+    frame.extend(
+        message
+            .iter()
+            .enumerate()
+            .map(|(i, byte)| byte ^ mask[i % 4]),
+    );
     socket.send(&frame);
     let mut echoed = vec![0x81, message.len() as u8];
     echoed.extend_from_slice(message);
     let received = socket.wait_for(&echoed);
     assert!(
-        received.windows(echoed.len()).any(|window| window == echoed),
+        received
+            .windows(echoed.len())
+            .any(|window| window == echoed),
         "no echo: {}",
         text(&received)
     );

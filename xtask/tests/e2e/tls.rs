@@ -140,15 +140,32 @@ fn stealth_mode_passes_for_nginx_and_still_carries_ssh() {
     // A browser-like request gets nginx's 404, over HTTP/2 (ALPN h2, as
     // nginx offers) and over HTTP/1.1.
     let h2 = Command::new("curl")
-        .args(["--silent", "--insecure", "--max-time", "20", "--include", "--http2"])
+        .args([
+            "--silent",
+            "--insecure",
+            "--max-time",
+            "20",
+            "--include",
+            "--http2",
+        ])
         .arg(format!("https://127.0.0.1:{port}/anything"))
         .bounded_output()
         .unwrap();
     let h2_page = String::from_utf8_lossy(&h2.stdout);
-    assert!(h2_page.starts_with("HTTP/2 404 \r\nserver: nginx\r\n"), "{h2_page}");
+    assert!(
+        h2_page.starts_with("HTTP/2 404 \r\nserver: nginx\r\n"),
+        "{h2_page}"
+    );
     assert!(h2_page.contains("<center>nginx</center>"), "{h2_page}");
     let curl = Command::new("curl")
-        .args(["--silent", "--insecure", "--max-time", "20", "--include", "--http1.1"])
+        .args([
+            "--silent",
+            "--insecure",
+            "--max-time",
+            "20",
+            "--include",
+            "--http1.1",
+        ])
         .arg(format!("https://127.0.0.1:{port}/anything"))
         .bounded_output()
         .unwrap();
