@@ -1,6 +1,7 @@
 //! Parsing `-L`-style forward specifications, as OpenSSH writes them:
 //! `[bind:]port:host:hostport` or `[bind:]port:/path/to/unix.sock`, with
-//! IPv6 addresses in brackets. Pure string handling; no sockets.
+//! IPv6 addresses in brackets, and alknet's `[bind:]port:host:hostport/udp`
+//! for datagrams. Pure string handling; no sockets.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -18,6 +19,9 @@ pub enum ForwardTarget {
     /// No fixed target: each connection speaks SOCKS5 and names its own
     /// (`-R [bind:]port` alone, OpenSSH's reverse dynamic forward).
     Socks,
+    /// UDP datagrams to a host and port (`…:host:hostport/udp`), carried
+    /// over the session's UDP associations.
+    Udp(TargetAddr),
 }
 
 /// One local forward: listen on `bind_host:bind_port`, send each accepted
@@ -52,12 +56,22 @@ impl FromStr for ForwardSpec {
             spec: spec.to_owned(),
             reason: why.to_owned(),
         };
+        // `/udp` ends a host:port target; a socket path may end so too.
+        let (spec_text, udp) = match spec.strip_suffix("/udp") {
+            Some(rest) if !spec.contains(":/") => (rest, true),
+            _ => (spec, false),
+        };
         // A Unix-socket target is everything from the first ":/" on.
-        let (listen_part, unix_path) = match spec.find(":/") {
-            Some(at) => (&spec[..at], Some(&spec[at + 1..])),
-            None => (spec, None),
+        let (listen_part, unix_path) = match spec_text.find(":/") {
+            Some(at) => (&spec_text[..at], Some(&spec_text[at + 1..])),
+            None => (spec_text, None),
         };
         let mut fields = split_fields(listen_part).map_err(|why| invalid(&why))?;
+        if udp && fields.len() <= 2 {
+            return Err(invalid(
+                "/udp needs a host and port: [bind:]port:host:hostport/udp",
+            ));
+        }
         let target = match unix_path {
             Some(path) => ForwardTarget::Unix(PathBuf::from(path)),
             // `[bind:]port` alone: a reverse dynamic (SOCKS5) forward.
@@ -74,7 +88,12 @@ impl FromStr for ForwardSpec {
                 if host.is_empty() {
                     return Err(invalid("the target host is empty"));
                 }
-                ForwardTarget::Tcp(TargetAddr::from_host_port(&host, port))
+                let target = TargetAddr::from_host_port(&host, port);
+                if udp {
+                    ForwardTarget::Udp(target)
+                } else {
+                    ForwardTarget::Tcp(target)
+                }
             }
         };
         let (bind_host, bind_port) = match fields.as_slice() {
@@ -109,6 +128,7 @@ impl fmt::Display for ForwardSpec {
             ForwardTarget::Tcp(target) => write!(f, ":{target}"),
             ForwardTarget::Unix(path) => write!(f, ":{}", path.display()),
             ForwardTarget::Socks => Ok(()),
+            ForwardTarget::Udp(target) => write!(f, ":{target}/udp"),
         }
     }
 }
@@ -198,6 +218,31 @@ mod tests {
         let spec = parse("[::1]:0:/tmp/a:b.sock");
         assert_eq!(spec.bind_addr(), "[::1]:0");
         assert_eq!(spec.target, ForwardTarget::Unix("/tmp/a:b.sock".into()));
+    }
+
+    #[test]
+    fn udp_targets_end_in_slash_udp() {
+        let spec = parse("5353:dns.example:53/udp");
+        assert_eq!(spec.bind_addr(), "127.0.0.1:5353");
+        assert_eq!(
+            spec.target,
+            ForwardTarget::Udp(TargetAddr::from_host_port("dns.example", 53))
+        );
+        assert_eq!(spec.to_string(), "127.0.0.1:5353:dns.example:53/udp");
+        assert_eq!(spec.to_string().parse::<ForwardSpec>().unwrap(), spec);
+        let spec = parse("[::1]:0:[2001:db8::1]:443/udp");
+        assert_eq!(
+            spec.target,
+            ForwardTarget::Udp(TargetAddr::from_host_port("2001:db8::1", 443))
+        );
+        // A socket path may end in /udp.
+        assert_eq!(
+            parse("0:/run/udp").target,
+            ForwardTarget::Unix("/run/udp".into())
+        );
+        for bad in ["53/udp", "*:53/udp", "1:h:x/udp", "1:h:53/tcp"] {
+            assert!(bad.parse::<ForwardSpec>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -44,6 +44,8 @@ mod http_proxy;
 mod local_forward;
 mod relay;
 mod socks5;
+pub mod udp_frame;
+pub mod udp_relay;
 mod upstream;
 
 pub use dialer::Dialer;

@@ -1,11 +1,12 @@
 //! `-L`-style local forwards: a listener whose every connection is sent
-//! through a [`StreamOpener`] to one fixed target.
+//! through a [`StreamOpener`] to one fixed target, or (`…/udp`) a UDP
+//! socket whose every sender gets an association to one fixed target.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use crate::{ForwardSpec, ForwardTarget, ProxyError, StreamOpener, relay_until};
 
@@ -15,8 +16,14 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// A bound local forward, ready to [`serve`](LocalForward::serve).
 #[derive(Debug)]
 pub struct LocalForward {
-    listener: TcpListener,
+    listener: Listener,
     target: ForwardTarget,
+}
+
+#[derive(Debug)]
+enum Listener {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
 }
 
 impl LocalForward {
@@ -31,9 +38,11 @@ impl LocalForward {
             });
         }
         let addr = spec.bind_addr();
-        let listener = TcpListener::bind(&addr)
-            .await
-            .map_err(|error| ProxyError::Bind { addr, error })?;
+        let listener = match spec.target {
+            ForwardTarget::Udp(_) => UdpSocket::bind(&addr).await.map(Listener::Udp),
+            _ => TcpListener::bind(&addr).await.map(Listener::Tcp),
+        }
+        .map_err(|error| ProxyError::Bind { addr, error })?;
         Ok(Self {
             listener,
             target: spec.target.clone(),
@@ -42,15 +51,27 @@ impl LocalForward {
 
     /// Where it listens.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        match &self.listener {
+            Listener::Tcp(listener) => listener.local_addr(),
+            Listener::Udp(socket) => socket.local_addr(),
+        }
     }
 
     /// Forwards connections until the returned future is dropped. A
     /// connection whose target cannot be opened is closed; the listener
     /// carries on.
     pub async fn serve(self, opener: Arc<dyn StreamOpener>) {
-        let target = Arc::new(self.target);
-        crate::accept_loop::serve_each(&self.listener, "local forward", |stream| {
+        let listener = match (self.listener, self.target) {
+            (Listener::Udp(socket), ForwardTarget::Udp(target)) => {
+                return crate::udp_relay::serve_udp_forward(socket, target, opener).await;
+            }
+            (Listener::Tcp(listener), target) => (listener, target),
+            // Bound by kind of target in `bind`.
+            (Listener::Udp(_), _) => return,
+        };
+        let (listener, target) = listener;
+        let target = Arc::new(target);
+        crate::accept_loop::serve_each(&listener, "local forward", |stream| {
             let (opener, target) = (opener.clone(), target.clone());
             async move { forward(stream, opener.as_ref(), &target).await }
         })
@@ -63,8 +84,10 @@ async fn forward(mut local: TcpStream, opener: &dyn StreamOpener, target: &Forwa
         match target {
             ForwardTarget::Tcp(addr) => opener.open(addr).await,
             ForwardTarget::Unix(path) => opener.open_unix(path).await,
-            // Refused by `bind`.
-            ForwardTarget::Socks => Err(crate::OpenError::new(crate::OpenErrorKind::Other)),
+            // Refused by `bind`, or served as UDP.
+            ForwardTarget::Socks | ForwardTarget::Udp(_) => {
+                Err(crate::OpenError::new(crate::OpenErrorKind::Other))
+            }
         }
     };
     match tokio::time::timeout(OPEN_TIMEOUT, open).await {

@@ -1,14 +1,20 @@
-//! The SOCKS5 server (RFC 1928, via socks5-proto): CONNECT only, every
-//! target opened through a [`StreamOpener`].
+//! The SOCKS5 server (RFC 1928, via socks5-proto): CONNECT, and UDP
+//! ASSOCIATE on TCP listeners; every target reached through a
+//! [`StreamOpener`].
 
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use socks5_proto::handshake::{self, Method};
-use socks5_proto::{Address, Command, ProtocolError, Reply, Request, Response};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
+use socks5_proto::{Address, Command, ProtocolError, Reply, Request, Response, UdpHeader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
 
+use crate::udp_frame::Datagram;
+use crate::udp_relay::{DropCounter, UDP_QUEUE, carry_association, offer, open_association};
 use crate::{OpenErrorKind, ProxyError, StreamOpener, TargetAddr, relay};
 
 /// The SOCKS5 reply code that reports an open failure (RFC 1928 §6).
@@ -50,8 +56,12 @@ impl Default for Socks5Config {
 /// A SOCKS5 server (RFC 1928) that sends every CONNECT through a
 /// [`StreamOpener`].
 ///
-/// Only the "no authentication" method and the CONNECT command are offered;
-/// BIND and UDP ASSOCIATE are answered "command not supported". Domain
+/// Only the "no authentication" method is offered. CONNECT is served
+/// everywhere; UDP ASSOCIATE (RFC 1928 §7) on connections accepted by
+/// [`serve`](Self::serve): a UDP socket on the listener's address relays
+/// the client's datagrams (fragments dropped) through one association
+/// channel, for as long as the TCP connection stays open. BIND is answered
+/// "command not supported". Domain
 /// targets are handed to the opener unresolved. Failures to reach the target
 /// are reported with the matching reply code (refused, host unreachable, …).
 #[derive(Clone)]
@@ -77,7 +87,7 @@ impl Socks5Server {
         crate::accept_loop::serve_each(&listener, "SOCKS5 listener", |stream| {
             let server = self.clone();
             async move {
-                if let Err(error) = server.handle(stream).await {
+                if let Err(error) = server.handle_tcp(stream).await {
                     tracing::debug!(%error, "SOCKS5 connection ended");
                 }
             }
@@ -85,19 +95,48 @@ impl Socks5Server {
         .await;
     }
 
-    /// Serves one client connection from greeting to close.
-    pub async fn handle<S>(&self, mut client: S) -> Result<(), ProxyError>
+    /// Serves one client connection from greeting to close (CONNECT only:
+    /// a stream that is not a TCP connection has no address for UDP).
+    pub async fn handle<S>(&self, client: S) -> Result<(), ProxyError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let target = match tokio::time::timeout(
+        self.serve_client(client, None).await
+    }
+
+    /// Serves one TCP client, UDP ASSOCIATE included.
+    pub async fn handle_tcp(&self, client: TcpStream) -> Result<(), ProxyError> {
+        let addresses = match (client.local_addr(), client.peer_addr()) {
+            (Ok(local), Ok(peer)) => Some((local.ip(), peer.ip())),
+            _ => None,
+        };
+        self.serve_client(client, addresses).await
+    }
+
+    /// `udp`: the listener's and the client's IP addresses, when UDP
+    /// ASSOCIATE can be offered.
+    async fn serve_client<S>(
+        &self,
+        mut client: S,
+        udp: Option<(IpAddr, IpAddr)>,
+    ) -> Result<(), ProxyError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let asked = tokio::time::timeout(
             self.config.handshake_timeout,
-            read_connect_request(&mut client),
+            read_request(&mut client, udp.is_some()),
         )
-        .await
-        {
-            Ok(Ok(Some(target))) => target,
-            Ok(Ok(None)) => return Ok(()),
+        .await;
+        let target = match asked {
+            Ok(Ok(Asked::Connect(target))) => target,
+            Ok(Ok(Asked::UdpAssociate)) => {
+                let Some((local, peer)) = udp else {
+                    return Ok(());
+                };
+                return self.udp_associate(client, local, peer).await;
+            }
+            Ok(Ok(Asked::Answered)) => return Ok(()),
             Ok(Err(error)) => return Err(error),
             Err(_) => return Err(ProxyError::HandshakeTimeout),
         };
@@ -120,11 +159,129 @@ impl Socks5Server {
         relay(&mut client, &mut remote).await?;
         Ok(())
     }
+
+    /// RFC 1928 §7: a UDP socket beside the listener, one association
+    /// channel, until the client's TCP connection closes (or the
+    /// association idles out). Only datagrams from the client's IP address
+    /// are taken; replies go to where its last datagram came from.
+    async fn udp_associate<S>(
+        &self,
+        mut client: S,
+        local: IpAddr,
+        peer: IpAddr,
+    ) -> Result<(), ProxyError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let socket = match UdpSocket::bind(SocketAddr::new(local, 0)).await {
+            Ok(socket) => socket,
+            Err(error) => {
+                send_reply(&mut client, Reply::GeneralFailure).await?;
+                return Err(ProxyError::Io(error));
+            }
+        };
+        let bound = socket.local_addr()?;
+        let channel = match open_association(self.opener.as_ref()).await {
+            Ok(channel) => channel,
+            Err(error) => {
+                send_reply(&mut client, Reply::GeneralFailure).await?;
+                return Err(ProxyError::Io(error));
+            }
+        };
+        Response::new(Reply::Succeeded, Address::SocketAddress(bound))
+            .write_to(&mut client)
+            .await?;
+        client.flush().await?;
+
+        let peer = peer.to_canonical();
+        let sender: Mutex<Option<SocketAddr>> = Mutex::new(None);
+        let drops = DropCounter::default();
+        let (to_channel, to_channel_rx) = mpsc::channel(UDP_QUEUE);
+        let (replies, mut replies_rx) = mpsc::channel::<Datagram>(UDP_QUEUE);
+        let from_client = async {
+            let mut buffer = vec![0u8; 65_536];
+            loop {
+                let Ok((len, from)) = socket.recv_from(&mut buffer).await else {
+                    continue;
+                };
+                if from.ip().to_canonical() != peer {
+                    continue;
+                }
+                *sender.lock().unwrap_or_else(PoisonError::into_inner) = Some(from);
+                match socks_datagram(&buffer[..len]).await {
+                    Some(datagram) => {
+                        if !offer(&to_channel, datagram, &drops) {
+                            return;
+                        }
+                    }
+                    None => drops.dropped("fragmented or malformed SOCKS5 datagram"),
+                }
+            }
+        };
+        let to_client = async {
+            let mut packet = BytesMut::with_capacity(2048);
+            while let Some(reply) = replies_rx.recv().await {
+                let Some(to) = *sender.lock().unwrap_or_else(PoisonError::into_inner) else {
+                    continue;
+                };
+                packet.clear();
+                UdpHeader::new(0, socks_address(reply.addr)).write_to_buf(&mut packet);
+                packet.extend_from_slice(&reply.payload);
+                let _ = socket.send_to(&packet, to).await;
+            }
+        };
+        let control_open = async {
+            let mut ignored = [0u8; 256];
+            while let Ok(1..) = client.read(&mut ignored).await {}
+        };
+        tokio::select! {
+            () = carry_association(channel, to_channel_rx, replies, &drops) => {}
+            () = from_client => {}
+            () = to_client => {}
+            () = control_open => {}
+        }
+        Ok(())
+    }
 }
 
-/// Runs the greeting and request. `Ok(None)` means the request was answered
-/// already (an unsupported command) and the connection is done.
-async fn read_connect_request<S>(client: &mut S) -> Result<Option<TargetAddr>, ProxyError>
+/// A SOCKS5 UDP request (RFC 1928 §7) as a datagram; `None` for a fragment
+/// or a malformed header.
+async fn socks_datagram(packet: &[u8]) -> Option<Datagram> {
+    let mut rest = packet;
+    let header = UdpHeader::read_from(&mut rest).await.ok()?;
+    if header.frag != 0 {
+        return None;
+    }
+    let addr = match header.address {
+        Address::SocketAddress(addr) => TargetAddr::Ip(addr),
+        Address::DomainAddress(name, port) => TargetAddr::Domain(
+            String::from_utf8(name).ok().filter(|n| !n.is_empty())?,
+            port,
+        ),
+    };
+    Some(Datagram {
+        addr,
+        payload: Bytes::copy_from_slice(rest),
+    })
+}
+
+fn socks_address(addr: TargetAddr) -> Address {
+    match addr {
+        TargetAddr::Ip(addr) => Address::SocketAddress(addr),
+        TargetAddr::Domain(name, port) => Address::DomainAddress(name.into_bytes(), port),
+    }
+}
+
+/// What a client asked for.
+enum Asked {
+    Connect(TargetAddr),
+    UdpAssociate,
+    /// Answered already (an unsupported command): the connection is done.
+    Answered,
+}
+
+/// Runs the greeting and request; UDP ASSOCIATE only when `udp_offered`.
+async fn read_request<S>(client: &mut S, udp_offered: bool) -> Result<Asked, ProxyError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -158,14 +315,22 @@ where
         }
         Err(error) => return Err(error.into()),
     };
-    if request.command != Command::Connect {
-        send_reply(client, Reply::CommandNotSupported).await?;
-        return Ok(None);
+    match request.command {
+        Command::Connect => {}
+        // The address it names is where it will send from, often 0.0.0.0:0;
+        // datagrams are taken from the client's IP address whatever it says.
+        Command::Associate if udp_offered => return Ok(Asked::UdpAssociate),
+        _ => {
+            send_reply(client, Reply::CommandNotSupported).await?;
+            return Ok(Asked::Answered);
+        }
     }
     match request.address {
-        Address::SocketAddress(addr) => Ok(Some(TargetAddr::Ip(addr))),
+        Address::SocketAddress(addr) => Ok(Asked::Connect(TargetAddr::Ip(addr))),
         Address::DomainAddress(name, port) => match String::from_utf8(name) {
-            Ok(name) if !name.is_empty() => Ok(Some(TargetAddr::from_host_port(&name, port))),
+            Ok(name) if !name.is_empty() => {
+                Ok(Asked::Connect(TargetAddr::from_host_port(&name, port)))
+            }
             _ => {
                 send_reply(client, Reply::AddressTypeNotSupported).await?;
                 Err(ProxyError::Protocol(

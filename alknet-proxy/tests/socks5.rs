@@ -191,14 +191,69 @@ async fn a_hanging_open_is_answered_after_the_open_timeout() {
 }
 
 #[tokio::test]
-async fn bind_and_udp_associate_are_not_supported() {
+async fn bind_is_not_supported() {
     let opener = scripted(Outcome::Echo);
     let proxy = start(opener.clone(), Socks5Config::default()).await;
-    for command in [Command::Bind, Command::Associate] {
-        let (_stream, reply) = request(proxy, command, Address::unspecified()).await;
-        assert_eq!(reply, Reply::CommandNotSupported, "{command:?}");
-    }
+    let (_stream, reply) = request(proxy, Command::Bind, Address::unspecified()).await;
+    assert_eq!(reply, Reply::CommandNotSupported);
     assert!(opener.seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn udp_associate_relays_whole_datagrams_through_one_association_channel() {
+    // The scripted channel echoes its bytes, so each framed datagram comes
+    // back as a reply from the address it was sent to.
+    let opener = scripted(Outcome::Echo);
+    let proxy = start(opener.clone(), Socks5Config::default()).await;
+    let mut control = TcpStream::connect(proxy).await.unwrap();
+    greet(&mut control).await;
+    Request::new(Command::Associate, Address::unspecified())
+        .write_to(&mut control)
+        .await
+        .unwrap();
+    let response = Response::read_from(&mut control).await.unwrap();
+    assert_eq!(response.reply, Reply::Succeeded);
+    let Address::SocketAddress(relay) = response.address else {
+        panic!("the relay address is not an IP address");
+    };
+    assert_eq!(relay.ip(), proxy.ip());
+    assert_eq!(
+        opener.seen.lock().unwrap().as_slice(),
+        [TargetAddr::Domain("alknet-udp".into(), 0)]
+    );
+
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let datagram = |frag: u8, payload: &[u8]| {
+        let mut packet = vec![0, 0, frag, 3, 11];
+        packet.extend_from_slice(b"dns.example");
+        packet.extend_from_slice(&53u16.to_be_bytes());
+        packet.extend_from_slice(payload);
+        packet
+    };
+    // A fragment is dropped; whole datagrams of every size come back.
+    socket
+        .send_to(&datagram(1, b"fragment"), relay)
+        .await
+        .unwrap();
+    for size in [0usize, 1, 1400, 65_000] {
+        let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        socket.send_to(&datagram(0, &payload), relay).await.unwrap();
+        let mut reply = vec![0u8; 70_000];
+        let (len, from) =
+            tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut reply))
+                .await
+                .expect("no reply")
+                .unwrap();
+        assert_eq!(from, relay);
+        assert_eq!(&reply[..len], &datagram(0, &payload)[..], "size {size}");
+    }
+    // Closing the TCP connection ends the association.
+    drop(control);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    socket.send_to(&datagram(0, b"late"), relay).await.unwrap();
+    let mut reply = [0u8; 64];
+    let late = tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut reply)).await;
+    assert!(late.is_err(), "the association outlived its TCP connection");
 }
 
 #[tokio::test]
