@@ -529,6 +529,8 @@ impl russh::client::Handler for ClientHandler {
                 ForwardTarget::Tcp(addr) => dialer.open(addr).await,
                 ForwardTarget::Unix(path) => dialer.open_unix(path).await,
                 ForwardTarget::Socks => unreachable!("served above"),
+                // UDP forwards are served on channels the client opens.
+                ForwardTarget::Udp(_) => Err(OpenError::new(OpenErrorKind::NotAllowed)),
             };
             match local {
                 Ok(mut local) => {

@@ -14,8 +14,10 @@ use tracing::debug;
 
 use super::handler::SessionHandler;
 use super::sink::{ChannelInfo, ChannelSink, ChannelTarget, IncomingChannel};
+use super::udp::UdpSink;
 use crate::channel_failure::{failure_for, peer_is_alknet};
 use crate::control::{CONTROL_HOST, CONTROL_PORT};
+use alknet_proxy::udp_frame::{UDP_SERVICE_HOST, UDP_SERVICE_PORT};
 
 /// Keeps a channel counted while its sink runs.
 struct Counted(Arc<AtomicUsize>);
@@ -27,7 +29,8 @@ impl Drop for Counted {
 }
 
 impl SessionHandler {
-    /// `direct-tcpip`: the control channel, or a TCP target.
+    /// `direct-tcpip`: the control channel, a UDP association, or a TCP
+    /// target.
     pub(super) async fn open_tcp(
         &mut self,
         channel: Channel<Msg>,
@@ -42,7 +45,8 @@ impl SessionHandler {
             return;
         };
         let is_control = port == CONTROL_PORT && host.eq_ignore_ascii_case(CONTROL_HOST);
-        let request = if is_control {
+        let is_udp = port == UDP_SERVICE_PORT && host.eq_ignore_ascii_case(UDP_SERVICE_HOST);
+        let request = if is_control || is_udp {
             ChannelRequest::Service { host, port }
         } else {
             ChannelRequest::Connect { host, port }
@@ -50,6 +54,8 @@ impl SessionHandler {
         let target = ChannelTarget::Tcp(TargetAddr::from_host_port(host, port));
         let sink = if is_control {
             self.server.control.clone() as Arc<dyn ChannelSink>
+        } else if is_udp {
+            Arc::new(UdpSink)
         } else {
             self.server.sinks.for_target(&target)
         };

@@ -12,7 +12,7 @@
 //! - `handler.rs`: russh's callbacks, each delegating;
 //! - `login.rs`: keys and certificates to a session grant, fail2ban lines;
 //! - `channels.rs`: channel requests through admission to a sink;
-//! - `sink.rs` and `control.rs`: the sinks;
+//! - `sink.rs`, `control.rs` and `udp.rs`: the sinks;
 //! - `forwards.rs`: remote (`-R`) forwards;
 //! - `runtime.rs`: one runtime per core.
 
@@ -28,6 +28,7 @@ mod options;
 mod peer;
 mod runtime;
 mod sink;
+mod udp;
 
 use std::future::Future;
 use std::sync::Arc;

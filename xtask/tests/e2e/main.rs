@@ -25,6 +25,7 @@ mod tidy;
 mod tls;
 mod tokens;
 mod tunnel;
+mod udp;
 
 use std::net::SocketAddr;
 use std::path::Path;

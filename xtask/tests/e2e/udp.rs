@@ -1,0 +1,282 @@
+//! UDP through the session: SOCKS5 UDP ASSOCIATE (a DNS query answered by
+//! dnsmasq, and a thousand datagrams of mixed sizes), `-L …/udp`, and the
+//! forwarding policy judging each datagram.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use xtask::{AlknetClient, AlknetServer, Spawned, Workdir, require_tool};
+
+const REPLY_WAIT: Duration = Duration::from_secs(5);
+
+/// A UDP echo server on loopback; stopped when dropped.
+struct UdpEcho {
+    addr: SocketAddr,
+    stopping: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpEcho {
+    fn start() -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let flag = stopping.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buffer = vec![0u8; 65_536];
+            while let Ok((len, from)) = socket.recv_from(&mut buffer) {
+                if flag.load(Ordering::SeqCst) {
+                    return;
+                }
+                let _ = socket.send_to(&buffer[..len], from);
+            }
+        });
+        Self {
+            addr,
+            stopping,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if let Ok(waker) = UdpSocket::bind("127.0.0.1:0") {
+            let _ = waker.send_to(b"stop", self.addr);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A SOCKS5 UDP association made by hand (RFC 1928 §7): the TCP connection
+/// that holds it, and the relay's address.
+struct SocksUdp {
+    _control: TcpStream,
+    relay: SocketAddr,
+    socket: UdpSocket,
+}
+
+impl SocksUdp {
+    fn associate(proxy: SocketAddr) -> Self {
+        let mut control = TcpStream::connect(proxy).unwrap();
+        control.set_read_timeout(Some(REPLY_WAIT)).unwrap();
+        control.write_all(&[5, 1, 0]).unwrap();
+        let mut chosen = [0u8; 2];
+        control.read_exact(&mut chosen).unwrap();
+        assert_eq!(chosen, [5, 0]);
+        control.write_all(&[5, 3, 0, 1, 0, 0, 0, 0, 0, 0]).unwrap();
+        let mut reply = [0u8; 10];
+        control.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply[..4], &[5, 0, 0, 1], "UDP ASSOCIATE refused");
+        let ip = Ipv4Addr::new(reply[4], reply[5], reply[6], reply[7]);
+        let relay = SocketAddr::from((ip, u16::from_be_bytes([reply[8], reply[9]])));
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(REPLY_WAIT)).unwrap();
+        Self {
+            _control: control,
+            relay,
+            socket,
+        }
+    }
+
+    fn send(&self, to: SocketAddr, payload: &[u8]) {
+        let SocketAddr::V4(to) = to else {
+            panic!("IPv4 targets only here");
+        };
+        let mut packet = vec![0, 0, 0, 1];
+        packet.extend_from_slice(&to.ip().octets());
+        packet.extend_from_slice(&to.port().to_be_bytes());
+        packet.extend_from_slice(payload);
+        self.socket.send_to(&packet, self.relay).unwrap();
+    }
+
+    /// The next reply's source and payload, if one comes in time.
+    fn receive(&self) -> Option<(SocketAddr, Vec<u8>)> {
+        let mut buffer = vec![0u8; 65_536];
+        let (len, from) = self.socket.recv_from(&mut buffer).ok()?;
+        assert_eq!(from, self.relay);
+        let packet = &buffer[..len];
+        assert_eq!(&packet[..4], &[0, 0, 0, 1], "reply header");
+        let ip = Ipv4Addr::new(packet[4], packet[5], packet[6], packet[7]);
+        let source = SocketAddr::from((ip, u16::from_be_bytes([packet[8], packet[9]])));
+        Some((source, packet[10..].to_vec()))
+    }
+}
+
+/// A DNS query for `name`'s A record, with `id`.
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut query = id.to_be_bytes().to_vec();
+    query.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    query
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// dnsmasq answering `tunnel.test` with 10.1.2.3, on a loopback port.
+fn dnsmasq(dir: &Workdir) -> (Spawned, SocketAddr) {
+    require_tool("dnsmasq").unwrap();
+    let port = free_udp_port();
+    let mut command = Command::new("dnsmasq");
+    command.args([
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--bind-interfaces",
+        "--listen-address=127.0.0.1",
+        "--address=/tunnel.test/10.1.2.3",
+        "--user=root",
+        "--pid-file=",
+        "--log-facility=-",
+    ]);
+    command.arg(format!("--port={port}"));
+    let process = Spawned::start("dnsmasq", dir.path(), command).unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // Ready when it answers directly.
+    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let ready = (0..50).any(|_| {
+        let _ = probe.send_to(&dns_query(1, "tunnel.test"), addr);
+        let mut answer = [0u8; 512];
+        probe.recv_from(&mut answer).is_ok()
+    });
+    assert!(ready, "dnsmasq did not answer: {}", process.stderr());
+    (process, addr)
+}
+
+#[test]
+fn a_dns_query_through_socks5_udp_is_answered_by_dnsmasq() {
+    let dir = Workdir::new().unwrap();
+    let (_dns, dns_addr) = dnsmasq(&dir);
+    let server = AlknetServer::start(&dir, &[]).unwrap();
+    let client = AlknetClient::start(&dir, server.port, &server.user_key, &[]).unwrap();
+    let association = SocksUdp::associate(client.socks_addr);
+    association.send(dns_addr, &dns_query(0x4a4b, "tunnel.test"));
+    let (source, answer) = association
+        .receive()
+        .expect("no DNS answer through the tunnel");
+    assert_eq!(source, dns_addr);
+    assert_eq!(&answer[..2], &[0x4a, 0x4b], "the answer's id");
+    assert_eq!(answer[3] & 0x0f, 0, "RCODE");
+    assert_eq!(u16::from_be_bytes([answer[6], answer[7]]), 1, "one answer");
+    assert!(answer.ends_with(&[10, 1, 2, 3]), "{answer:?}");
+    // Nothing about it in the logs.
+    for log in [server.log(), client.log()] {
+        assert!(!log.contains("tunnel.test") && !log.contains(&dns_addr.port().to_string()));
+    }
+}
+
+#[test]
+fn a_thousand_datagrams_of_mixed_sizes_arrive_intact() {
+    let dir = Workdir::new().unwrap();
+    let echo = UdpEcho::start();
+    let server = AlknetServer::start(&dir, &[]).unwrap();
+    let forward = format!("127.0.0.1:0:127.0.0.1:{}/udp", echo.addr.port());
+    let client =
+        AlknetClient::start(&dir, server.port, &server.user_key, &["-L", &forward]).unwrap();
+    let association = SocksUdp::associate(client.socks_addr);
+    // SOCKS5's header takes 10 of IPv4's 65 507 bytes; -L …/udp carries
+    // the largest payload whole.
+    let sizes = |index: usize, largest: usize| match index % 5 {
+        0 => 0,
+        1 => 1,
+        2 => 512 + index,
+        3 => 1400 * (1 + index % 7),
+        _ => largest - index % 3,
+    };
+    let mut corrupted = 0;
+    let mut lost = 0;
+    for index in 0..1000 {
+        let size = sizes(index, 65_497);
+        let payload: Vec<u8> = (0..size).map(|i| ((i + index) % 251) as u8).collect();
+        association.send(echo.addr, &payload);
+        match association.receive() {
+            Some((source, echoed)) => {
+                assert_eq!(source, echo.addr);
+                corrupted += usize::from(echoed != payload);
+            }
+            None => lost += 1,
+        }
+    }
+    assert_eq!(corrupted, 0, "corrupted datagrams through SOCKS5");
+    assert_eq!(
+        lost, 0,
+        "lost datagrams through SOCKS5 on loopback in lock-step"
+    );
+
+    let local = client.forward_addr(1).unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(REPLY_WAIT)).unwrap();
+    for index in 0..200 {
+        let size = sizes(index, 65_507);
+        let payload: Vec<u8> = (0..size).map(|i| ((i * 7 + index) % 253) as u8).collect();
+        socket.send_to(&payload, local).unwrap();
+        let mut buffer = vec![0u8; 65_536];
+        let (len, from) = socket
+            .recv_from(&mut buffer)
+            .expect("no echo through -L …/udp");
+        assert_eq!(from, local);
+        assert!(
+            buffer[..len] == payload[..],
+            "datagram {index} of {size} bytes changed"
+        );
+    }
+}
+
+#[test]
+fn the_policy_judges_every_datagram() {
+    let dir = Workdir::new().unwrap();
+    let allowed = UdpEcho::start();
+    let denied = UdpEcho::start();
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "default = \"allow\"\n[[rule]]\naction = \"deny\"\ncidr = \"127.0.0.0/8\"\nports = \"{}\"\n",
+            denied.addr.port()
+        ),
+    )
+    .unwrap();
+    let policy = policy.display().to_string();
+    let server = AlknetServer::start(&dir, &["--forward-policy", &policy]).unwrap();
+    let client = AlknetClient::start(&dir, server.port, &server.user_key, &[]).unwrap();
+    let association = SocksUdp::associate(client.socks_addr);
+    association.send(denied.addr, b"to the denied port");
+    association.send(allowed.addr, b"to the allowed port");
+    let (source, payload) = association
+        .receive()
+        .expect("the allowed echo did not answer");
+    assert_eq!(
+        (source, payload.as_slice()),
+        (allowed.addr, &b"to the allowed port"[..])
+    );
+    association
+        .socket
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    assert!(
+        association.receive().is_none(),
+        "a datagram reached a denied target"
+    );
+}
