@@ -14,7 +14,9 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 use crate::udp_frame::Datagram;
-use crate::udp_relay::{DropCounter, UDP_QUEUE, carry_association, offer, open_association};
+use crate::udp_relay::{
+    DropCounter, UDP_IDLE, UDP_QUEUE, carry_association, offer, open_association,
+};
 use crate::{OpenErrorKind, ProxyError, StreamOpener, TargetAddr, relay};
 
 /// The SOCKS5 reply code that reports an open failure (RFC 1928 §6).
@@ -235,7 +237,7 @@ impl Socks5Server {
             while let Ok(1..) = client.read(&mut ignored).await {}
         };
         tokio::select! {
-            () = carry_association(channel, to_channel_rx, replies, &drops) => {}
+            () = carry_association(channel, to_channel_rx, replies, &drops, Some(UDP_IDLE)) => {}
             () = from_client => {}
             () = to_client => {}
             () = control_open => {}

@@ -19,6 +19,16 @@
 //!
 //! A stream whose frames cannot be read (an unknown address type, a length
 //! too short for its address) is broken: the association ends.
+//!
+//! **Remote UDP forwards** (`-R [bind:]port:host:hostport/udp`) use the same
+//! frames on a `direct-tcpip` channel the client opens to
+//! [`UDP_LISTEN_HOST`], with the port to listen on as the target port and
+//! the bind address as the originator address. The server judges it as a
+//! `tcpip-forward` request, binds, and sends first a frame naming the
+//! address it bound (empty payload). Then each datagram that arrives there
+//! is framed to the client with its sender's address, and each frame the
+//! client sends back goes from the bound socket to the sender it names —
+//! only to senders that have sent to it.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -30,6 +40,8 @@ use crate::TargetAddr;
 pub const UDP_SERVICE_HOST: &str = "alknet-udp";
 /// Its port.
 pub const UDP_SERVICE_PORT: u16 = 0;
+/// The reserved channel target of a remote UDP forward's listener.
+pub const UDP_LISTEN_HOST: &str = "alknet-udp-listen";
 /// The largest datagram payload carried (65 535 − 8 − 20).
 pub const MAX_PAYLOAD: usize = 65_507;
 

@@ -68,12 +68,13 @@ pub fn offer(queue: &mpsc::Sender<Datagram>, datagram: Datagram, drops: &DropCou
 /// Pumps one association: datagrams from `to_channel` are framed onto
 /// `channel`, frames read from it are offered to `from_channel`. Returns
 /// when the channel ends or breaks, when `to_channel` closes, or after
-/// [`UDP_IDLE`] without a datagram either way.
+/// `idle` (usually [`UDP_IDLE`]) without a datagram either way.
 pub async fn carry_association(
     channel: BoxStream,
     mut to_channel: mpsc::Receiver<Datagram>,
     from_channel: mpsc::Sender<Datagram>,
     drops: &DropCounter,
+    idle: Option<Duration>,
 ) {
     let (mut reader, mut writer) = tokio::io::split(channel);
     let last = Mutex::new(Instant::now());
@@ -118,8 +119,11 @@ pub async fn carry_association(
         }
     };
     let idle = async {
+        let Some(idle) = idle else {
+            return std::future::pending().await;
+        };
         loop {
-            let quiet_until = *last.lock().unwrap_or_else(PoisonError::into_inner) + UDP_IDLE;
+            let quiet_until = *last.lock().unwrap_or_else(PoisonError::into_inner) + idle;
             if Instant::now() >= quiet_until {
                 return;
             }
@@ -205,7 +209,7 @@ fn start_forward_association(
             }
         };
         tokio::select! {
-            () = carry_association(channel, to_channel_rx, replies, &drops) => {}
+            () = carry_association(channel, to_channel_rx, replies, &drops, Some(UDP_IDLE)) => {}
             () = deliver => {}
         }
     });
@@ -240,7 +244,7 @@ mod tests {
                 };
                 let drops = DropCounter::default();
                 tokio::select! {
-                    () = carry_association(Box::new(far), to_rx, from_tx, &drops) => {}
+                    () = carry_association(Box::new(far), to_rx, from_tx, &drops, None) => {}
                     () = echo => {}
                 }
             });

@@ -329,6 +329,32 @@ impl Client {
         let mut remote_forward_ports = Vec::new();
         let mut remote_forward_hosts = Vec::new();
         for (index, spec) in options.remote_forwards.iter().enumerate() {
+            if let ForwardTarget::Udp(target) = &spec.target {
+                let started = crate::udp_remote_forward::start(
+                    &handle,
+                    &spec.bind_host,
+                    spec.bind_port,
+                    target.clone(),
+                    backlog.clone(),
+                )
+                .await;
+                match started {
+                    Ok(port) => {
+                        info!(
+                            remote = index + 1,
+                            port, "remote forward listening on the server"
+                        );
+                        remote_forward_ports.push(RemoteForwardPort { index, port });
+                        // Kept in step with the ports (cancelling a UDP
+                        // forward is not supported: it ends with the session).
+                        remote_forward_hosts.push(spec.bind_host.clone());
+                    }
+                    Err(error) => {
+                        warn!(remote = index + 1, %error, "the server refused a remote forward")
+                    }
+                }
+                continue;
+            }
             // Known ports are registered first, so a connection arriving
             // the moment the server listens finds its target.
             let requested = u32::from(spec.bind_port);

@@ -120,6 +120,10 @@ pub enum Error {
     #[error("remote forward #{0} was not requested or the server refused it")]
     NoSuchRemoteForward(usize),
 
+    /// A remote UDP forward could not be set up.
+    #[error("remote UDP forward: {0}")]
+    RemoteUdpForward(String),
+
     /// The server closed the connection before the SSH handshake got far
     /// enough to show its host key.
     #[error(

@@ -98,6 +98,7 @@ mod server;
 mod stealth_knock;
 mod transport_spec;
 mod tuning;
+mod udp_remote_forward;
 
 #[cfg(feature = "acme")]
 pub use alknet_acme as acme;

@@ -17,7 +17,7 @@ use super::sink::{ChannelInfo, ChannelSink, ChannelTarget, IncomingChannel};
 use super::udp::UdpSink;
 use crate::channel_failure::{failure_for, peer_is_alknet};
 use crate::control::{CONTROL_HOST, CONTROL_PORT};
-use alknet_proxy::udp_frame::{UDP_SERVICE_HOST, UDP_SERVICE_PORT};
+use alknet_proxy::udp_frame::{UDP_LISTEN_HOST, UDP_SERVICE_HOST, UDP_SERVICE_PORT};
 
 /// Keeps a channel counted while its sink runs.
 struct Counted(Arc<AtomicUsize>);
@@ -36,6 +36,7 @@ impl SessionHandler {
         channel: Channel<Msg>,
         host: &str,
         port: u32,
+        originator: &str,
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) {
@@ -44,6 +45,11 @@ impl SessionHandler {
             reply.reject(ChannelOpenFailure::ConnectFailed).await;
             return;
         };
+        if host.eq_ignore_ascii_case(UDP_LISTEN_HOST) {
+            self.listen_udp(channel, originator, u32::from(port), reply, alknet_peer)
+                .await;
+            return;
+        }
         let is_control = port == CONTROL_PORT && host.eq_ignore_ascii_case(CONTROL_HOST);
         let is_udp = port == UDP_SERVICE_PORT && host.eq_ignore_ascii_case(UDP_SERVICE_HOST);
         let request = if is_control || is_udp {

@@ -86,12 +86,13 @@ impl russh::server::Handler for SessionHandler {
         channel: Channel<Msg>,
         host: &str,
         port: u32,
-        _originator_address: &str,
+        originator_address: &str,
         _originator_port: u32,
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.open_tcp(channel, host, port, reply, session).await;
+        self.open_tcp(channel, host, port, originator_address, reply, session)
+            .await;
         Ok(())
     }
 

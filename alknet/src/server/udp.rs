@@ -1,25 +1,35 @@
-//! UDP associations as a sink: each admitted `alknet-udp:0` channel carries
+//! UDP over the session, server side. Associations as a sink: each
+//! admitted `alknet-udp:0` channel carries
 //! datagrams (`alknet_proxy::udp_frame`). Every datagram's target is judged
 //! as a TCP target would be — the name or address by admission, each
 //! resolved address by the address rules — and sent from this
 //! association's own sockets; replies are taken only from addresses the
-//! association has sent to, and framed back with their source.
+//! association has sent to, and framed back with their source. And remote
+//! UDP forwards: an `alknet-udp-listen:PORT` channel binds a socket whose
+//! datagrams travel to the client.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use alknet_auth::{AuthConfig, ChannelRequest, SessionGrant};
-use alknet_proxy::TargetAddr;
-use alknet_proxy::udp_frame::Datagram;
-use alknet_proxy::udp_relay::{DropCounter, UDP_QUEUE, carry_association, offer};
+use alknet_proxy::udp_frame::{Datagram, encode_datagram};
+use alknet_proxy::udp_relay::{DropCounter, UDP_IDLE, UDP_QUEUE, carry_association, offer};
+use alknet_proxy::{OpenErrorKind, TargetAddr};
 use async_trait::async_trait;
 use bytes::Bytes;
+use russh::server::{ChannelOpenHandle, Msg};
+use russh::{Channel, ChannelOpenFailure};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, info};
 
+use super::forwards::server_bind_host;
+use super::handler::SessionHandler;
 use super::sink::{ChannelSink, IncomingChannel};
+use crate::channel_failure::failure_for;
+use crate::flow::TunnelStream;
 
 /// Targets (and the address each resolved to) an association remembers;
 /// past this the memory is cleared and names are looked up again.
@@ -43,7 +53,7 @@ impl ChannelSink for UdpSink {
         let v4 = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).await.ok();
         let v6 = UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).await.ok();
         if v4.is_none() && v6.is_none() {
-            channel.reject(alknet_proxy::OpenErrorKind::Other).await;
+            channel.reject(OpenErrorKind::Other).await;
             return;
         }
         let stream = channel.accept().await;
@@ -128,7 +138,7 @@ async fn associate(
         }
     };
     tokio::select! {
-        () = carry_association(stream, to_client_rx, from_client, &drops) => {}
+        () = carry_association(stream, to_client_rx, from_client, &drops, Some(UDP_IDLE)) => {}
         () = outbound => {}
         () = take_replies(v4.as_ref(), &sent_to, &to_client, &drops) => {}
         () = take_replies(v6.as_ref(), &sent_to, &to_client, &drops) => {}
@@ -165,5 +175,150 @@ async fn take_replies(
         if !offer(to_client, reply, drops) {
             return;
         }
+    }
+}
+
+impl SessionHandler {
+    /// A remote UDP forward: a channel to `alknet-udp-listen:PORT` whose
+    /// originator address is the address to bind. Judged and bound as a
+    /// `tcpip-forward` is (loopback only without `--gateway-ports`, the
+    /// policy's listen rules, the session's remote-forward limit).
+    pub(super) async fn listen_udp(
+        &mut self,
+        channel: Channel<Msg>,
+        bind: &str,
+        port: u32,
+        reply: ChannelOpenHandle,
+        alknet_peer: bool,
+    ) {
+        let (Ok(requested), Some(grant)) = (u16::try_from(port), &self.grant) else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return;
+        };
+        let request = ChannelRequest::Listen {
+            host: bind,
+            port: requested,
+            active: self.remote_forwards.len(),
+        };
+        if let Err(refusal) = self.auth.admit(grant, &request) {
+            info!(remote_addr = %self.peer, port = requested, reason = %refusal, "remote UDP forward refused");
+            reply
+                .reject(failure_for(OpenErrorKind::NotAllowed, alknet_peer))
+                .await;
+            return;
+        }
+        let host = server_bind_host(bind, self.server.gateway_ports);
+        let socket = match bind_udp(host, requested).await {
+            Ok(socket) => socket,
+            Err(error) => {
+                info!(remote_addr = %self.peer, port = requested, %error, "remote UDP forward refused");
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                return;
+            }
+        };
+        let Ok(bound) = socket.local_addr() else {
+            reply.reject(ChannelOpenFailure::ConnectFailed).await;
+            return;
+        };
+        reply.accept().await;
+        let stream = TunnelStream::new(channel, self.backlog.clone());
+        let stop = self.session_end.child_token();
+        self.remote_forwards.insert(
+            (format!("udp/{bind}"), u32::from(bound.port())),
+            stop.clone(),
+        );
+        info!(remote_addr = %self.peer, listen = %bound, "remote UDP forward listening");
+        tokio::spawn(async move {
+            tokio::select! {
+                () = serve_udp_listener(Box::new(stream), socket, bound) => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// Binds a remote UDP forward's socket; `::` is one dual-stack socket, as
+/// for TCP forwards.
+async fn bind_udp(host: &str, port: u16) -> std::io::Result<UdpSocket> {
+    if host == "::" {
+        match dual_stack_udp(port) {
+            Ok(socket) => return Ok(socket),
+            Err(error) => debug!(%error, "no IPv6: the UDP forward listens on IPv4 only"),
+        }
+        return UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)).await;
+    }
+    UdpSocket::bind((host, port)).await
+}
+
+fn dual_stack_udp(port: u16) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_only_v6(false)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Serves a remote UDP forward's listener over `stream`: the bound address
+/// first, then every datagram that arrives, framed with its sender; frames
+/// from the client go back to the senders they name, if those sent first.
+async fn serve_udp_listener(
+    mut stream: alknet_proxy::BoxStream,
+    socket: UdpSocket,
+    bound: SocketAddr,
+) {
+    let mut announcement = bytes::BytesMut::new();
+    let bound = TargetAddr::Ip(bound);
+    if encode_datagram(&bound, b"", &mut announcement).is_err()
+        || stream.write_all(&announcement).await.is_err()
+    {
+        return;
+    }
+    let drops = DropCounter::default();
+    let senders: Mutex<HashSet<SocketAddr>> = Mutex::new(HashSet::new());
+    let (to_client, to_client_rx) = mpsc::channel(UDP_QUEUE);
+    let (from_client, mut from_client_rx) = mpsc::channel::<Datagram>(UDP_QUEUE);
+    let arriving = async {
+        let mut buffer = vec![0u8; 65_536];
+        loop {
+            let Ok((len, from)) = socket.recv_from(&mut buffer).await else {
+                continue;
+            };
+            {
+                let mut known = senders.lock().unwrap_or_else(PoisonError::into_inner);
+                if known.len() >= REMEMBERED_PEERS {
+                    known.clear();
+                }
+                known.insert(from);
+            }
+            let datagram = Datagram {
+                addr: TargetAddr::Ip(from),
+                payload: Bytes::copy_from_slice(&buffer[..len]),
+            };
+            if !offer(&to_client, datagram, &drops) {
+                return;
+            }
+        }
+    };
+    let answering = async {
+        while let Some(answer) = from_client_rx.recv().await {
+            let TargetAddr::Ip(to) = answer.addr else {
+                continue;
+            };
+            let known = senders
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&to);
+            if known {
+                let _ = socket.send_to(&answer.payload, to).await;
+            }
+        }
+    };
+    tokio::select! {
+        () = carry_association(stream, to_client_rx, from_client, &drops, None) => {}
+        () = arriving => {}
+        () = answering => {}
     }
 }

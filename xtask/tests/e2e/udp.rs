@@ -280,3 +280,41 @@ fn the_policy_judges_every_datagram() {
         "a datagram reached a denied target"
     );
 }
+
+#[test]
+fn a_remote_udp_forward_reaches_a_target_on_the_client_side() {
+    let dir = Workdir::new().unwrap();
+    let echo = UdpEcho::start();
+    let server = AlknetServer::start(&dir, &[]).unwrap();
+    let forward = format!("127.0.0.1:0:127.0.0.1:{}/udp", echo.addr.port());
+    let client =
+        AlknetClient::start(&dir, server.port, &server.user_key, &["-R", &forward]).unwrap();
+    let port = xtask::wait_until("the remote UDP forward", Duration::from_secs(20), || {
+        client.remote_forward_port(1).ok()
+    })
+    .unwrap();
+    let listening = SocketAddr::from(([127, 0, 0, 1], port));
+    // Two senders on the server's side, each answered on its own.
+    let senders: Vec<UdpSocket> = (0..2)
+        .map(|_| {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.set_read_timeout(Some(REPLY_WAIT)).unwrap();
+            socket
+        })
+        .collect();
+    for round in 0..20u8 {
+        for (index, socket) in senders.iter().enumerate() {
+            let payload = vec![round ^ index as u8; 100 + 1000 * usize::from(round)];
+            socket.send_to(&payload, listening).unwrap();
+            let mut buffer = vec![0u8; 65_536];
+            let (len, from) = socket
+                .recv_from(&mut buffer)
+                .expect("no echo through -R …/udp");
+            assert_eq!(from, listening);
+            assert!(
+                buffer[..len] == payload[..],
+                "round {round}, sender {index}"
+            );
+        }
+    }
+}
