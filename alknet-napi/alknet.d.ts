@@ -9,8 +9,12 @@ export type KeySource = string | Buffer
 
 /** Options of {@link connect}; they mirror `alknet connect`'s flags. */
 export interface ConnectOptions {
-  /** The server, as `host:port` (tcp and tls). */
-  server?: string
+  /**
+   * The server, as `host:port` (tcp and tls); or several ways in to it
+   * (`tcp://host:22`, `tls://host:443`, `iroh://ENDPOINT-ID`), tried in order,
+   * each after a 0.5 s head start, the first to connect used.
+   */
+  server?: string | string[]
   /** How to reach it: `"tcp"` (default), `"tls"` or `"iroh"`. */
   transport?: 'tcp' | 'tls' | 'iroh'
   /** The Ed25519 private key (OpenSSH format): path or contents. Required. */

@@ -53,6 +53,7 @@ function connectOptions (options) {
   if (options.identity === undefined) throw invalid('connect: identity is required (a key file path or a Buffer)')
   return {
     ...options,
+    server: list(options.server),
     tlsCa: list(options.tlsCa),
     peerAddr: list(options.peerAddr)
   }

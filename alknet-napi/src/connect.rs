@@ -32,8 +32,9 @@ pub(crate) fn key_source(input: &Either<String, Buffer>) -> KeySource {
 /// camelCase).
 #[napi(object)]
 pub struct ConnectOptions {
-    /// `host:port` (tcp, tls).
-    pub server: Option<String>,
+    /// `host:port` (tcp, tls), or several ways in to one server, tried in
+    /// order with a head start each (`tcp://`, `tls://`, `iroh://ID`).
+    pub server: Option<Vec<String>>,
     /// `tcp` (default), `tls` or `iroh`.
     pub transport: Option<String>,
     /// Your OpenSSH Ed25519 private key: a path or its bytes.
@@ -79,7 +80,14 @@ fn transport_spec(options: &ConnectOptions) -> napi::Result<TransportSpec> {
     if let Some(kind) = &options.transport {
         spec.kind = kind.parse().map_err(invalid)?;
     }
-    spec.server = options.server.clone();
+    let servers = options.server.clone().unwrap_or_default();
+    if spec.kind == alknet::TransportChoice::Iroh && options.peer.is_some() {
+        // The peer comes first; every server is a further way in.
+        spec.fallbacks = servers;
+    } else {
+        spec.server = servers.first().cloned();
+        spec.fallbacks = servers.into_iter().skip(1).collect();
+    }
     spec.tls_server_name = options.tls_server_name.clone();
     spec.tls_ca = options.tls_ca.iter().flatten().map(Into::into).collect();
     spec.insecure = options.insecure.unwrap_or(false);

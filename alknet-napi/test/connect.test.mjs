@@ -41,6 +41,19 @@ describe('connect', { timeout: 240_000 }, () => {
     await assert.rejects(alknet.connect(base), /REMOTE HOST IDENTIFICATION HAS CHANGED/)
   })
 
+  it('tries each way in listed in `server` until one connects', async () => {
+    // A port nobody listens on first, then the server.
+    const closed = await tcpServer(() => {})
+    const closedPort = closed.address().port
+    await new Promise((resolve) => closed.close(resolve))
+    const stream = await alknet.connect(options({
+      server: [`tcp://127.0.0.1:${closedPort}`, `tcp://127.0.0.1:${server.port}`]
+    }))
+    const target = alknet.createAlknetEventTarget({ stream })
+    assert.ok(Array.isArray(await target.call('/services/list')))
+    await target.close()
+  })
+
   it('calls /services/list through the event target on the control channel', async () => {
     const stream = await alknet.connect(options())
     const target = alknet.createAlknetEventTarget({ stream })

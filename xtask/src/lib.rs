@@ -32,6 +32,7 @@ mod socks;
 mod ssh_client;
 mod sshd;
 mod tools;
+mod udp_echo;
 mod upstream_proxies;
 
 pub use alknet::{
@@ -52,6 +53,7 @@ pub use tools::{
     Workdir, free_port, free_udp_port, iroh_peer_args, require_tool, sha256_hex,
     ssh_keygen_ed25519, ssh_public_key_fingerprint,
 };
+pub use udp_echo::UdpEcho;
 pub use upstream_proxies::UpstreamProxyProcess;
 
 /// Results in this crate.

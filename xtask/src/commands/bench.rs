@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use xtask::BoundedOutput as _;
 use xtask::{
     AlknetClient, AlknetServer, DelayProxy, HttpTarget, Profile, Result, SshDynamicForward, Sshd,
-    Workdir, XtaskError, call_bench_binary, current_user, free_udp_port, iroh_peer_args,
+    UdpEcho, Workdir, XtaskError, call_bench_binary, current_user, free_udp_port, iroh_peer_args,
     require_tool, socks5_connect,
 };
 
@@ -229,6 +229,7 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
     }
 
     call_protocol(&server)?;
+    let udp = udp_datagrams(&dir, &server)?;
     let wan = long_distance(&dir, &server, &sshd, &user, target.addr(), settings.wan_mib)?;
     let duplex = node_duplex(&server, target.addr(), bytes, settings.runs)?;
 
@@ -271,7 +272,93 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
             duplex / speeds[0]
         );
     }
+    println!(
+        "  UDP through -L …/udp vs direct   {:.2}× datagrams/s, loss {:.2} % vs {:.2} %",
+        udp.tunnel.per_second / udp.direct.per_second,
+        udp.tunnel.loss * 100.0,
+        udp.direct.loss * 100.0
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Datagrams echoed per second, and the share lost.
+#[derive(Clone, Copy, Debug)]
+struct UdpRate {
+    per_second: f64,
+    loss: f64,
+}
+
+#[derive(Debug)]
+struct UdpRow {
+    direct: UdpRate,
+    tunnel: UdpRate,
+}
+
+/// Datagrams per second and loss to a UDP echo, directly and through an
+/// `-L …/udp` forward of a second client of the same server.
+fn udp_datagrams(dir: &Workdir, server: &AlknetServer) -> Result<UdpRow> {
+    const COUNT: usize = 20_000;
+    const SIZE: usize = 1200;
+    let echo = UdpEcho::start();
+    let forward = format!("127.0.0.1:0:127.0.0.1:{}/udp", echo.addr().port());
+    let client = AlknetClient::start_with(
+        dir,
+        Profile::Release,
+        server.port,
+        &server.user_key,
+        &["--host-key", &server.fingerprint, "-L", &forward],
+    )?;
+    let local = client.forward_addr(1)?;
+    println!(
+        "
+UDP: {COUNT} datagrams of {SIZE} bytes to an echo, 32 in flight"
+    );
+    let direct = udp_rate(echo.addr(), COUNT, SIZE)?;
+    let tunnel = udp_rate(local, COUNT, SIZE)?;
+    for (name, rate) in [("direct (no tunnel)", direct), ("alknet -L …/udp", tunnel)] {
+        println!(
+            "  {name:<28} {:>9.0} datagrams/s   loss {:.2} %",
+            rate.per_second,
+            rate.loss * 100.0
+        );
+    }
+    Ok(UdpRow { direct, tunnel })
+}
+
+/// Sends `count` datagrams of `size` bytes to the echo at `to`, keeping 32
+/// unanswered at most; one unanswered for 200 ms counts the window lost.
+fn udp_rate(to: SocketAddr, count: usize, size: usize) -> Result<UdpRate> {
+    const WINDOW: usize = 32;
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")
+        .map_err(XtaskError::io("binding the UDP bench socket"))?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(XtaskError::io("setting a UDP read timeout"))?;
+    let payload = vec![0x5a; size];
+    let mut buffer = vec![0u8; 65_536];
+    let (mut sent, mut received, mut in_flight) = (0usize, 0usize, 0usize);
+    let started = Instant::now();
+    while sent < count || in_flight > 0 {
+        while in_flight < WINDOW && sent < count {
+            socket
+                .send_to(&payload, to)
+                .map_err(XtaskError::io("sending a UDP datagram"))?;
+            sent += 1;
+            in_flight += 1;
+        }
+        match socket.recv_from(&mut buffer) {
+            Ok(_) => {
+                received += 1;
+                in_flight -= 1;
+            }
+            Err(_) => in_flight = 0,
+        }
+    }
+    #[allow(clippy::cast_precision_loss)] // far below 2^52
+    Ok(UdpRate {
+        per_second: received as f64 / started.elapsed().as_secs_f64(),
+        loss: 1.0 - received as f64 / sent as f64,
+    })
 }
 
 /// Bulk download through one Node `connect()` Duplex to the same server

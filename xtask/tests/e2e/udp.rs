@@ -5,56 +5,11 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use xtask::{AlknetClient, AlknetServer, Spawned, Workdir, require_tool};
+use xtask::{AlknetClient, AlknetServer, Spawned, UdpEcho, Workdir, require_tool};
 
 const REPLY_WAIT: Duration = Duration::from_secs(5);
-
-/// A UDP echo server on loopback; stopped when dropped.
-struct UdpEcho {
-    addr: SocketAddr,
-    stopping: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl UdpEcho {
-    fn start() -> Self {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = socket.local_addr().unwrap();
-        let stopping = Arc::new(AtomicBool::new(false));
-        let flag = stopping.clone();
-        let thread = std::thread::spawn(move || {
-            let mut buffer = vec![0u8; 65_536];
-            while let Ok((len, from)) = socket.recv_from(&mut buffer) {
-                if flag.load(Ordering::SeqCst) {
-                    return;
-                }
-                let _ = socket.send_to(&buffer[..len], from);
-            }
-        });
-        Self {
-            addr,
-            stopping,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for UdpEcho {
-    fn drop(&mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        if let Ok(waker) = UdpSocket::bind("127.0.0.1:0") {
-            let _ = waker.send_to(b"stop", self.addr);
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
 
 /// A SOCKS5 UDP association made by hand (RFC 1928 §7): the TCP connection
 /// that holds it, and the relay's address.
@@ -192,7 +147,7 @@ fn a_thousand_datagrams_of_mixed_sizes_arrive_intact() {
     let dir = Workdir::new().unwrap();
     let echo = UdpEcho::start();
     let server = AlknetServer::start(&dir, &[]).unwrap();
-    let forward = format!("127.0.0.1:0:127.0.0.1:{}/udp", echo.addr.port());
+    let forward = format!("127.0.0.1:0:127.0.0.1:{}/udp", echo.addr().port());
     let client =
         AlknetClient::start(&dir, server.port, &server.user_key, &["-L", &forward]).unwrap();
     let association = SocksUdp::associate(client.socks_addr);
@@ -210,10 +165,10 @@ fn a_thousand_datagrams_of_mixed_sizes_arrive_intact() {
     for index in 0..1000 {
         let size = sizes(index, 65_497);
         let payload: Vec<u8> = (0..size).map(|i| ((i + index) % 251) as u8).collect();
-        association.send(echo.addr, &payload);
+        association.send(echo.addr(), &payload);
         match association.receive() {
             Some((source, echoed)) => {
-                assert_eq!(source, echo.addr);
+                assert_eq!(source, echo.addr());
                 corrupted += usize::from(echoed != payload);
             }
             None => lost += 1,
@@ -254,7 +209,7 @@ fn the_policy_judges_every_datagram() {
         &policy,
         format!(
             "default = \"allow\"\n[[rule]]\naction = \"deny\"\ncidr = \"127.0.0.0/8\"\nports = \"{}\"\n",
-            denied.addr.port()
+            denied.addr().port()
         ),
     )
     .unwrap();
@@ -262,14 +217,14 @@ fn the_policy_judges_every_datagram() {
     let server = AlknetServer::start(&dir, &["--forward-policy", &policy]).unwrap();
     let client = AlknetClient::start(&dir, server.port, &server.user_key, &[]).unwrap();
     let association = SocksUdp::associate(client.socks_addr);
-    association.send(denied.addr, b"to the denied port");
-    association.send(allowed.addr, b"to the allowed port");
+    association.send(denied.addr(), b"to the denied port");
+    association.send(allowed.addr(), b"to the allowed port");
     let (source, payload) = association
         .receive()
         .expect("the allowed echo did not answer");
     assert_eq!(
         (source, payload.as_slice()),
-        (allowed.addr, &b"to the allowed port"[..])
+        (allowed.addr(), &b"to the allowed port"[..])
     );
     association
         .socket
@@ -286,7 +241,7 @@ fn a_remote_udp_forward_reaches_a_target_on_the_client_side() {
     let dir = Workdir::new().unwrap();
     let echo = UdpEcho::start();
     let server = AlknetServer::start(&dir, &[]).unwrap();
-    let forward = format!("127.0.0.1:0:127.0.0.1:{}/udp", echo.addr.port());
+    let forward = format!("127.0.0.1:0:127.0.0.1:{}/udp", echo.addr().port());
     let client =
         AlknetClient::start(&dir, server.port, &server.user_key, &["-R", &forward]).unwrap();
     let port = xtask::wait_until("the remote UDP forward", Duration::from_secs(20), || {
