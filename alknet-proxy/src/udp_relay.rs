@@ -80,14 +80,21 @@ pub async fn carry_association(
     let last = Mutex::new(Instant::now());
     let moved = || *last.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
     let up = async {
-        let mut frame = BytesMut::with_capacity(2048);
-        while let Some(datagram) = to_channel.recv().await {
-            frame.clear();
-            if encode_datagram(&datagram.addr, &datagram.payload, &mut frame).is_err() {
-                drops.dropped("too large for a frame");
-                continue;
+        let mut frames = BytesMut::with_capacity(64 * 1024);
+        while let Some(first) = to_channel.recv().await {
+            // Whatever else is waiting goes in the same write: one SSH
+            // message for many small datagrams.
+            frames.clear();
+            let mut next = Some(first);
+            while let Some(datagram) = next.take() {
+                if encode_datagram(&datagram.addr, &datagram.payload, &mut frames).is_err() {
+                    drops.dropped("too large for a frame");
+                }
+                if frames.len() < 32 * 1024 {
+                    next = to_channel.try_recv().ok();
+                }
             }
-            if writer.write_all(&frame).await.is_err() {
+            if writer.write_all(&frames).await.is_err() {
                 return;
             }
             moved();

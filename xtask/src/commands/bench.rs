@@ -4,8 +4,9 @@
 //! Options: `--size-mib N` (bulk transfer, default 1024), `--runs N`
 //! (throughput runs per tunnel, best counted, default 3), `--connections N`
 //! (latency samples per tunnel, default 1000), `--wan-mib N` (the
-//! long-distance download, default 256), `--wan-only`. Then the call
-//! protocol: calls per second and latency over one control channel; and a
+//! long-distance download, default 256), `--wan-only`, `--udp-only`. Then
+//! the call protocol: calls per second and latency over one control
+//! channel; UDP datagrams per second and loss through `-L …/udp`; and a
 //! long-distance link (a delay proxy between client and server).
 
 use std::io::{Read, Write};
@@ -27,6 +28,8 @@ struct Settings {
     wan_mib: u64,
     /// Only the long-distance rows (`--wan-only`).
     wan_only: bool,
+    /// Only the UDP rows (`--udp-only`).
+    udp_only: bool,
 }
 
 impl Settings {
@@ -37,11 +40,16 @@ impl Settings {
             connections: 1000,
             wan_mib: 256,
             wan_only: false,
+            udp_only: false,
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
             if flag == "--wan-only" {
                 settings.wan_only = true;
+                continue;
+            }
+            if flag == "--udp-only" {
+                settings.udp_only = true;
                 continue;
             }
             let value = args
@@ -137,6 +145,14 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
         &["-c", "aes128-gcm@openssh.com"],
     )?;
 
+    if settings.udp_only {
+        let udp = udp_datagrams(&dir, &server)?;
+        println!(
+            "\n  UDP through -L …/udp vs direct   {:.2}× datagrams/s",
+            udp.tunnel.per_second / udp.direct.per_second
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if settings.wan_only {
         long_distance(&dir, &server, &sshd, &user, target.addr(), settings.wan_mib)?;
         return Ok(ExitCode::SUCCESS);
