@@ -27,7 +27,7 @@ pub fn require_tool(tool: &str) -> Result<()> {
         };
         Err(XtaskError::MissingTool {
             tool: tool.to_owned(),
-            hint: format!("apt-get install {package}; .ci/run does this"),
+            hint: format!("apt-get install {package}; `cargo xtask test` does this"),
         })
     }
 }

@@ -7,6 +7,7 @@ use std::process::{Command, ExitCode, Stdio};
 use xtask::{Profile, Result, XtaskError, alknet_binary};
 
 pub(crate) fn run(extra_args: &[String]) -> Result<ExitCode> {
+    super::setup::ensure_test_tools()?;
     let binary = alknet_binary(Profile::Dev)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut child = Command::new(cargo)
