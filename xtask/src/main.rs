@@ -18,7 +18,9 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test     run every test (unit, integration, end-to-end) and print a summary
   bench    compare alknet with OpenSSH: bulk throughput and connect latency
-  fuzz     run the cargo-fuzz targets in fuzz/ ([--seconds N] [TARGET])";
+  fuzz     run the cargo-fuzz targets in fuzz/ ([--seconds N] [TARGET])
+  soak     traffic through every transport while the server is killed,
+           stopped and reloaded; checks nothing is lost or leaked ([--minutes N])";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
         Some("test") => commands::test::run(&args[1..]),
         Some("bench") => commands::bench::run(&args[1..]),
         Some("fuzz") => commands::fuzz::run(&args[1..]),
+        Some("soak") => commands::soak::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

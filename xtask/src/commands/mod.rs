@@ -4,6 +4,7 @@ pub(crate) mod addon;
 pub(crate) mod bench;
 pub(crate) mod fuzz;
 pub(crate) mod setup;
+pub(crate) mod soak;
 pub(crate) mod test;
 
 /// Prints each line of `child`'s (piped) stdout as it comes and hands it

@@ -6,6 +6,9 @@ use std::process::{Command, ExitCode, Stdio};
 
 use xtask::{Profile, Result, XtaskError, alknet_binary};
 
+/// How long `cargo xtask test` soaks.
+const SOAK: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub(crate) fn run(extra_args: &[String]) -> Result<ExitCode> {
     super::setup::ensure_test_tools()?;
     let binary = alknet_binary(Profile::Dev)?;
@@ -34,6 +37,13 @@ pub(crate) fn run(extra_args: &[String]) -> Result<ExitCode> {
             super::fuzz::fuzz(None, super::fuzz::SMOKE_SECONDS, super::fuzz::Build::Quick)?;
         totals.passed += fuzzed.passed;
         totals.failed += fuzzed.failed;
+        // Two minutes of traffic under faults: one test.
+        let soaked = super::soak::soak(SOAK, Profile::Dev)?;
+        if soaked.passed() {
+            totals.passed += 1;
+        } else {
+            totals.failed += 1;
+        }
     }
     println!();
     println!(

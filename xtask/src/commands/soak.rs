@@ -1,0 +1,587 @@
+//! `cargo xtask soak [--minutes N]`: one server, three clients (TCP with a
+//! `-L` and a `-R` forward, TLS, iroh), mixed traffic — bulk downloads
+//! checked by SHA-256, short connections, forward traffic, calls — while
+//! the server is SIGKILLed and restarted, SIGSTOPped past the clients'
+//! keepalive timeout, and SIGHUPped with a changed authorized_keys.
+//!
+//! It fails when a transfer ends "successfully" with the wrong bytes (a
+//! silent truncation or corruption: a transfer may fail, visibly, during a
+//! fault), when a client does not reconnect after a fault, or when a
+//! process's file descriptors or memory after the traffic stop above their
+//! level after warm-up by more than a margin. `cargo xtask test` runs two
+//! minutes of it (on the debug build: `--debug-build`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use xtask::{
+    AlknetClient, AlknetServer, HttpTarget, Profile, Result, Workdir, XtaskError,
+    ca_signed_server_cert, call_command, free_udp_port, iroh_peer_args,
+};
+
+/// Bytes of each bulk download.
+const BULK: usize = 4 * 1024 * 1024;
+/// Bytes of each short connection's answer.
+const SHORT: usize = 1000;
+/// Seconds between the clients' keepalives: three unanswered end a session.
+const KEEPALIVE: &str = "1";
+/// How long a stopped server stays stopped (past 3 keepalives).
+const FROZEN: Duration = Duration::from_secs(6);
+/// How long a client may take to be back after a fault.
+const RECONNECT_LIMIT: Duration = Duration::from_secs(60);
+/// Traffic between two faults.
+const BETWEEN_FAULTS: Duration = Duration::from_secs(8);
+/// Growth allowed from warm-up to the end: descriptors, and memory.
+const FD_MARGIN: usize = 8;
+const RSS_MARGIN_KIB: u64 = 24 * 1024;
+
+pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
+    let mut minutes = 2u64;
+    let mut profile = Profile::Release;
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        match flag.as_str() {
+            // As `cargo xtask test` runs it.
+            "--debug-build" => profile = Profile::Dev,
+            "--minutes" => {
+                minutes = args
+                    .next()
+                    .and_then(|value| value.parse().ok())
+                    .filter(|minutes| *minutes >= 1)
+                    .ok_or_else(|| {
+                        XtaskError::Failed("--minutes needs a whole number ≥ 1".into())
+                    })?;
+            }
+            other => return Err(XtaskError::Failed(format!("unknown soak option {other}"))),
+        }
+    }
+    let outcome = soak(Duration::from_secs(minutes * 60), profile)?;
+    Ok(if outcome.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// What a soak found.
+#[derive(Debug, Default)]
+pub(crate) struct SoakOutcome {
+    /// Problems, each a sentence; none means it passed.
+    pub(crate) problems: Vec<String>,
+}
+
+impl SoakOutcome {
+    pub(crate) fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Counts of transfers by how they ended.
+#[derive(Debug, Default)]
+struct Tally {
+    completed: AtomicUsize,
+    failed_visibly: AtomicUsize,
+    silently_wrong: AtomicUsize,
+    bytes: AtomicUsize,
+}
+
+/// One client and the ways the traffic reaches targets through it.
+struct Driven {
+    name: &'static str,
+    client: AlknetClient,
+}
+
+/// Runs the soak for `length` with binaries built as `profile`.
+pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
+    let started = Instant::now();
+    let dir = Workdir::new()?;
+    let target = HttpTarget::start("127.0.0.1:0")?;
+    let tls = ca_signed_server_cert(&dir)?;
+    let iroh_port = free_udp_port()?;
+    let (cert, key) = (
+        tls.cert.display().to_string(),
+        tls.key.display().to_string(),
+    );
+    let iroh_listen = format!("iroh://127.0.0.1:{iroh_port}");
+    let mut server = AlknetServer::start_listening_with(
+        &dir,
+        profile,
+        &["127.0.0.1:0", "tls://127.0.0.1:0", &iroh_listen],
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--iroh-relay",
+            "none",
+        ],
+    )?;
+    let tls_port = server
+        .listeners
+        .iter()
+        .find(|listener| listener.starts_with("tls://"))
+        .and_then(|listener| xtask::listener_port(listener))
+        .ok_or_else(|| XtaskError::Failed("the server logged no TLS listener".into()))?;
+    let endpoint_id = server
+        .endpoint_id
+        .clone()
+        .ok_or_else(|| XtaskError::Failed("the server printed no endpoint-id".into()))?;
+    let common = [
+        "--host-key",
+        &server.fingerprint,
+        "--keepalive-interval",
+        KEEPALIVE,
+    ];
+    let forward = format!("127.0.0.1:0:127.0.0.1:{}", target.addr().port());
+    let mut tcp_args = common.to_vec();
+    tcp_args.extend(["-L", &forward, "-R", &forward]);
+    let ca = tls.ca.display().to_string();
+    let mut tls_args = common.to_vec();
+    tls_args.extend(["--transport", "tls", "--tls-ca", &ca]);
+    let tls_server = format!("127.0.0.1:{tls_port}");
+    let iroh = iroh_peer_args(&endpoint_id, iroh_port);
+    let iroh: Vec<&str> = iroh.iter().map(String::as_str).collect();
+    let clients = Arc::new(vec![
+        Driven {
+            name: "tcp",
+            client: AlknetClient::start_with(
+                &dir,
+                profile,
+                server.port,
+                &server.user_key,
+                &tcp_args,
+            )?,
+        },
+        Driven {
+            name: "tls",
+            client: AlknetClient::start_to(
+                &dir,
+                profile,
+                &["--server", &tls_server],
+                &server.user_key,
+                &tls_args,
+            )?,
+        },
+        Driven {
+            name: "iroh",
+            client: AlknetClient::start_to(&dir, profile, &iroh, &server.user_key, &common)?,
+        },
+    ]);
+    let mut outcome = SoakOutcome::default();
+    let tally = Arc::new(Tally::default());
+    let traffic = Traffic::start(&clients, target.addr(), &tally, &dir, server.port, &server);
+
+    // Warm up, then the clients' level to compare the end with.
+    std::thread::sleep(BETWEEN_FAULTS);
+    traffic.pause();
+    let clients_before: Vec<Usage> = clients
+        .iter()
+        .map(|c| usage(c.client.process.pid()))
+        .collect();
+    traffic.resume();
+
+    let mut reconnects = Vec::new();
+    let mut faults = Vec::new();
+    let quiet_end = length.saturating_sub(Duration::from_secs(25));
+    let kinds = [
+        "SIGKILL + restart",
+        "SIGSTOP past the keepalive",
+        "SIGHUP, new keys",
+    ];
+    let mut round = 0usize;
+    while started.elapsed() < quiet_end {
+        std::thread::sleep(BETWEEN_FAULTS);
+        let kind = kinds[round % kinds.len()];
+        round += 1;
+        let before: Vec<usize> = clients.iter().map(|c| sessions(&c.client)).collect();
+        let at = match kind {
+            "SIGKILL + restart" => {
+                server.kill_and_restart()?;
+                Instant::now()
+            }
+            "SIGSTOP past the keepalive" => {
+                server.process.freeze()?;
+                std::thread::sleep(FROZEN);
+                server.process.thaw()?;
+                Instant::now()
+            }
+            _ => {
+                let extra = xtask::ssh_keygen_ed25519(&dir, &format!("extra_{round}"))?;
+                let extra = std::fs::read_to_string(extra.with_extension("pub"))
+                    .map_err(XtaskError::io("reading a new public key"))?;
+                server.reload_authorized_keys(&format!("{}\n{extra}", server.user_key_line()?))?;
+                faults.push(kind);
+                continue;
+            }
+        };
+        faults.push(kind);
+        for (index, driven) in clients.iter().enumerate() {
+            match xtask::wait_until("a reconnection", RECONNECT_LIMIT, || {
+                (sessions(&driven.client) > before[index]).then_some(())
+            }) {
+                Ok(()) => reconnects.push(at.elapsed()),
+                Err(_) => outcome.problems.push(format!(
+                    "the {} client did not reconnect within {RECONNECT_LIMIT:?} after {kind}",
+                    driven.name
+                )),
+            }
+        }
+    }
+
+    // The server's level after its last fault, then traffic with no faults.
+    traffic.pause();
+    let server_before = usage(server.process.pid());
+    traffic.resume();
+    std::thread::sleep(
+        length
+            .saturating_sub(started.elapsed())
+            .min(Duration::from_secs(20)),
+    );
+    traffic.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    let clients_after: Vec<Usage> = clients
+        .iter()
+        .map(|c| usage(c.client.process.pid()))
+        .collect();
+    let server_after = usage(server.process.pid());
+
+    let mut leaks = Vec::new();
+    for ((driven, before), after) in clients.iter().zip(&clients_before).zip(&clients_after) {
+        leaks.extend(leak(&format!("{} client", driven.name), before, after));
+    }
+    leaks.extend(leak("server", &server_before, &server_after));
+    outcome.problems.extend(leaks.iter().cloned());
+    let wrong = tally.silently_wrong.load(Ordering::Relaxed);
+    if wrong > 0 {
+        outcome.problems.push(format!(
+            "{wrong} transfers ended without an error but with the wrong bytes"
+        ));
+    }
+    if tally.completed.load(Ordering::Relaxed) == 0 {
+        outcome.problems.push("no transfer completed at all".into());
+    }
+    reconnects.sort();
+    let p50 = reconnects
+        .get(reconnects.len() / 2)
+        .copied()
+        .unwrap_or_default();
+    let max = reconnects.last().copied().unwrap_or_default();
+    println!(
+        "\nsoak: {:.0} s, {} clients (tcp with -L and -R, tls, iroh)",
+        started.elapsed().as_secs_f64(),
+        clients.len()
+    );
+    println!(
+        "  transfers completed          {}",
+        tally.completed.load(Ordering::Relaxed)
+    );
+    println!(
+        "  transfers failed visibly     {}",
+        tally.failed_visibly.load(Ordering::Relaxed)
+    );
+    println!("  transfers silently wrong     {wrong}");
+    println!(
+        "  bytes checked                {} MiB",
+        tally.bytes.load(Ordering::Relaxed) / (1024 * 1024)
+    );
+    println!(
+        "  faults                       {} ({})",
+        faults.len(),
+        summarize(&faults)
+    );
+    println!(
+        "  reconnect time p50 / max     {:.2} s / {:.2} s ({} reconnections)",
+        p50.as_secs_f64(),
+        max.as_secs_f64(),
+        reconnects.len()
+    );
+    for ((driven, before), after) in clients.iter().zip(&clients_before).zip(&clients_after) {
+        println!(
+            "  {:<4} client fds / RSS       {} → {}, {} → {} KiB",
+            driven.name, before.fds, after.fds, before.rss_kib, after.rss_kib
+        );
+    }
+    println!(
+        "  server fds / RSS            {} → {}, {} → {} KiB",
+        server_before.fds, server_after.fds, server_before.rss_kib, server_after.rss_kib
+    );
+    println!(
+        "  leaks                        {}",
+        if leaks.is_empty() {
+            "none".to_owned()
+        } else {
+            leaks.join("; ")
+        }
+    );
+    for problem in &outcome.problems {
+        println!("  PROBLEM: {problem}");
+    }
+    Ok(outcome)
+}
+
+fn summarize(faults: &[&str]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for fault in faults {
+        match counts.iter_mut().find(|(name, _)| name == fault) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((fault, 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|(name, count)| format!("{count}× {name}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// How many sessions the client has logged as connected.
+fn sessions(client: &AlknetClient) -> usize {
+    client.log().matches(" connected server=").count()
+}
+
+/// A process's open descriptors and resident memory.
+#[derive(Clone, Copy, Debug, Default)]
+struct Usage {
+    fds: usize,
+    rss_kib: u64,
+}
+
+fn usage(pid: u32) -> Usage {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
+    let rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0);
+    Usage { fds, rss_kib }
+}
+
+fn leak(name: &str, before: &Usage, after: &Usage) -> Option<String> {
+    let fds = after.fds > before.fds + FD_MARGIN;
+    let rss = after.rss_kib > before.rss_kib + RSS_MARGIN_KIB;
+    (fds || rss).then(|| {
+        format!(
+            "{name}: {} → {} descriptors, {} → {} KiB",
+            before.fds, after.fds, before.rss_kib, after.rss_kib
+        )
+    })
+}
+
+/// The traffic threads, which can be paused (in-flight transfers finish)
+/// and stopped.
+struct Traffic {
+    running: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
+    in_flight: Arc<AtomicUsize>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Traffic {
+    fn start(
+        clients: &Arc<Vec<Driven>>,
+        target: SocketAddr,
+        tally: &Arc<Tally>,
+        dir: &Workdir,
+        server_port: u16,
+        server: &AlknetServer,
+    ) -> Self {
+        let traffic = Self {
+            running: Arc::new(AtomicBool::new(true)),
+            paused: Arc::new(AtomicBool::new(false)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            threads: Mutex::new(Vec::new()),
+        };
+        let expected_bulk: [u8; 32] = Sha256::digest(HttpTarget::body(BULK)).into();
+        let expected_short: [u8; 32] = Sha256::digest(HttpTarget::body(SHORT)).into();
+        let mut worker = 0usize;
+        let mut spawn = |job: Job| {
+            worker += 1;
+            let out = dir.join(&format!("soak-{worker}.out"));
+            let (running, paused, in_flight, tally, clients) = (
+                traffic.running.clone(),
+                traffic.paused.clone(),
+                traffic.in_flight.clone(),
+                tally.clone(),
+                clients.clone(),
+            );
+            let call = (
+                server_port,
+                server.user_key.clone(),
+                server.fingerprint.clone(),
+            );
+            let handle = std::thread::spawn(move || {
+                while running.load(Ordering::Relaxed) {
+                    if paused.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
+                    in_flight.fetch_add(1, Ordering::SeqCst);
+                    let ended = job.run(&clients, target, &out, &call);
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    let expected = match job {
+                        Job::Bulk(_) | Job::LocalForward | Job::RemoteForward => expected_bulk,
+                        Job::Short(_) | Job::Call => expected_short,
+                    };
+                    let failed = ended.is_none();
+                    record(&tally, ended, &expected);
+                    if failed {
+                        // A fault: do not spin while the tunnel is down.
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+            });
+            traffic
+                .threads
+                .lock()
+                .map(|mut threads| threads.push(handle))
+                .ok();
+        };
+        for index in 0..clients.len() {
+            spawn(Job::Bulk(index));
+            spawn(Job::Short(index));
+        }
+        spawn(Job::LocalForward);
+        spawn(Job::RemoteForward);
+        spawn(Job::Call);
+        traffic
+    }
+
+    /// Stops starting transfers and waits (bounded) for those running.
+    fn pause(&self) {
+        self.paused.store(true, Ordering::SeqCst);
+        let _ = xtask::wait_until("the traffic to pause", Duration::from_secs(60), || {
+            (self.in_flight.load(Ordering::SeqCst) == 0).then_some(())
+        });
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
+    fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+    }
+
+    fn stop(&self) {
+        self.running.store(false, Ordering::SeqCst);
+        if let Ok(mut threads) = self.threads.lock() {
+            for thread in threads.drain(..) {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// One kind of traffic.
+#[derive(Clone, Copy, Debug)]
+enum Job {
+    /// A bulk download through client N's SOCKS5 port.
+    Bulk(usize),
+    /// A short request through client N's SOCKS5 port.
+    Short(usize),
+    /// A bulk download through the TCP client's `-L` forward.
+    LocalForward,
+    /// A bulk download through the server's side of the `-R` forward.
+    RemoteForward,
+    /// One `alknet call` to the server (`/services/list`), its answer
+    /// checked, then a short download so its tally is comparable.
+    Call,
+}
+
+/// How a transfer ended: `None` failed visibly; `Some(bytes)` completed.
+type Ended = Option<Vec<u8>>;
+
+impl Job {
+    fn run(
+        self,
+        clients: &[Driven],
+        target: SocketAddr,
+        out: &PathBuf,
+        call: &(u16, PathBuf, String),
+    ) -> Ended {
+        let url = |host: SocketAddr, len: usize| format!("http://{host}/{len}");
+        match self {
+            Job::Bulk(index) => curl(
+                Some(clients[index].client.socks_addr),
+                &url(target, BULK),
+                out,
+            ),
+            Job::Short(index) => curl(
+                Some(clients[index].client.socks_addr),
+                &url(target, SHORT),
+                out,
+            ),
+            Job::LocalForward => {
+                let local = clients[0].client.forward_addr(1).ok()?;
+                curl(None, &url(local, BULK), out)
+            }
+            Job::RemoteForward => {
+                let port = clients[0].client.remote_forward_port(1).ok()?;
+                curl(
+                    None,
+                    &url(SocketAddr::from(([127, 0, 0, 1], port)), BULK),
+                    out,
+                )
+            }
+            Job::Call => {
+                let (port, key, fingerprint) = call;
+                let answer = call_command(*port, key, fingerprint, "/services/list", None)
+                    .ok()?
+                    .stdin(Stdio::null())
+                    .output()
+                    .ok()?;
+                // A call that "succeeds" must carry a JSON list.
+                if answer.status.success()
+                    && !String::from_utf8_lossy(&answer.stdout)
+                        .trim_start()
+                        .starts_with('[')
+                {
+                    return Some(Vec::new());
+                }
+                if !answer.status.success() {
+                    return None;
+                }
+                curl(Some(clients[0].client.socks_addr), &url(target, SHORT), out)
+            }
+        }
+    }
+}
+
+/// A download with curl: `Some(body)` when curl says it completed.
+fn curl(socks: Option<SocketAddr>, url: &str, out: &PathBuf) -> Ended {
+    let mut command = Command::new("curl");
+    command
+        .args(["--silent", "--max-time", "30", "--output"])
+        .arg(out);
+    if let Some(socks) = socks {
+        command.arg("--socks5-hostname").arg(socks.to_string());
+    }
+    let status = command.arg(url).stdin(Stdio::null()).status().ok()?;
+    if !status.success() {
+        return None;
+    }
+    std::fs::read(out).ok()
+}
+
+fn record(tally: &Tally, ended: Ended, expected: &[u8; 32]) {
+    match ended {
+        None => {
+            tally.failed_visibly.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(body) => {
+            let hash: [u8; 32] = Sha256::digest(&body).into();
+            if &hash == expected {
+                tally.completed.fetch_add(1, Ordering::Relaxed);
+                tally.bytes.fetch_add(body.len(), Ordering::Relaxed);
+            } else {
+                tally.silently_wrong.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
