@@ -35,7 +35,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::envelope::{CallRequest, EventKind};
+use crate::envelope::{CallRequest, EventKind, credit_grant};
 use crate::service::{CallContext, Emitter, IncomingCall, Reply, Service};
 use crate::{CallError, DEFAULT_MAX_FRAME, EnvelopeCodec, EventEnvelope, Failure};
 
@@ -61,10 +61,12 @@ pub struct ConnectionOptions {
     /// Bytes of the peer's request frames being handled at once; past it,
     /// the connection stops reading until handlers finish.
     pub max_request_bytes: usize,
-    /// Bytes of items one subscription may hold unread. The protocol has
-    /// no flow control, so a peer sending faster than the subscriber reads
-    /// would otherwise cost unbounded memory: past this, the subscription
-    /// fails with [`CallError::Overflow`] and the peer is told to stop.
+    /// Bytes of items one subscription may hold unread. Our subscriptions
+    /// grant the producer half of it as credit and more as items are read
+    /// (see [`crate::envelope`]), so a producer that honours credit never
+    /// reaches it; past it — a peer without credit sending faster than the
+    /// subscriber reads — the subscription fails with
+    /// [`CallError::Overflow`] and the peer is told to stop.
     pub subscription_buffer: usize,
 }
 
@@ -164,6 +166,7 @@ where
             id_prefix: format!("{:08x}-", fastrand::u32(..)),
             next_id: AtomicU64::new(1),
             call_timeout: self.options.call_timeout,
+            credit_window: (self.options.subscription_buffer / 2).max(1),
         });
         let caller = Caller {
             shared: shared.clone(),
@@ -222,7 +225,14 @@ impl Outgoing {
 
     /// Queues `envelope`, waiting for room in the buffer.
     pub(crate) async fn send(&self, envelope: &EventEnvelope) -> Result<(), CallError> {
+        self.send_counted(envelope).await.map(drop)
+    }
+
+    /// Like [`send`](Self::send); returns the length of the frame's JSON
+    /// text (what credit counts).
+    pub(crate) async fn send_counted(&self, envelope: &EventEnvelope) -> Result<usize, CallError> {
         let frame = self.codec.encode_frame(envelope)?;
+        let json_len = frame.len().saturating_sub(4);
         let permit = self
             .room
             .clone()
@@ -231,7 +241,8 @@ impl Outgoing {
             .map_err(|_| CallError::Closed)?;
         self.frames
             .send((frame, permit))
-            .map_err(|_| CallError::Closed)
+            .map_err(|_| CallError::Closed)?;
+        Ok(json_len)
     }
 
     /// Queues `envelope` without waiting when there is room, else from a
@@ -281,14 +292,68 @@ struct Shared {
     /// Our calls awaiting answers, by request id.
     pending: Mutex<HashMap<String, Pending>>,
     /// The peer's calls our service is handling, by request id, each with
-    /// a serial number so a finished handler removes only its own entry.
-    serving: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    /// a serial number so a finished handler removes only its own entry,
+    /// and the credit its caller granted, if it speaks credit.
+    serving: Mutex<HashMap<String, Serving>>,
     closed: CancellationToken,
     /// Our ids carry a random prefix so they are unlikely to equal the
     /// peer's (which matters for `call.aborted`, valid in both directions).
     id_prefix: String,
     next_id: AtomicU64,
     call_timeout: Option<Duration>,
+    /// Bytes our subscriptions grant at the start, and grant again once
+    /// half of it has been read.
+    credit_window: usize,
+}
+
+/// One of the peer's calls in our hands.
+struct Serving {
+    serial: u64,
+    cancel: CancellationToken,
+    credit: Option<Arc<Credit>>,
+}
+
+/// The credit a subscriber granted one of our handlers: bytes of items it
+/// may still send (below zero after the last frame overdrew it).
+#[derive(Debug)]
+pub(crate) struct Credit {
+    available: Mutex<i64>,
+    granted: tokio::sync::Notify,
+}
+
+impl Credit {
+    fn new(bytes: u64) -> Self {
+        Self {
+            available: Mutex::new(i64::try_from(bytes).unwrap_or(i64::MAX)),
+            granted: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn grant(&self, bytes: u64) {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let mut available = lock(&self.available);
+        *available = available.saturating_add(bytes);
+        drop(available);
+        self.granted.notify_waiters();
+    }
+
+    /// Waits until there is credit to send.
+    pub(crate) async fn wait(&self) {
+        loop {
+            // Registered before the check, so a grant in between wakes it.
+            let granted = self.granted.notified();
+            if *lock(&self.available) > 0 {
+                return;
+            }
+            granted.await;
+        }
+    }
+
+    pub(crate) fn spend(&self, bytes: usize) {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let mut available = lock(&self.available);
+        *available = available.saturating_sub(bytes);
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -376,7 +441,7 @@ impl Caller {
         input: Value,
         timeout: Option<Duration>,
     ) -> Result<Value, CallError> {
-        let (mut guard, mut events, _) = self.start(name, input, timeout).await?;
+        let (mut guard, mut events, _) = self.start(name, input, timeout, None).await?;
         let answer = match events.recv().await {
             Some(Ok(Event::Item(value, _))) => Ok(value),
             Some(Ok(Event::Completed)) => Err(CallError::NoResponse),
@@ -390,12 +455,16 @@ impl Caller {
     /// Subscribes to `name` with `input`: a stream of items that ends when
     /// the peer completes it. Dropping the stream aborts the subscription.
     pub async fn subscribe(&self, name: &str, input: Value) -> Result<Subscription, CallError> {
-        let (guard, events, unread) = self.start(name, input, None).await?;
+        let window = self.shared.credit_window;
+        let credit = Some(u64::try_from(window).unwrap_or(u64::MAX));
+        let (guard, events, unread) = self.start(name, input, None, credit).await?;
         Ok(Subscription {
             guard,
             events,
             unread,
             done: false,
+            read_since_grant: 0,
+            window,
         })
     }
 
@@ -404,6 +473,7 @@ impl Caller {
         name: &str,
         input: Value,
         timeout: Option<Duration>,
+        credit: Option<u64>,
     ) -> Result<
         (
             PendingGuard,
@@ -443,6 +513,7 @@ impl Caller {
         let request = CallRequest {
             name: name.to_owned(),
             input,
+            credit,
         };
         let request = EventEnvelope::new(EventKind::Requested, id, request.to_payload());
         shared.outgoing.send(&request).await?;
@@ -483,6 +554,10 @@ pub struct Subscription {
     events: mpsc::UnboundedReceiver<EventResult>,
     unread: Arc<AtomicUsize>,
     done: bool,
+    /// Bytes of items read since credit was last granted back.
+    read_since_grant: usize,
+    /// The credit granted at the start.
+    window: usize,
 }
 
 impl Subscription {
@@ -502,6 +577,17 @@ impl Stream for Subscription {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Some(Ok(Event::Item(value, len)))) => {
                 self.unread.fetch_sub(len, Ordering::Relaxed);
+                // Read: the producer may send as much again.
+                self.read_since_grant += len;
+                if self.read_since_grant >= self.window / 2 {
+                    let grant = std::mem::take(&mut self.read_since_grant);
+                    let envelope = EventEnvelope::new(
+                        EventKind::Credit,
+                        self.guard.id.clone(),
+                        json!({ "bytes": grant }),
+                    );
+                    self.guard.shared.outgoing.send_now(envelope);
+                }
                 return Poll::Ready(Some(Ok(value)));
             }
             Poll::Ready(Some(Ok(Event::Completed))) => None,
@@ -643,14 +729,22 @@ impl Router {
             EventKind::Aborted => {
                 // Either the peer cancels its call to us, or its handler
                 // cancels our call; ids unknown in both maps are ignored.
-                if let Some((_, handler)) = lock(&self.shared().serving).remove(&id) {
-                    handler.cancel();
+                if let Some(handler) = lock(&self.shared().serving).remove(&id) {
+                    handler.cancel.cancel();
                 }
                 let reason = payload
                     .as_str()
                     .map(str::to_owned)
                     .or_else(|| payload.get("reason")?.as_str().map(str::to_owned));
                 self.deliver(&id, Err(CallError::Aborted(reason)));
+            }
+            EventKind::Credit => {
+                let credit = lock(&self.shared().serving)
+                    .get(&id)
+                    .and_then(|serving| serving.credit.clone());
+                if let (Some(credit), Some(bytes)) = (credit, credit_grant(&payload)) {
+                    credit.grant(bytes);
+                }
             }
             // Unknown event types (a newer peer's, pubsub control
             // envelopes such as `__subscribe`) are ignored.
@@ -728,6 +822,7 @@ impl Router {
             .map_err(|_| CallError::Closed)?;
         let cancel = shared.closed.child_token();
         let serial = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let credit = request.credit.map(|bytes| Arc::new(Credit::new(bytes)));
         let busy = {
             let mut serving = lock(&shared.serving);
             if serving.contains_key(&id) {
@@ -736,7 +831,14 @@ impl Router {
             }
             let busy = serving.len() >= self.max_concurrent_calls;
             if !busy {
-                serving.insert(id.clone(), (serial, cancel.clone()));
+                serving.insert(
+                    id.clone(),
+                    Serving {
+                        serial,
+                        cancel: cancel.clone(),
+                        credit: credit.clone(),
+                    },
+                );
             }
             busy
         };
@@ -756,7 +858,7 @@ impl Router {
                 cancel.clone(),
             ),
         };
-        let emitter = Emitter::new(id.clone(), shared.outgoing.clone());
+        let emitter = Emitter::new(id.clone(), shared.outgoing.clone(), credit);
         tokio::spawn(async move {
             let _held = held;
             let mut unanswered = Unanswered {
@@ -825,7 +927,7 @@ impl Unanswered {
         let mut serving = lock(&self.shared.serving);
         if serving
             .get(&self.id)
-            .is_some_and(|(entry, _)| *entry == self.serial)
+            .is_some_and(|entry| entry.serial == self.serial)
         {
             serving.remove(&self.id);
         }

@@ -1,4 +1,25 @@
 //! The message every call-protocol frame carries, and its event types.
+//!
+//! # Flow control for subscriptions (`credit`)
+//!
+//! A subscriber that can be slower than its producer opts in by adding
+//! `"credit": N` (a positive integer) to its `call.requested` payload: it
+//! grants the producer `N` bytes. The producer then sends a `call.responded`
+//! only while its credit is above zero, and takes each one's length off it —
+//! the length of the frame's JSON text, without the 4-byte length prefix
+//! (so one frame may overdraw it). The subscriber adds more as its
+//! application takes items:
+//!
+//! ```text
+//! {"type":"call.requested","id":"7","payload":{"credit":8388608,"input":null,"name":"/ticks"}}
+//! {"type":"call.credit","id":"7","payload":{"bytes":4194350}}
+//! ```
+//!
+//! A producer that does not know `credit` ignores the field, and every peer
+//! ignores envelope types it does not know, so a peer without it gets
+//! today's behaviour: items as fast as they come, and a subscriber that
+//! cannot keep up fails with `Overflow` past its buffer (that guard stays,
+//! whatever the peer claims to honour).
 
 use std::fmt;
 
@@ -15,6 +36,9 @@ pub const CALL_COMPLETED: &str = "call.completed";
 pub const CALL_ABORTED: &str = "call.aborted";
 /// `call.error`: payload `{"code": …, "message": …, "retryable": bool}`.
 pub const CALL_ERROR: &str = "call.error";
+/// `call.credit`: subscriber → producer, payload `{"bytes": N}`: N more
+/// bytes of items may be sent (see the module docs).
+pub const CALL_CREDIT: &str = "call.credit";
 
 /// An envelope's `type`. Unknown types are kept (not refused): a newer
 /// peer may send events this version ignores, and pubsub control
@@ -31,6 +55,8 @@ pub enum EventKind {
     Aborted,
     /// [`CALL_ERROR`].
     Error,
+    /// [`CALL_CREDIT`].
+    Credit,
     /// Any other type, as sent.
     Other(String),
 }
@@ -44,6 +70,7 @@ impl EventKind {
             EventKind::Completed => CALL_COMPLETED,
             EventKind::Aborted => CALL_ABORTED,
             EventKind::Error => CALL_ERROR,
+            EventKind::Credit => CALL_CREDIT,
             EventKind::Other(kind) => kind,
         }
     }
@@ -57,6 +84,7 @@ impl From<&str> for EventKind {
             CALL_COMPLETED => EventKind::Completed,
             CALL_ABORTED => EventKind::Aborted,
             CALL_ERROR => EventKind::Error,
+            CALL_CREDIT => EventKind::Credit,
             other => EventKind::Other(other.to_owned()),
         }
     }
@@ -120,13 +148,17 @@ impl EventEnvelope {
     }
 }
 
-/// What a `call.requested` asks for: `{"name": "/path", "input": …}`.
+/// What a `call.requested` asks for: `{"name": "/path", "input": …}`,
+/// and `"credit": N` from a subscriber that grants credit.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CallRequest {
     /// The operation's path.
     pub name: String,
     /// Its input (`null` when none was sent).
     pub input: Value,
+    /// The bytes of items granted at the start, when the caller speaks
+    /// credit (see the module docs).
+    pub credit: Option<u64>,
 }
 
 impl CallRequest {
@@ -139,13 +171,34 @@ impl CallRequest {
             return Err("call.requested payload needs a string \"name\"");
         };
         let input = fields.remove("input").unwrap_or(Value::Null);
-        Ok(Self { name, input })
+        // Anything but a positive integer is no grant: the caller then
+        // gets items without flow control, as from a peer without it.
+        let credit = fields
+            .remove("credit")
+            .and_then(|credit| credit.as_u64())
+            .filter(|credit| *credit > 0);
+        Ok(Self {
+            name,
+            input,
+            credit,
+        })
     }
 
     /// The payload that carries it.
     pub fn to_payload(&self) -> Value {
-        serde_json::json!({"name": self.name, "input": self.input})
+        match self.credit {
+            Some(credit) => {
+                serde_json::json!({"name": self.name, "input": self.input, "credit": credit})
+            }
+            None => serde_json::json!({"name": self.name, "input": self.input}),
+        }
     }
+}
+
+/// The bytes a `call.credit` payload grants (`{"bytes": N}`); `None` for
+/// anything else.
+pub fn credit_grant(payload: &Value) -> Option<u64> {
+    payload.get("bytes")?.as_u64()
 }
 
 #[cfg(test)]
@@ -161,6 +214,7 @@ mod tests {
             CALL_COMPLETED,
             CALL_ABORTED,
             CALL_ERROR,
+            CALL_CREDIT,
             "__subscribe",
         ] {
             let envelope = EventEnvelope::new(kind, "1", Value::Null);
@@ -190,6 +244,18 @@ mod tests {
                 .input,
             Value::Null
         );
+        let granted = CallRequest::from_payload(json!({"name": "/t", "credit": 4096})).unwrap();
+        assert_eq!(granted.credit, Some(4096));
+        assert_eq!(
+            CallRequest::from_payload(granted.to_payload()).unwrap(),
+            granted
+        );
+        for no_grant in [json!(0), json!(-1), json!("4096"), json!(1.5)] {
+            let request = CallRequest::from_payload(json!({"name": "/t", "credit": no_grant}));
+            assert_eq!(request.unwrap().credit, None);
+        }
+        assert_eq!(credit_grant(&json!({"bytes": 10})), Some(10));
+        assert_eq!(credit_grant(&json!({"bytes": -1})), None);
         assert!(CallRequest::from_payload(json!([])).is_err());
         assert!(CallRequest::from_payload(json!({"name": 5})).is_err());
         assert_eq!(

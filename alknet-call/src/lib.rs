@@ -72,8 +72,8 @@ pub use binary::{from_binary_payload, to_binary_payload};
 pub use codec::{DEFAULT_MAX_FRAME, EnvelopeCodec};
 pub use connection::{CallConnection, Caller, ConnectionOptions, Subscription};
 pub use envelope::{
-    CALL_ABORTED, CALL_COMPLETED, CALL_ERROR, CALL_REQUESTED, CALL_RESPONDED, CallRequest,
-    EventEnvelope, EventKind,
+    CALL_ABORTED, CALL_COMPLETED, CALL_CREDIT, CALL_ERROR, CALL_REQUESTED, CALL_RESPONDED,
+    CallRequest, EventEnvelope, EventKind, credit_grant,
 };
 pub use error::CallError;
 pub use failure::{ErrorCode, Failure};

@@ -8,7 +8,7 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::connection::Outgoing;
+use crate::connection::{Credit, Outgoing};
 use crate::envelope::EventKind;
 use crate::{CallError, Caller, EventEnvelope, Failure};
 
@@ -95,6 +95,8 @@ impl CallContext {
 pub struct Emitter {
     id: String,
     outgoing: Outgoing,
+    /// The caller's credit, when it speaks credit.
+    credit: Option<Arc<Credit>>,
 }
 
 impl std::fmt::Debug for Emitter {
@@ -104,19 +106,26 @@ impl std::fmt::Debug for Emitter {
 }
 
 impl Emitter {
-    pub(crate) fn new(id: String, outgoing: Outgoing) -> Self {
-        Self { id, outgoing }
+    pub(crate) fn new(id: String, outgoing: Outgoing, credit: Option<Arc<Credit>>) -> Self {
+        Self {
+            id,
+            outgoing,
+            credit,
+        }
     }
 
-    /// Sends one item (`call.responded`), waiting while the connection's
-    /// send buffer is full.
+    /// Sends one item (`call.responded`), waiting while the caller's
+    /// credit is used up (when it grants credit) or the connection's send
+    /// buffer is full: a slow subscriber slows its producer.
     pub async fn emit(&self, item: Value) -> Result<(), CallError> {
-        self.outgoing
-            .send(&EventEnvelope::new(
-                EventKind::Responded,
-                self.id.clone(),
-                item,
-            ))
-            .await
+        if let Some(credit) = &self.credit {
+            credit.wait().await;
+        }
+        let envelope = EventEnvelope::new(EventKind::Responded, self.id.clone(), item);
+        let sent = self.outgoing.send_counted(&envelope).await?;
+        if let Some(credit) = &self.credit {
+            credit.spend(sent);
+        }
+        Ok(())
     }
 }

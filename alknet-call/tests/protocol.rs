@@ -726,23 +726,73 @@ async fn calls_beyond_the_concurrency_limit_are_refused_not_queued() {
 }
 
 #[tokio::test]
-async fn a_subscriber_that_falls_too_far_behind_is_cut_off_not_buffered_forever() {
+async fn a_slow_subscriber_slows_its_producer_and_loses_nothing() {
     let emitted = Arc::new(AtomicUsize::new(0));
     let stopped = Arc::new(AtomicBool::new(false));
     let server = counting_registry(emitted.clone(), stopped.clone());
     let (left, right) = tokio::io::duplex(64 * 1024);
     CallConnection::new(right).serve(server).spawn();
     let mut options = alknet_call::ConnectionOptions::default();
+    // 5 000 bytes of credit: about 90 items of ~57 bytes.
     options.subscription_buffer = 10_000;
     let caller = CallConnection::new(left).options(options).spawn();
+    let total = 3_000u64;
     let mut items = caller
-        .subscribe("/numbers/count", json!({"to": u32::MAX}))
+        .subscribe("/numbers/count", json!({ "to": total }))
         .await
         .unwrap();
-    // Read nothing while the server produces, then drain.
-    timeout(BOUND, raised(&stopped))
+    // Not reading: the producer stops at the credit, not at the end.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ahead = emitted.load(Ordering::SeqCst);
+    assert!((80..=100).contains(&ahead), "{ahead} items sent unread");
+    // Reading slowly, every item arrives, in order, without Overflow.
+    let mut read = 0u64;
+    while let Some(item) = timeout(BOUND, items.next()).await.expect("stalled") {
+        assert_eq!(item.unwrap(), json!(read));
+        read += 1;
+        if read.is_multiple_of(500) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let ahead = emitted.load(Ordering::SeqCst) as u64 - read;
+            assert!(ahead <= 100, "{ahead} items ahead of the reader");
+        }
+    }
+    assert_eq!(read, total);
+    assert!(!stopped.load(Ordering::SeqCst), "the producer was cut off");
+}
+
+#[tokio::test]
+async fn a_producer_without_credit_still_meets_the_overflow_guard() {
+    // A peer from before credit: it ignores the grant and sends on.
+    let (left, right) = tokio::io::duplex(64 * 1024);
+    let mut options = alknet_call::ConnectionOptions::default();
+    options.subscription_buffer = 10_000;
+    let caller = CallConnection::new(left).options(options).spawn();
+    let mut peer = Framed::new(right, EnvelopeCodec::default());
+    let mut items = caller
+        .subscribe("/numbers/count", json!({"to": 1_000_000}))
         .await
-        .expect("the producer was never told to stop");
+        .unwrap();
+    let request = timeout(BOUND, peer.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(request.kind, CALL_REQUESTED);
+    assert_eq!(request.payload["credit"], json!(5_000));
+    let id = request.id.clone();
+    let blast = tokio::spawn(async move {
+        for n in 0..1_000u32 {
+            let item = EventEnvelope::new(CALL_RESPONDED, id.clone(), json!(n));
+            if peer.send(item).await.is_err() {
+                break;
+            }
+        }
+        // Then wait to be told to stop.
+        loop {
+            match timeout(BOUND, peer.next()).await {
+                Ok(Some(Ok(envelope))) if envelope.kind == CALL_ABORTED => return true,
+                Ok(Some(Ok(_))) => {}
+                _ => return false,
+            }
+        }
+    });
+    assert!(blast.await.unwrap(), "the producer was never told to stop");
     let mut read = 0u64;
     let outcome = loop {
         match items.next().await {
@@ -757,8 +807,8 @@ async fn a_subscriber_that_falls_too_far_behind_is_cut_off_not_buffered_forever(
         matches!(outcome, Some(Err(CallError::Overflow { limit: 10_000 }))),
         "{outcome:?}"
     );
-    // Each frame is ~57 bytes of JSON: about 10 000 bytes' worth were kept.
-    assert!((150..200).contains(&read), "{read} items buffered");
+    // Each frame is ~50 bytes of JSON: about 10 000 bytes' worth were kept.
+    assert!((150..220).contains(&read), "{read} items buffered");
     assert!(items.next().await.is_none());
 }
 

@@ -67,6 +67,8 @@ class EnvelopeDecoder {
           typeof envelope.id !== 'string' || !('payload' in envelope)) {
         throw new AlknetError('BAD_FRAME', 'a frame is not an envelope {"type","id","payload"}')
       }
+      // What credit counts: the frame's JSON text, prefix excluded.
+      Object.defineProperty(envelope, 'frameLength', { value: length, enumerable: false })
       envelopes.push(envelope)
     }
     return envelopes

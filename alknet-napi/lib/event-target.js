@@ -19,6 +19,13 @@ const RESPONDED = 'call.responded'
 const COMPLETED = 'call.completed'
 const ABORTED = 'call.aborted'
 const ERROR = 'call.error'
+const CREDIT = 'call.credit'
+/**
+ * Bytes of items a subscription lets its producer send ahead of what the
+ * loop has taken (alknet-call's `credit`: granted in the request, granted
+ * again as items are taken). A producer without credit ignores it.
+ */
+const CREDIT_WINDOW = 8 * 1024 * 1024
 const CALL_TYPES = new Set([REQUESTED, RESPONDED, COMPLETED, ABORTED, ERROR])
 const KNOWN_CODES = new Set(['not_found', 'forbidden', 'invalid_input', 'timeout', 'internal', 'unavailable'])
 
@@ -37,22 +44,24 @@ function remoteError (payload) {
 
 /** A subscription's items, as an async iterator that aborts when left. */
 class SubscriptionIterator {
-  constructor (onLeave) {
+  constructor (onLeave, onTaken = () => {}) {
     this.items = []
     this.waiting = null
     this.done = false
     this.failure = null
     this.onLeave = onLeave
+    this.onTaken = onTaken
   }
 
-  push (item) {
+  push (item, length = 0) {
     if (this.done) return
     if (this.waiting) {
       const { resolve } = this.waiting
       this.waiting = null
+      this.onTaken(length)
       resolve({ value: item, done: false })
     } else {
-      this.items.push(item)
+      this.items.push({ item, length })
     }
   }
 
@@ -69,7 +78,11 @@ class SubscriptionIterator {
   }
 
   next () {
-    if (this.items.length) return Promise.resolve({ value: this.items.shift(), done: false })
+    if (this.items.length) {
+      const { item, length } = this.items.shift()
+      this.onTaken(length)
+      return Promise.resolve({ value: item, done: false })
+    }
     if (this.done) {
       if (this.failure) {
         const failure = this.failure
@@ -109,6 +122,7 @@ class AlknetEventTarget extends EventTarget {
     this._subscriptions = new Map()
     this._operations = new Map()
     this._serving = new Map()
+    this._credits = new Map()
     this._listenerCounts = new Map()
     this._closed = false
     this.closed = new Promise((resolve) => { this._resolveClosed = resolve })
@@ -195,12 +209,20 @@ class AlknetEventTarget extends EventTarget {
   /** Subscribes to `name`: an async iterator of its items; leaving the loop aborts it. */
   subscribe (name, input = null) {
     const id = this._id()
+    let taken = 0
     const iterator = new SubscriptionIterator(() => {
       this._subscriptions.delete(id)
       if (!this._closed) this._send(ABORTED, id, null)
+    }, (length) => {
+      // Taken by the loop: the producer may send as much again.
+      taken += length
+      if (taken >= CREDIT_WINDOW / 2 && !this._closed && this._subscriptions.has(id)) {
+        this._send(CREDIT, id, { bytes: taken })
+        taken = 0
+      }
     })
     this._subscriptions.set(id, iterator)
-    this._send(REQUESTED, id, { name, input })
+    this._send(REQUESTED, id, { name, input, credit: CREDIT_WINDOW })
     return iterator
   }
 
@@ -215,7 +237,7 @@ class AlknetEventTarget extends EventTarget {
     this._operations.set(name, { spec: { name, op_type: 'query', ...spec }, handler })
   }
 
-  async _answer (id, { name, input }) {
+  async _answer (id, { name, input, credit }) {
     const operation = this._operations.get(name)
     if (!operation) {
       this._send(ERROR, id, { code: 'not_found', message: `no operation named ${name}`, retryable: false })
@@ -223,13 +245,21 @@ class AlknetEventTarget extends EventTarget {
     }
     const abort = new AbortController()
     this._serving.set(id, abort)
+    // The caller's credit, if it grants any: bytes of items still allowed.
+    const granted = Number.isSafeInteger(credit) && credit > 0
+      ? { available: credit, wake: null }
+      : null
+    if (granted) this._credits.set(id, granted)
     try {
       const result = await operation.handler(input ?? null, { signal: abort.signal })
       if (abort.signal.aborted) return
       if (operation.spec.op_type === 'subscription') {
         for await (const item of result) {
+          if (granted) await this._credit(granted, abort.signal)
           if (abort.signal.aborted || this._closed) break
-          if (!this._send(RESPONDED, id, item)) await this._drained()
+          const frame = encodeEnvelope({ type: RESPONDED, id, payload: item })
+          if (granted) granted.available -= frame.length - 4
+          if (!this._stream.write(frame)) await this._drained()
         }
         if (!abort.signal.aborted && !this._closed) this._send(COMPLETED, id, null)
       } else {
@@ -243,7 +273,18 @@ class AlknetEventTarget extends EventTarget {
       this._send(ERROR, id, { code, message: String(error?.message ?? error), retryable: false })
     } finally {
       this._serving.delete(id)
+      this._credits.delete(id)
     }
+  }
+
+  /** Resolves once `granted` has credit left, or the call ends. */
+  _credit (granted, signal) {
+    if (granted.available > 0 || signal.aborted || this._closed) return Promise.resolve()
+    return new Promise((resolve) => {
+      const done = () => { signal.removeEventListener('abort', done); granted.wake = null; resolve() }
+      granted.wake = done
+      signal.addEventListener('abort', done)
+    })
   }
 
   // ----- incoming -----
@@ -261,7 +302,8 @@ class AlknetEventTarget extends EventTarget {
     for (const envelope of envelopes) this._route(envelope)
   }
 
-  _route ({ type, id, payload }) {
+  _route (envelope) {
+    const { type, id, payload } = envelope
     switch (type) {
       case REQUESTED:
         if (payload === null || typeof payload !== 'object' || typeof payload.name !== 'string') {
@@ -278,7 +320,15 @@ class AlknetEventTarget extends EventTarget {
           call.resolve(payload)
           return
         }
-        this._subscriptions.get(id)?.push(payload)
+        this._subscriptions.get(id)?.push(payload, envelope.frameLength ?? 0)
+        return
+      }
+      case CREDIT: {
+        const granted = this._credits.get(id)
+        if (granted && Number.isSafeInteger(payload?.bytes) && payload.bytes > 0) {
+          granted.available += payload.bytes
+          granted.wake?.()
+        }
         return
       }
       case COMPLETED: {
@@ -334,6 +384,8 @@ class AlknetEventTarget extends EventTarget {
     this._subscriptions.clear()
     for (const [, abort] of this._serving) abort.abort()
     this._serving.clear()
+    for (const [, granted] of this._credits) granted.wake?.()
+    this._credits.clear()
     this._resolveClosed()
   }
 
