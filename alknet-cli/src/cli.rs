@@ -163,6 +163,13 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub(crate) login_grace_time: Option<u64>,
 
+    /// Seconds between keepalives to each client (sshd's
+    /// ClientAliveInterval, with ClientAliveCountMax 3): a client whose
+    /// network vanished without a word is dropped, with its channels and
+    /// -R listeners, after about four of them. [default: 30]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) keepalive_interval: Option<u64>,
+
     /// Remote forwards (-R) one session may hold at once. [default: 16]
     #[arg(long, value_name = "N")]
     pub(crate) max_remote_forwards: Option<usize>,

@@ -39,6 +39,7 @@ struct ConfigFile {
     max_startups: Option<String>,
     max_startups_per_source: Option<usize>,
     login_grace_time: Option<u64>,
+    keepalive_interval: Option<u64>,
     max_remote_forwards: Option<usize>,
     max_channels_per_session: Option<u64>,
     revoked_keys: Option<PathBuf>,
@@ -91,6 +92,8 @@ pub(crate) struct ServeSettings {
     max_remote_forwards_flag: Option<usize>,
     /// Seconds from accept to authentication (fixed at start).
     pub(crate) login_grace_time: u64,
+    /// Seconds between keepalives to clients (fixed at start).
+    pub(crate) keepalive_interval: u64,
     /// Channels per session (fixed at start).
     pub(crate) max_channels_per_session: usize,
     /// The revocation file (re-read on SIGHUP).
@@ -262,6 +265,11 @@ impl ServeSettings {
                 .or(file.login_grace_time)
                 .unwrap_or(60)
                 .clamp(1, 3600),
+            keepalive_interval: args
+                .keepalive_interval
+                .or(file.keepalive_interval)
+                .unwrap_or(30)
+                .clamp(1, 3600),
             max_channels_per_session: args
                 .max_channels_per_session
                 .or(file.max_channels_per_session)
@@ -355,7 +363,7 @@ impl ServeSettings {
 
 /// Config-file keys read once at start (listeners, keys, per-session
 /// settings); SIGHUP reloads the rest.
-const START_ONLY: [&str; 16] = [
+const START_ONLY: [&str; 17] = [
     "key",
     "host_certificate",
     "listen",
@@ -367,6 +375,7 @@ const START_ONLY: [&str; 16] = [
     "stealth_backend",
     "stealth_require_token",
     "login_grace_time",
+    "keepalive_interval",
     "max_channels_per_session",
     "gateway_ports",
     "proxy",

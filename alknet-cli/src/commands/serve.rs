@@ -60,6 +60,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<(), CliError> {
         .gateway_ports(args.gateway_ports)
         .proxy(args.proxy.clone())
         .login_grace(Duration::from_secs(args.login_grace_time))
+        .keepalive_interval(Duration::from_secs(args.keepalive_interval))
         .max_channels_per_session(args.max_channels_per_session);
     let server = Server::new(options);
     reload_on_sighup(&server, Arc::new(args))?;

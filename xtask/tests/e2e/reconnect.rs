@@ -96,3 +96,43 @@ fn a_frozen_server_is_detected_by_keepalives_and_the_client_returns_when_it_thaw
         HttpTarget::body(1000)
     );
 }
+
+#[test]
+fn a_client_that_vanishes_is_dropped_by_keepalives_with_its_remote_forward() {
+    let dir = Workdir::new().unwrap();
+    let server = AlknetServer::start(&dir, &["--keepalive-interval", "1"]).unwrap();
+    let target = HttpTarget::start("127.0.0.1:0").unwrap();
+    let forward = format!("127.0.0.1:0:127.0.0.1:{}", target.addr().port());
+    let client = AlknetClient::start(
+        &dir,
+        server.port,
+        &server.user_key,
+        &["-R", &forward, "--keepalive-interval", "3600"],
+    )
+    .unwrap();
+    let port = wait_until("the remote forward", LIMIT, || {
+        client.remote_forward_port(1).ok()
+    })
+    .unwrap();
+    let listening = ("127.0.0.1", port);
+    assert!(std::net::TcpStream::connect(listening).is_ok());
+
+    // SIGSTOP keeps the client's socket open and silent, as a network that
+    // vanished without a FIN: only the server's keepalives can tell.
+    let frozen_at = std::time::Instant::now();
+    client.process.freeze().unwrap();
+    let freed = wait_until("the server to drop the silent client", LIMIT, || {
+        std::net::TcpStream::connect(listening)
+            .is_err()
+            .then_some(frozen_at.elapsed())
+    });
+    client.process.thaw().unwrap();
+    let freed = freed.unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", server.log()));
+    // Three unanswered keepalives, a second apart, and the next tick.
+    assert!(freed < Duration::from_secs(10), "{freed:?}");
+    assert!(
+        server.log().contains("connection closed"),
+        "{}",
+        server.log()
+    );
+}
