@@ -4,7 +4,10 @@
 //! Options: `--size-mib N` (bulk transfer, default 1024), `--runs N`
 //! (throughput runs per tunnel, best counted, default 3), `--connections N`
 //! (latency samples per tunnel, default 1000), `--wan-mib N` (the
-//! long-distance download, default 256), `--wan-only`, `--udp-only`. Then
+//! long-distance download, default 256), `--wan-only`, `--udp-only`,
+//! `--quick` (64 MiB, one run, 100 connections, 16 MiB long-distance: a
+//! couple of minutes, for checking a change), `--json FILE` (every row and
+//! ratio, for BENCHMARKS.md and for comparing runs). Then
 //! the call protocol: calls per second and latency over one control
 //! channel; UDP datagrams per second and loss through `-L …/udp`; and a
 //! long-distance link (a delay proxy between client and server).
@@ -17,8 +20,8 @@ use std::time::{Duration, Instant};
 use xtask::BoundedOutput as _;
 use xtask::{
     AlknetClient, AlknetServer, DelayProxy, HttpTarget, Profile, Result, SshDynamicForward, Sshd,
-    UdpEcho, Workdir, XtaskError, call_bench_binary, current_user, free_udp_port, iroh_peer_args,
-    require_tool, socks5_connect,
+    UdpEcho, Workdir, XtaskError, ca_signed_server_cert, call_bench_binary, current_user,
+    free_udp_port, iroh_peer_args, require_tool, socks5_connect,
 };
 
 struct Settings {
@@ -30,6 +33,8 @@ struct Settings {
     wan_only: bool,
     /// Only the UDP rows (`--udp-only`).
     udp_only: bool,
+    /// Where to write every row as JSON (`--json FILE`).
+    json: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -41,6 +46,7 @@ impl Settings {
             wan_mib: 256,
             wan_only: false,
             udp_only: false,
+            json: None,
         };
         let mut args = args.iter();
         while let Some(flag) = args.next() {
@@ -50,6 +56,20 @@ impl Settings {
             }
             if flag == "--udp-only" {
                 settings.udp_only = true;
+                continue;
+            }
+            if flag == "--quick" {
+                settings.size_mib = 64;
+                settings.runs = 1;
+                settings.connections = 100;
+                settings.wan_mib = 16;
+                continue;
+            }
+            if flag == "--json" {
+                let path = args
+                    .next()
+                    .ok_or_else(|| XtaskError::Failed("--json needs a file".into()))?;
+                settings.json = Some(path.into());
                 continue;
             }
             let value = args
@@ -70,6 +90,81 @@ impl Settings {
     }
 }
 
+/// Every number a run printed, by name, for `--json`.
+#[derive(Debug, Default)]
+struct Report {
+    rows: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Report {
+    fn set(&mut self, key: impl Into<String>, value: f64) {
+        // Two decimals are all the noise of a shared machine allows.
+        let rounded = (value * 100.0).round() / 100.0;
+        self.rows.insert(key.into(), serde_json::json!(rounded));
+    }
+
+    fn write(mut self, path: &std::path::Path, settings: &Settings) -> Result<()> {
+        self.rows.insert(
+            "settings".into(),
+            serde_json::json!({
+                "size_mib": settings.size_mib,
+                "runs": settings.runs,
+                "connections": settings.connections,
+                "wan_mib": settings.wan_mib,
+            }),
+        );
+        self.rows
+            .insert("machine".into(), serde_json::json!(machine()));
+        let text = serde_json::to_string_pretty(&serde_json::Value::Object(self.rows))
+            .map_err(|error| XtaskError::Failed(format!("encoding the report: {error}")))?;
+        std::fs::write(path, text + "\n")
+            .map_err(XtaskError::io(format!("writing {}", path.display())))
+    }
+}
+
+/// The machine a run happened on: CPU model and count, memory, kernel.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name"))
+        .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    let memory_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let kib: u64 = info
+                .lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()?;
+            Some(kib / (1024 * 1024))
+        })
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cpus} × {model}, {memory_gib} GiB, Linux {}",
+        kernel.trim()
+    )
+}
+
+/// A key for a tunnel's name: `OpenSSH aes128-gcm` → `openssh_aes128_gcm`.
+fn key(name: &str) -> String {
+    let mut key = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            key.push(c.to_ascii_lowercase());
+        } else if !key.ends_with('_') && !key.is_empty() {
+            key.push('_');
+        }
+    }
+    key.trim_end_matches('_').to_owned()
+}
+
 /// One way of reaching the target through SOCKS5.
 struct Tunnel {
     name: &'static str,
@@ -88,14 +183,47 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
     let dir = Workdir::new()?;
     let target = HttpTarget::start("127.0.0.1:0")?;
 
-    // One server, listening on TCP and on iroh (loopback UDP, no relay).
+    // One server, listening on TCP, TLS and iroh (loopback UDP, no relay).
     let iroh_port = free_udp_port()?;
     let iroh_listen = format!("iroh://127.0.0.1:{iroh_port}");
+    let tls = ca_signed_server_cert(&dir)?;
+    let (cert, key_file) = (
+        tls.cert.display().to_string(),
+        tls.key.display().to_string(),
+    );
     let server = AlknetServer::start_listening_with(
         &dir,
         Profile::Release,
-        &["127.0.0.1:0", &iroh_listen],
-        &["--iroh-relay", "none"],
+        &["127.0.0.1:0", "tls://127.0.0.1:0", &iroh_listen],
+        &[
+            "--iroh-relay",
+            "none",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key_file,
+        ],
+    )?;
+    let tls_server = server
+        .listeners
+        .iter()
+        .find(|listener| listener.starts_with("tls://"))
+        .map(|listener| listener.replacen("tls://", "", 1))
+        .ok_or_else(|| XtaskError::Failed("the server logged no TLS listener".into()))?;
+    let ca = tls.ca.display().to_string();
+    let tls_client = AlknetClient::start_to(
+        &dir,
+        Profile::Release,
+        &[
+            "--server",
+            &tls_server,
+            "--transport",
+            "tls",
+            "--tls-ca",
+            &ca,
+        ],
+        &server.user_key,
+        &["--host-key", &server.fingerprint],
     )?;
     let client = AlknetClient::start_with(
         &dir,
@@ -183,7 +311,13 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
             socks: client_to_sshd.socks_addr,
             pids: vec![client_to_sshd.process.pid(), sshd.process.pid()],
         },
+        Tunnel {
+            name: "alknet over TLS",
+            socks: tls_client.socks_addr,
+            pids: vec![tls_client.process.pid(), server.process.pid()],
+        },
     ];
+    let mut report = Report::default();
 
     let bytes = settings.size_mib * 1024 * 1024;
     println!(
@@ -192,6 +326,7 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
     );
     let direct = best_of(settings.runs, || curl_speed(None, target.addr(), bytes))?;
     println!("  {:<28} {:>9.0} MiB/s", "direct (no tunnel)", direct / MIB);
+    report.set("throughput_mib_s.direct", direct / MIB);
     let mut runs = vec![Vec::new(); tunnels.len()];
     let mut cpu = vec![0.0f64; tunnels.len()];
     // Interleave runs, so a noisy moment on a shared machine hits every tunnel alike.
@@ -218,6 +353,11 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
             cpu / gib_moved,
             all.join(", ")
         );
+        report.set(format!("throughput_mib_s.{}", key(tunnel.name)), best / MIB);
+        report.set(
+            format!("cpu_s_per_gib.{}", key(tunnel.name)),
+            cpu / gib_moved,
+        );
         speeds.push(best);
     }
     println!(
@@ -241,15 +381,44 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
             ms(p50),
             ms(p99)
         );
+        report.set(format!("latency_p50_ms.{}", key(tunnel.name)), ms(p50));
+        report.set(format!("latency_p99_ms.{}", key(tunnel.name)), ms(p99));
         latencies.push((p50, p99));
     }
 
-    call_protocol(&server)?;
+    call_protocol(&server, &mut report)?;
     let udp = udp_datagrams(&dir, &server)?;
+    report.set("udp_datagrams_s.direct", udp.direct.per_second);
+    report.set("udp_datagrams_s.alknet", udp.tunnel.per_second);
+    report.set("udp_loss_percent.alknet", udp.tunnel.loss * 100.0);
     let wan = long_distance(&dir, &server, &sshd, &user, target.addr(), settings.wan_mib)?;
     let duplex = node_duplex(&server, target.addr(), bytes, settings.runs)?;
 
     let best_openssh = speeds[1].max(speeds[2]);
+    report.set("ratio.throughput_vs_default_cipher", speeds[0] / speeds[1]);
+    report.set("ratio.throughput_vs_aes128_gcm", speeds[0] / speeds[2]);
+    report.set("ratio.iroh_vs_tcp_throughput", speeds[3] / speeds[0]);
+    report.set("ratio.tls_vs_tcp_throughput", speeds[5] / speeds[0]);
+    report.set(
+        "ratio.latency_p50_vs_best_openssh",
+        ms(latencies[0].0) / ms(latencies[1].0.min(latencies[2].0)),
+    );
+    for (rtt, alknet, openssh) in &wan {
+        report.set(format!("wan_mib_s.alknet_{rtt}ms"), alknet / MIB);
+        report.set(
+            format!("wan_mib_s.openssh_aes128_gcm_{rtt}ms"),
+            openssh / MIB,
+        );
+        report.set(format!("ratio.wan_{rtt}ms_vs_aes128_gcm"), alknet / openssh);
+    }
+    if let Some(duplex) = duplex {
+        report.set("throughput_mib_s.node_duplex", duplex / MIB);
+        report.set("ratio.node_duplex_vs_socks", duplex / speeds[0]);
+    }
+    report.set(
+        "ratio.udp_vs_direct",
+        udp.tunnel.per_second / udp.direct.per_second,
+    );
     println!("\nratios alknet / OpenSSH:");
     println!(
         "  throughput vs default cipher   {:.2}×",
@@ -264,6 +433,10 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
         speeds[0] / best_openssh
     );
     println!(
+        "  alknet over TLS vs over TCP    {:.2}× throughput   (aim: ≥ 0.95)",
+        speeds[5] / speeds[0]
+    );
+    println!(
         "  alknet over iroh vs over TCP   {:.2}× throughput, {:.2}× / {:.2}× latency p50 / p99",
         speeds[3] / speeds[0],
         ms(latencies[3].0) / ms(latencies[0].0),
@@ -276,7 +449,7 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
             ms(latencies[0].1) / ms(latencies[index].1)
         );
     }
-    for (rtt, alknet, openssh) in wan {
+    for (rtt, alknet, openssh) in &wan {
         println!(
             "  {rtt} ms round trip vs aes128-gcm   {:.2}× throughput   (aim: ≥ 8)",
             alknet / openssh
@@ -294,6 +467,10 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
         udp.tunnel.loss * 100.0,
         udp.direct.loss * 100.0
     );
+    if let Some(path) = &settings.json {
+        report.write(path, &settings)?;
+        println!("\nwrote {}", path.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -325,10 +502,7 @@ fn udp_datagrams(dir: &Workdir, server: &AlknetServer) -> Result<UdpRow> {
         &["--host-key", &server.fingerprint, "-L", &forward],
     )?;
     let local = client.forward_addr(1)?;
-    println!(
-        "
-UDP: {COUNT} datagrams of {SIZE} bytes to an echo, 32 in flight"
-    );
+    println!("\nUDP: {COUNT} datagrams of {SIZE} bytes to an echo, 32 in flight");
     let direct = udp_rate(echo.addr(), COUNT, SIZE)?;
     let tunnel = udp_rate(local, COUNT, SIZE)?;
     for (name, rate) in [("direct (no tunnel)", direct), ("alknet -L …/udp", tunnel)] {
@@ -482,7 +656,7 @@ fn long_distance(
 
 /// Calls over one control channel to the release server: sequential, then
 /// 64 in flight (the facade's `call_bench` example does the calling).
-fn call_protocol(server: &AlknetServer) -> Result<()> {
+fn call_protocol(server: &AlknetServer, report: &mut Report) -> Result<()> {
     let bench = call_bench_binary()?;
     let output = Command::new(bench)
         .arg(format!("127.0.0.1:{}", server.port))
@@ -497,17 +671,21 @@ fn call_protocol(server: &AlknetServer) -> Result<()> {
             String::from_utf8_lossy(&output.stderr)
         )));
     }
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+    let output_report: serde_json::Value = serde_json::from_slice(&output.stdout)
         .map_err(|error| XtaskError::Failed(format!("call_bench printed no JSON: {error}")))?;
-    println!(
-        "
-call protocol: /services/whoami over one alknet-control:0 channel"
-    );
+    println!("\ncall protocol: /services/whoami over one alknet-control:0 channel");
     for (phase, label) in [
         ("sequential", "sequential".to_owned()),
-        ("concurrent", format!("{} in flight", report["in_flight"])),
+        (
+            "concurrent",
+            format!("{} in flight", output_report["in_flight"]),
+        ),
     ] {
-        let numbers = &report[phase];
+        let numbers = &output_report[phase];
+        for field in ["calls_per_s", "p50_ms", "p99_ms"] {
+            let value = numbers[field].as_f64().unwrap_or(0.0);
+            report.set(format!("calls.{phase}.{field}"), value);
+        }
         println!(
             "  {label:<28} {:>9.0} calls/s   p50 {:>7.3} ms   p99 {:>7.3} ms   ({} calls)",
             numbers["calls_per_s"].as_f64().unwrap_or(0.0),
