@@ -123,15 +123,24 @@ pub(crate) struct Limits {
 impl ServeSettings {
     /// Flags first, then the file named by `--config`, then defaults.
     pub(crate) fn resolve(args: ServeArgs) -> Result<Self, CliError> {
-        let (file, base) = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|error| {
-                    CliError::Usage(format!("cannot read {}: {error}", path.display()))
-                })?;
+        let text = match &args.config {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|error| {
+                CliError::Usage(format!("cannot read {}: {error}", path.display()))
+            })?),
+            None => None,
+        };
+        Self::resolve_text(args, text.as_deref())
+    }
+
+    /// [`resolve`](Self::resolve) with the config file's `text` already
+    /// read (the fuzz target's way in).
+    pub(crate) fn resolve_text(args: ServeArgs, text: Option<&str>) -> Result<Self, CliError> {
+        let (file, base) = match (&args.config, text) {
+            (Some(path), Some(text)) => {
                 let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-                (parse(&text, path)?, base)
+                (parse(text, path)?, base)
             }
-            None => (ConfigFile::default(), PathBuf::new()),
+            _ => (ConfigFile::default(), PathBuf::new()),
         };
         let bad = |path: &Option<PathBuf>, what: &str, reason: String| {
             CliError::Usage(format!(
