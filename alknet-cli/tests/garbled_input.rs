@@ -24,7 +24,10 @@ fn mutate(seed: &str, rng: &mut fastrand::Rng) -> String {
         let at = rng.usize(0..=bytes.len());
         match rng.u8(0..6) {
             0 if at < bytes.len() => bytes[at] = rng.u8(..),
-            1 => bytes.insert(at, *b"=[]\"'\\\n#:@0.,{}".get(rng.usize(..15)).unwrap_or(&b'x')),
+            1 => bytes.insert(
+                at,
+                *b"=[]\"'\\\n#:@0.,{}".get(rng.usize(..15)).unwrap_or(&b'x'),
+            ),
             2 if at < bytes.len() => {
                 bytes.remove(at);
             }

@@ -329,51 +329,28 @@ impl Client {
         let mut remote_forward_ports = Vec::new();
         let mut remote_forward_hosts = Vec::new();
         for (index, spec) in options.remote_forwards.iter().enumerate() {
-            if let ForwardTarget::Udp(target) = &spec.target {
-                let started = crate::udp_remote_forward::start(
-                    &handle,
-                    &spec.bind_host,
-                    spec.bind_port,
-                    target.clone(),
-                    backlog.clone(),
-                )
-                .await;
-                match started {
-                    Ok(port) => {
-                        info!(
-                            remote = index + 1,
-                            port, "remote forward listening on the server"
-                        );
-                        remote_forward_ports.push(RemoteForwardPort { index, port });
-                        // Kept in step with the ports (cancelling a UDP
-                        // forward is not supported: it ends with the session).
-                        remote_forward_hosts.push(spec.bind_host.clone());
-                    }
-                    Err(error) => {
-                        warn!(remote = index + 1, %error, "the server refused a remote forward")
-                    }
+            let granted = match &spec.target {
+                ForwardTarget::Udp(target) => {
+                    crate::udp_remote_forward::start(
+                        &handle,
+                        &spec.bind_host,
+                        spec.bind_port,
+                        target.clone(),
+                        backlog.clone(),
+                    )
+                    .await
                 }
-                continue;
-            }
-            // Known ports are registered first, so a connection arriving
-            // the moment the server listens finds its target.
-            let requested = u32::from(spec.bind_port);
-            if requested != 0 {
-                remote_forwards.insert(&spec.bind_host, requested, spec.target.clone());
-            }
-            match handle
-                .tcpip_forward(spec.bind_host.clone(), requested)
-                .await
-            {
-                Ok(granted) => {
-                    let port = if requested == 0 { granted } else { requested };
-                    remote_forwards.insert(&spec.bind_host, port, spec.target.clone());
-                    let port = u16::try_from(port).unwrap_or_default();
+                _ => tcp_remote_forward(&handle, &remote_forwards, spec).await,
+            };
+            match granted {
+                Ok(port) => {
                     info!(
                         remote = index + 1,
                         port, "remote forward listening on the server"
                     );
                     remote_forward_ports.push(RemoteForwardPort { index, port });
+                    // In step with the ports, to cancel by index (a UDP
+                    // forward cannot be cancelled: it ends with the session).
                     remote_forward_hosts.push(spec.bind_host.clone());
                 }
                 Err(error) => {
@@ -499,6 +476,26 @@ fn validate_fingerprint(pin: &str) -> Result<(), Error> {
     } else {
         Err(Error::InvalidFingerprint(pin.to_owned()))
     }
+}
+
+/// Asks the server for a TCP remote forward (`tcpip-forward`); returns the
+/// port it listens on. A known port is registered before the request, so
+/// a connection arriving the moment the server listens finds its target.
+async fn tcp_remote_forward(
+    handle: &russh::client::Handle<ClientHandler>,
+    table: &RemoteForwardTable,
+    spec: &ForwardSpec,
+) -> Result<u16, Error> {
+    let requested = u32::from(spec.bind_port);
+    if requested != 0 {
+        table.insert(&spec.bind_host, requested, spec.target.clone());
+    }
+    let granted = handle
+        .tcpip_forward(spec.bind_host.clone(), requested)
+        .await?;
+    let port = if requested == 0 { granted } else { requested };
+    table.insert(&spec.bind_host, port, spec.target.clone());
+    Ok(u16::try_from(port).unwrap_or_default())
 }
 
 /// russh's client callbacks: host key checking, and noticing the end of
