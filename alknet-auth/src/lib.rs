@@ -104,7 +104,7 @@ pub use revocation::RevokedKeys;
 pub use source::KeySource;
 pub use token::{
     DEFAULT_TOKEN_WINDOW, TOKEN_BYTES, TokenError, TokenKeySource, TokenReplayCache, TokenVerifier,
-    mint_token, token_key_id,
+    mint_token, token_key_id, unix_now,
 };
 
 /// The key types this crate hands out, re-exported so callers need not

@@ -121,6 +121,14 @@ impl TokenReplayCache {
     }
 }
 
+/// Seconds since the Unix epoch by the system clock (0 for a clock set
+/// before 1970): the `now` that logins and token checks take.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
 /// The token key id of an Ed25519 public key.
 pub fn token_key_id(key: &PublicKey) -> Option<[u8; KEY_ID_LEN]> {
     let raw = key.key_data().ed25519()?;

@@ -3,9 +3,9 @@
 //! ([`alknet_stealth::knock`]), then run SSH on the upgraded stream.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use alknet_auth::{PrivateKey, mint_token};
+use alknet_auth::{PrivateKey, mint_token, unix_now};
 use alknet_transport::{BoxStream, Transport, TransportError};
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -39,10 +39,7 @@ impl KnockingTransport {
 impl Transport for KnockingTransport {
     async fn connect(&self) -> Result<BoxStream, TransportError> {
         let stream = self.tls.connect().await?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs());
-        let token = mint_token(&self.key, now)
+        let token = mint_token(&self.key, unix_now())
             .map_err(|error| self.refused(format!("--stealth needs an Ed25519 key ({error})")))?;
         let websocket_key = STANDARD.encode(fastrand::u128(..).to_be_bytes());
         let knocked = tokio::time::timeout(

@@ -51,7 +51,7 @@ pub use ssh_client::{SshDynamicForward, current_user, openssh_client};
 pub use sshd::Sshd;
 pub use tools::{
     Workdir, free_port, free_udp_port, iroh_peer_args, require_tool, sha256_hex,
-    ssh_keygen_ed25519, ssh_public_key_fingerprint,
+    ssh_keygen_ed25519, ssh_public_key_fingerprint, tool_installed,
 };
 pub use udp_echo::UdpEcho;
 pub use upstream_proxies::UpstreamProxyProcess;

@@ -9,15 +9,21 @@ use sha2::{Digest, Sha256};
 
 use crate::{Result, XtaskError};
 
-/// Fails with install advice unless `tool` is on the PATH.
-pub fn require_tool(tool: &str) -> Result<()> {
-    let found = std::env::var_os("PATH")
+/// Whether `tool` is on the PATH (or in an sbin directory, where sshd and
+/// dnsmasq live but a user's PATH may not reach).
+pub fn tool_installed(tool: &str) -> bool {
+    let on_path = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
         .unwrap_or(false);
-    let also_sbin = ["/usr/sbin", "/usr/local/sbin", "/sbin"]
-        .iter()
-        .any(|dir| Path::new(dir).join(tool).is_file());
-    if found || also_sbin {
+    on_path
+        || ["/usr/sbin", "/usr/local/sbin", "/sbin"]
+            .iter()
+            .any(|dir| Path::new(dir).join(tool).is_file())
+}
+
+/// Fails with install advice unless `tool` is installed.
+pub fn require_tool(tool: &str) -> Result<()> {
+    if tool_installed(tool) {
         Ok(())
     } else {
         let package = match tool {

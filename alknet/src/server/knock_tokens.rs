@@ -2,9 +2,7 @@
 //! server's authorized keys (as they are after the last reload), each
 //! accepted once.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use alknet_auth::{ConfigReloadHandle, TokenKeySource, TokenReplayCache};
+use alknet_auth::{ConfigReloadHandle, TokenKeySource, TokenReplayCache, unix_now};
 use alknet_stealth::TokenGate;
 use tracing::debug;
 
@@ -29,13 +27,10 @@ impl KnockTokens {
 impl TokenGate for KnockTokens {
     fn admit(&self, token: &str) -> bool {
         let auth = self.auth.current();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs());
         let verifier = TokenKeySource::Shared
             .verifier(&auth.authorized_keys)
             .with_replay_cache(self.replays.clone());
-        match verifier.verify(token, now) {
+        match verifier.verify(token, unix_now()) {
             Ok(_) => true,
             Err(error) => {
                 // Most refusals are probes; the reason helps an operator
@@ -59,10 +54,7 @@ mod tests {
         let handle =
             ConfigReloadHandle::new(AuthConfig::new(AuthorizedKeys::parse(&line).unwrap()));
         let gate = KnockTokens::new(handle.clone());
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now = unix_now();
         let token = mint_token(&alice, now).unwrap();
         assert!(gate.admit(&token));
         assert!(!gate.admit(&token), "a replay was admitted");

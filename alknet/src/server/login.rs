@@ -3,10 +3,9 @@
 //! keeps the resulting grant, and writes the fail2ban line (SPEC §2).
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use alknet_auth::{
-    Certificate, LoginRefusal, MAX_USER_NAME_BYTES, PublicKey, SessionGrant, fingerprint,
+    Certificate, LoginRefusal, MAX_USER_NAME_BYTES, PublicKey, SessionGrant, fingerprint, unix_now,
     user_for_log,
 };
 use russh::server::Auth;
@@ -21,12 +20,6 @@ pub(super) fn reject() -> Auth {
         proceed_with_methods: Some(MethodSet::from(&[MethodKind::PublicKey][..])),
         partial_success: false,
     }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 impl SessionHandler {
@@ -62,7 +55,7 @@ impl SessionHandler {
     pub(super) fn login_with_key(&mut self, user: &str, key: &PublicKey) -> Auth {
         let login = self
             .auth
-            .login_with_key(user, key, self.peer.addr.map(|a| a.ip()), now());
+            .login_with_key(user, key, self.peer.addr.map(|a| a.ip()), unix_now());
         self.conclude(user, key, login)
     }
 
@@ -73,7 +66,7 @@ impl SessionHandler {
             user,
             certificate,
             self.peer.addr.map(|a| a.ip()),
-            now(),
+            unix_now(),
         );
         self.conclude(user, &key, login)
     }

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use xtask::{Result, XtaskError};
+use xtask::{Result, XtaskError, tool_installed};
 
 /// Each tool the tests run, and the Debian package that has it.
 const TOOLS: [(&str, &str); 16] = [
@@ -28,21 +28,11 @@ const TOOLS: [(&str, &str); 16] = [
     ("dnsmasq", "dnsmasq-base"),
 ];
 
-fn on_path(tool: &str) -> bool {
-    let in_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
-        .unwrap_or(false);
-    in_path
-        || ["/usr/sbin", "/usr/local/sbin", "/sbin"]
-            .iter()
-            .any(|dir| Path::new(dir).join(tool).is_file())
-}
-
 /// The packages of the test tools that are missing, each once.
 fn missing_packages() -> Vec<&'static str> {
     let mut packages: Vec<&'static str> = TOOLS
         .iter()
-        .filter(|(tool, _)| !on_path(tool))
+        .filter(|(tool, _)| !tool_installed(tool))
         .map(|(_, package)| *package)
         .collect();
     packages.dedup();
