@@ -35,7 +35,12 @@ pub fn alknet_binary(profile: Profile) -> Result<PathBuf> {
 
 /// The path of the facade's `call_bench` example, release build.
 pub fn call_bench_binary() -> Result<PathBuf> {
-    build_target(Profile::Release, "alknet", "--example", "call_bench")
+    release_example_binary("call_bench")
+}
+
+/// The path of one of the facade's examples, release build (for benchmarks).
+pub fn release_example_binary(name: &str) -> Result<PathBuf> {
+    build_target(Profile::Release, "alknet", "--example", name)
 }
 
 /// The path of one of the facade's examples, dev build.

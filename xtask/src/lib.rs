@@ -39,7 +39,9 @@ pub use alknet::{
     AlknetClient, AlknetServer, TEST_LOG_FILTER, alknet_command, call_command, call_command_to,
     connect_command, connect_command_to, listener_port,
 };
-pub use cargo::{Profile, alknet_binary, call_bench_binary, example_binary};
+pub use cargo::{
+    Profile, alknet_binary, call_bench_binary, example_binary, release_example_binary,
+};
 pub use certs::{TlsFiles, ca_signed_server_cert, self_signed_cert};
 pub use delay_proxy::DelayProxy;
 pub use error::XtaskError;

@@ -29,6 +29,8 @@ fn main() -> ExitCode {
         Some("bench") => commands::bench::run(&args[1..]),
         Some("fuzz") => commands::fuzz::run(&args[1..]),
         Some("soak") => commands::soak::run(&args[1..]),
+        // The bench's many-connection target (see commands/scale.rs).
+        Some("hold-target") => commands::scale::hold_target(),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -23,6 +23,11 @@ pub struct Sshd {
 impl Sshd {
     /// Starts sshd with TCP forwarding allowed and public-key auth only.
     pub fn start(dir: &Workdir, authorized_keys: &Path) -> Result<Self> {
+        Self::start_with_config(dir, authorized_keys, "")
+    }
+
+    /// Like [`Sshd::start`], with `extra` (sshd_config lines) appended.
+    pub fn start_with_config(dir: &Workdir, authorized_keys: &Path, extra: &str) -> Result<Self> {
         require_tool("sshd")?;
         let sshd = ["/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd"]
             .into_iter()
@@ -45,7 +50,7 @@ impl Sshd {
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\nAuthorizedKeysFile {authorized}\n\
                  PidFile {pid}\nStrictModes no\nUsePAM no\nPubkeyAuthentication yes\nPasswordAuthentication no\n\
                  KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nAllowTcpForwarding yes\n\
-                 LogLevel VERBOSE\n",
+                 LogLevel VERBOSE\n{extra}",
                 host_key = host_key.display(),
                 authorized = authorized_keys.display(),
                 pid = dir.join("sshd.pid").display(),

@@ -5,8 +5,10 @@
 //! (throughput runs per tunnel, best counted, default 3), `--connections N`
 //! (latency samples per tunnel, default 1000), `--wan-mib N` (the
 //! long-distance download, default 256), `--wan-only`, `--udp-only`,
-//! `--quick` (64 MiB, one run, 100 connections, 16 MiB long-distance: a
-//! couple of minutes, for checking a change), `--json FILE` (every row and
+//! `--quick` (64 MiB, one run, 100 connections, 16 MiB long-distance,
+//! 1000 tunnels, 200 sessions: a couple of minutes, for checking a
+//! change), `--tunnels N` and `--sessions N` (the scale rows, default
+//! 10 000 and 1000), `--scale-only`, `--json FILE` (every row and
 //! ratio, for BENCHMARKS.md and for comparing runs). Then
 //! the call protocol: calls per second and latency over one control
 //! channel; UDP datagrams per second and loss through `-L …/udp`; and a
@@ -18,6 +20,8 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use xtask::BoundedOutput as _;
+
+use super::proc_stats::cpu_seconds;
 use xtask::{
     AlknetClient, AlknetServer, DelayProxy, HttpTarget, Profile, Result, SshDynamicForward, Sshd,
     UdpEcho, Workdir, XtaskError, ca_signed_server_cert, call_bench_binary, current_user,
@@ -33,6 +37,12 @@ struct Settings {
     wan_only: bool,
     /// Only the UDP rows (`--udp-only`).
     udp_only: bool,
+    /// Only the scale rows (`--scale-only`).
+    scale_only: bool,
+    /// Tunnels held at once in the scale row (`--tunnels N`).
+    tunnels: usize,
+    /// SSH sessions started at once in the scale row (`--sessions N`).
+    sessions: usize,
     /// Where to write every row as JSON (`--json FILE`).
     json: Option<std::path::PathBuf>,
 }
@@ -46,6 +56,9 @@ impl Settings {
             wan_mib: 256,
             wan_only: false,
             udp_only: false,
+            scale_only: false,
+            tunnels: 10_000,
+            sessions: 1000,
             json: None,
         };
         let mut args = args.iter();
@@ -58,11 +71,17 @@ impl Settings {
                 settings.udp_only = true;
                 continue;
             }
+            if flag == "--scale-only" {
+                settings.scale_only = true;
+                continue;
+            }
             if flag == "--quick" {
                 settings.size_mib = 64;
                 settings.runs = 1;
                 settings.connections = 100;
                 settings.wan_mib = 16;
+                settings.tunnels = 1000;
+                settings.sessions = 200;
                 continue;
             }
             if flag == "--json" {
@@ -83,6 +102,8 @@ impl Settings {
                 "--connections" => {
                     settings.connections = usize::try_from(value.max(10)).unwrap_or(10)
                 }
+                "--tunnels" => settings.tunnels = usize::try_from(value.max(1)).unwrap_or(1),
+                "--sessions" => settings.sessions = usize::try_from(value.max(1)).unwrap_or(1),
                 other => return Err(XtaskError::Failed(format!("unknown bench option {other}"))),
             }
         }
@@ -111,6 +132,8 @@ impl Report {
                 "runs": settings.runs,
                 "connections": settings.connections,
                 "wan_mib": settings.wan_mib,
+                "tunnels": settings.tunnels,
+                "sessions": settings.sessions,
             }),
         );
         self.rows
@@ -180,6 +203,14 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
         require_tool(tool)?;
     }
     println!("building the release binary…");
+    if settings.scale_only {
+        let mut report = Report::default();
+        scale(&settings, &mut report)?;
+        if let Some(path) = &settings.json {
+            report.write(path, &settings)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let dir = Workdir::new()?;
     let target = HttpTarget::start("127.0.0.1:0")?;
 
@@ -392,6 +423,7 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
     report.set("udp_datagrams_s.alknet", udp.tunnel.per_second);
     report.set("udp_loss_percent.alknet", udp.tunnel.loss * 100.0);
     let wan = long_distance(&dir, &server, &sshd, &user, target.addr(), settings.wan_mib)?;
+    scale(&settings, &mut report)?;
     let duplex = node_duplex(&server, target.addr(), bytes, settings.runs)?;
 
     let best_openssh = speeds[1].max(speeds[2]);
@@ -472,6 +504,58 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
         println!("\nwrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The scale rows (see `scale.rs`): tunnels held at once, and SSH
+/// sessions started at once, alknet against OpenSSH.
+fn scale(settings: &Settings, report: &mut Report) -> Result<()> {
+    println!(
+        "\nscale: {} tunnels held through one client and server",
+        settings.tunnels
+    );
+    let tunnels = super::scale::tunnels(settings.tunnels)?;
+    for row in &tunnels {
+        println!(
+            "  {:<28} {:>6} opened in {:>6.2} s   {:>6.1} KiB per tunnel (client + server RSS)",
+            row.name, row.opened, row.seconds, row.kib_per_tunnel
+        );
+        report.set(
+            format!("tunnels.{}.opened", key(row.name)),
+            row.opened as f64,
+        );
+        report.set(format!("tunnels.{}.seconds", key(row.name)), row.seconds);
+        report.set(
+            format!("tunnels.{}.kib_per_tunnel", key(row.name)),
+            row.kib_per_tunnel,
+        );
+    }
+    println!(
+        "\nscale: {} SSH sessions started at once (key exchange + login)",
+        settings.sessions
+    );
+    let sessions = super::scale::sessions(settings.sessions)?;
+    for row in &sessions {
+        println!(
+            "  {:<28} {:>6} in, {} refused   {:>8.0} sessions/s   p50 {:>7.1} ms",
+            row.name, row.sessions, row.failed, row.per_second, row.p50_ms
+        );
+        report.set(format!("sessions.{}.per_s", key(row.name)), row.per_second);
+        report.set(
+            format!("sessions.{}.failed", key(row.name)),
+            row.failed as f64,
+        );
+    }
+    let (alknet, openssh) = (&tunnels[0], &tunnels[1]);
+    let memory = alknet.kib_per_tunnel / openssh.kib_per_tunnel;
+    let open_time = alknet.seconds / openssh.seconds;
+    let handshakes = sessions[0].per_second / sessions[1].per_second;
+    report.set("ratio.memory_per_tunnel_vs_openssh", memory);
+    report.set("ratio.time_to_open_tunnels_vs_openssh", open_time);
+    report.set("ratio.sessions_per_s_vs_sshd", handshakes);
+    println!("  memory per tunnel vs OpenSSH    {memory:.2}×   (aim: ≤ 0.5)");
+    println!("  time to open them vs OpenSSH    {open_time:.2}×");
+    println!("  sessions per second vs sshd     {handshakes:.2}×   (aim: ≥ 5)");
+    Ok(())
 }
 
 /// Datagrams echoed per second, and the share lost.
@@ -761,43 +845,4 @@ fn first_byte_latency(socks: SocketAddr, target: SocketAddr) -> Result<Duration>
         .read_exact(&mut first)
         .map_err(XtaskError::io("reading the response"))?;
     Ok(start.elapsed())
-}
-
-/// CPU seconds (user + system) used so far by `pids` and all their
-/// descendants (sshd does its work in forked children), from /proc.
-fn cpu_seconds(pids: &[u32]) -> f64 {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0.0;
-    };
-    // (pid, parent, ticks) of every process.
-    let processes: Vec<(u32, u32, u64)> = entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // Fields after the parenthesised command name; see proc(5).
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            let parent = fields.get(1)?.parse().ok()?;
-            let ticks =
-                fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-            Some((pid, parent, ticks))
-        })
-        .collect();
-    let mut counted: Vec<u32> = pids.to_vec();
-    let mut index = 0;
-    while index < counted.len() {
-        let parent = counted[index];
-        counted.extend(processes.iter().filter(|p| p.1 == parent).map(|p| p.0));
-        index += 1;
-    }
-    counted.sort_unstable();
-    counted.dedup();
-    let ticks: u64 = processes
-        .iter()
-        .filter(|p| counted.contains(&p.0))
-        .map(|p| p.2)
-        .sum();
-    // USER_HZ is 100 on every Linux platform alknet targets.
-    #[allow(clippy::cast_precision_loss)]
-    let seconds = ticks as f64 / 100.0;
-    seconds
 }

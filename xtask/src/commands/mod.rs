@@ -3,6 +3,8 @@
 pub(crate) mod addon;
 pub(crate) mod bench;
 pub(crate) mod fuzz;
+mod proc_stats;
+pub(crate) mod scale;
 pub(crate) mod setup;
 pub(crate) mod soak;
 pub(crate) mod test;

@@ -353,15 +353,7 @@ struct Usage {
 
 fn usage(pid: u32) -> Usage {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
-    let rss_kib = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))
-                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0);
+    let rss_kib = super::proc_stats::process_rss_kib(pid);
     Usage { fds, rss_kib }
 }
 
