@@ -417,6 +417,15 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
         latencies.push((p50, p99));
     }
 
+    let dumbpipe =
+        super::dumbpipe::speed(&dir, target.addr(), bytes, settings.runs, |at, bytes| {
+            curl_speed(None, at, bytes)
+        })?;
+    if let Some(dumbpipe) = dumbpipe {
+        println!("  {:<28} {:>9.0} MiB/s", "dumbpipe", dumbpipe / MIB);
+        report.set("throughput_mib_s.dumbpipe", dumbpipe / MIB);
+        report.set("ratio.iroh_vs_dumbpipe", speeds[3] / dumbpipe);
+    }
     call_protocol(&server, &mut report)?;
     let udp = udp_datagrams(&dir, &server)?;
     report.set("udp_datagrams_s.direct", udp.direct.per_second);
@@ -474,6 +483,12 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
         ms(latencies[3].0) / ms(latencies[0].0),
         ms(latencies[3].1) / ms(latencies[0].1)
     );
+    if let Some(dumbpipe) = dumbpipe {
+        println!(
+            "  alknet over iroh vs dumbpipe   {:.2}× throughput   (aim: ≥ 1.2)",
+            speeds[3] / dumbpipe
+        );
+    }
     for (index, name) in [(1, "default cipher"), (2, "aes128-gcm")] {
         println!(
             "  latency p50 / p99 vs {name:<15} {:.2}× / {:.2}×   (aim: ≤ 1.0)",

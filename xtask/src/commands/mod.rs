@@ -2,6 +2,7 @@
 
 pub(crate) mod addon;
 pub(crate) mod bench;
+mod dumbpipe;
 pub(crate) mod fuzz;
 mod proc_stats;
 pub(crate) mod scale;
