@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use socks5_proto::handshake::{self, Method};
 use socks5_proto::{Address, Command, ProtocolError, Reply, Request, Response, UdpHeader};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
@@ -18,6 +18,10 @@ use crate::udp_relay::{
     DropCounter, UDP_IDLE, UDP_QUEUE, carry_association, offer, open_association,
 };
 use crate::{OpenErrorKind, ProxyError, StreamOpener, TargetAddr, relay};
+
+/// Room for a whole greeting and request (at most 3 + 262 bytes), with
+/// some of what a client may send right after.
+const HANDSHAKE_BUFFER: usize = 512;
 
 /// The SOCKS5 reply code that reports an open failure (RFC 1928 §6).
 fn socks_reply(kind: OpenErrorKind) -> Reply {
@@ -119,12 +123,17 @@ impl Socks5Server {
     /// ASSOCIATE can be offered.
     async fn serve_client<S>(
         &self,
-        mut client: S,
+        client: S,
         udp: Option<(IpAddr, IpAddr)>,
     ) -> Result<(), ProxyError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send,
     {
+        // socks5-proto reads the handshake a field at a time: buffered, it
+        // costs one read instead of eight. Bytes a client sends early
+        // (after its request, before our reply) stay in the buffer and are
+        // relayed first; larger reads bypass the buffer once it is empty.
+        let mut client = BufReader::with_capacity(HANDSHAKE_BUFFER, client);
         let asked = tokio::time::timeout(
             self.config.handshake_timeout,
             read_request(&mut client, udp.is_some()),

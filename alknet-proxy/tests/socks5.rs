@@ -332,3 +332,36 @@ async fn half_close_passes_through_the_proxy() {
     stream.read_to_string(&mut answer).await.unwrap();
     assert_eq!(answer, "got 5000 bytes");
 }
+
+/// Optimistic clients send their first bytes right behind the request,
+/// before the reply: none of them may be lost to the handshake's buffer.
+#[tokio::test]
+async fn data_sent_before_the_reply_reaches_the_target() {
+    let proxy = start(direct(), Socks5Config::default()).await;
+    let target = echo_server("127.0.0.1:0").await;
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    let mut opening = Vec::new();
+    handshake::Request::new(vec![Method::NONE])
+        .write_to(&mut opening)
+        .await
+        .unwrap();
+    Request::new(Command::Connect, Address::SocketAddress(target))
+        .write_to(&mut opening)
+        .await
+        .unwrap();
+    let early: Vec<u8> = (0..2000u32).map(|i| (i % 251) as u8).collect();
+    opening.extend_from_slice(&early);
+    // Greeting, request and data in one write, as one segment.
+    stream.write_all(&opening).await.unwrap();
+
+    let method = handshake::Response::read_from(&mut stream).await.unwrap();
+    assert_eq!(method.method, Method::NONE);
+    let response = Response::read_from(&mut stream).await.unwrap();
+    assert_eq!(response.reply, Reply::Succeeded);
+    let mut echoed = vec![0u8; early.len()];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut echoed))
+        .await
+        .expect("the early bytes never came back")
+        .unwrap();
+    assert_eq!(echoed, early);
+}
