@@ -3,6 +3,8 @@
 //! checked by SHA-256, short connections, forward traffic, calls — while
 //! the server is SIGKILLed and restarted, SIGSTOPped past the clients'
 //! keepalive timeout, and SIGHUPped with a changed authorized_keys.
+//! Subscriptions go through the server's hub to a spoke (the facade's
+//! `count_spoke` example) that registers again after every fault.
 //!
 //! It fails when a transfer ends "successfully" with the wrong bytes (a
 //! silent truncation or corruption: a transfer may fail, visibly, during a
@@ -20,14 +22,18 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use xtask::{
-    AlknetClient, AlknetServer, HttpTarget, Profile, Result, Workdir, XtaskError,
-    ca_signed_server_cert, call_command, free_udp_port, iroh_peer_args,
+    AlknetClient, AlknetServer, HttpTarget, Profile, Result, Spawned, Workdir, XtaskError,
+    ca_signed_server_cert, call_command, current_user, free_udp_port, iroh_peer_args,
 };
 
 /// Bytes of each bulk download.
 const BULK: usize = 4 * 1024 * 1024;
 /// Bytes of each short connection's answer.
 const SHORT: usize = 1000;
+/// Items per subscription (`/soak/count` on the spoke, through the hub).
+const SUBSCRIPTION_ITEMS: usize = 300;
+/// What the soak's key may do besides tunnelling: register the spoke.
+const SPOKE_GRANT: &str = "resources=spoke:soak:register";
 /// Seconds between the clients' keepalives: three unanswered end a session.
 const KEEPALIVE: &str = "1";
 /// How long a stopped server stays stopped (past 3 keepalives).
@@ -88,6 +94,8 @@ struct Tally {
     failed_visibly: AtomicUsize,
     silently_wrong: AtomicUsize,
     bytes: AtomicUsize,
+    /// Subscriptions that delivered every item in order.
+    subscriptions: AtomicUsize,
 }
 
 /// One client and the ways the traffic reaches targets through it.
@@ -131,6 +139,17 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
         .endpoint_id
         .clone()
         .ok_or_else(|| XtaskError::Failed("the server printed no endpoint-id".into()))?;
+    // A spoke that registers `/soak/count` with the hub and re-registers
+    // after every fault: subscriptions cross the hub while the server fails.
+    server.reload_authorized_keys(&granted_key_line(&server)?)?;
+    let mut spoke_command = Command::new(spoke_binary(profile)?);
+    spoke_command
+        .arg(format!("127.0.0.1:{}", server.port))
+        .arg(&server.user_key)
+        .arg(&server.fingerprint)
+        .arg(current_user()?);
+    let mut spoke = Spawned::start("count-spoke", dir.path(), spoke_command)?;
+    spoke.wait_for_stdout("registered", RECONNECT_LIMIT)?;
     let common = [
         "--host-key",
         &server.fingerprint,
@@ -214,7 +233,8 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
                 let extra = xtask::ssh_keygen_ed25519(&dir, &format!("extra_{round}"))?;
                 let extra = std::fs::read_to_string(extra.with_extension("pub"))
                     .map_err(XtaskError::io("reading a new public key"))?;
-                server.reload_authorized_keys(&format!("{}\n{extra}", server.user_key_line()?))?;
+                server
+                    .reload_authorized_keys(&format!("{}\n{extra}", granted_key_line(&server)?))?;
                 faults.push(kind);
                 continue;
             }
@@ -265,6 +285,14 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
     if tally.completed.load(Ordering::Relaxed) == 0 {
         outcome.problems.push("no transfer completed at all".into());
     }
+    let subscriptions = tally.subscriptions.load(Ordering::Relaxed);
+    if subscriptions == 0 {
+        outcome
+            .problems
+            .push("no subscription through the hub delivered all its items".into());
+    }
+    let registrations = spoke.stdout().matches("registered").count();
+    drop(spoke);
     reconnects.sort();
     let p50 = reconnects
         .get(reconnects.len() / 2)
@@ -288,6 +316,10 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
     println!(
         "  bytes checked                {} MiB",
         tally.bytes.load(Ordering::Relaxed) / (1024 * 1024)
+    );
+    println!(
+        "  subscriptions whole          {subscriptions} ({SUBSCRIPTION_ITEMS} items each, \
+         through the hub to a spoke that registered {registrations} times)"
     );
     println!(
         "  faults                       {} ({})",
@@ -394,6 +426,7 @@ impl Traffic {
         };
         let expected_bulk: [u8; 32] = Sha256::digest(HttpTarget::body(BULK)).into();
         let expected_short: [u8; 32] = Sha256::digest(HttpTarget::body(SHORT)).into();
+        let expected_items: [u8; 32] = Sha256::digest(subscription_output()).into();
         let mut worker = 0usize;
         let mut spawn = |job: Job| {
             worker += 1;
@@ -422,9 +455,12 @@ impl Traffic {
                     let expected = match job {
                         Job::Bulk(_) | Job::LocalForward | Job::RemoteForward => expected_bulk,
                         Job::Short(_) | Job::Call => expected_short,
+                        Job::Subscription => expected_items,
                     };
                     let failed = ended.is_none();
-                    record(&tally, ended, &expected);
+                    if record(&tally, ended, &expected) && matches!(job, Job::Subscription) {
+                        tally.subscriptions.fetch_add(1, Ordering::Relaxed);
+                    }
                     if failed {
                         // A fault: do not spin while the tunnel is down.
                         std::thread::sleep(Duration::from_millis(200));
@@ -444,6 +480,7 @@ impl Traffic {
         spawn(Job::LocalForward);
         spawn(Job::RemoteForward);
         spawn(Job::Call);
+        spawn(Job::Subscription);
         traffic
     }
 
@@ -484,6 +521,9 @@ enum Job {
     /// One `alknet call` to the server (`/services/list`), its answer
     /// checked, then a short download so its tally is comparable.
     Call,
+    /// One subscription to the spoke's `/soak/count` through the hub:
+    /// every item, in order, or a visible failure.
+    Subscription,
 }
 
 /// How a transfer ended: `None` failed visibly; `Some(bytes)` completed.
@@ -541,7 +581,37 @@ impl Job {
                 }
                 curl(Some(clients[0].client.socks_addr), &url(target, SHORT), out)
             }
+            Job::Subscription => {
+                let (port, key, fingerprint) = call;
+                let input = format!(r#"{{"to": {SUBSCRIPTION_ITEMS}}}"#);
+                let answer = call_command(*port, key, fingerprint, "/soak/count", Some(&input))
+                    .ok()?
+                    .stdin(Stdio::null())
+                    .output()
+                    .ok()?;
+                answer.status.success().then_some(answer.stdout)
+            }
         }
+    }
+}
+
+/// What `alknet call` prints for a whole `/soak/count` subscription.
+fn subscription_output() -> Vec<u8> {
+    (0..SUBSCRIPTION_ITEMS)
+        .map(|n| format!("{n}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// The soak key's authorized_keys line, with the spoke's grant.
+fn granted_key_line(server: &AlknetServer) -> Result<String> {
+    Ok(format!("{} {SPOKE_GRANT}", server.user_key_line()?))
+}
+
+fn spoke_binary(profile: Profile) -> Result<PathBuf> {
+    match profile {
+        Profile::Dev => xtask::example_binary("count_spoke"),
+        Profile::Release => xtask::release_example_binary("count_spoke"),
     }
 }
 
@@ -561,18 +631,22 @@ fn curl(socks: Option<SocketAddr>, url: &str, out: &PathBuf) -> Ended {
     std::fs::read(out).ok()
 }
 
-fn record(tally: &Tally, ended: Ended, expected: &[u8; 32]) {
+/// Counts one transfer; whether it completed with the expected bytes.
+fn record(tally: &Tally, ended: Ended, expected: &[u8; 32]) -> bool {
     match ended {
         None => {
             tally.failed_visibly.fetch_add(1, Ordering::Relaxed);
+            false
         }
         Some(body) => {
             let hash: [u8; 32] = Sha256::digest(&body).into();
             if &hash == expected {
                 tally.completed.fetch_add(1, Ordering::Relaxed);
                 tally.bytes.fetch_add(body.len(), Ordering::Relaxed);
+                true
             } else {
                 tally.silently_wrong.fetch_add(1, Ordering::Relaxed);
+                false
             }
         }
     }
