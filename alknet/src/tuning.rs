@@ -14,13 +14,20 @@ use russh::{MethodKind, MethodSet, Preferred, SshId, cipher};
 /// window / round-trip time; 16 MiB keeps a long fat pipe full.
 pub(crate) const WINDOW_SIZE: u32 = 16 * 1024 * 1024;
 
-/// The window a client grants the server per channel: a quarter of the
-/// server's. russh's client grants window as data arrives, so a client
-/// that must read on to reach a window adjustment (see `flow.rs`) takes
-/// in up to one of its own windows each time, while its writer is given
-/// half a server window: the smaller window keeps that exchange draining.
-/// 4 MiB still fills 320 Mbit/s at 100 ms round trips (OpenSSH: 2 MiB).
-pub(crate) const CLIENT_WINDOW_SIZE: u32 = 4 * 1024 * 1024;
+/// The window a client grants the server per channel. It bounds a
+/// download's speed over a long link (window / round trip: 16 MiB gives
+/// ~140 MiB/s at 50 ms in `cargo xtask bench`, OpenSSH's 2 MiB ~36). It
+/// is credit, not memory: russh's client grants it as data arrives, and
+/// what a session holds unread is bounded by `SESSION_BACKLOG_SOFT`.
+///
+/// It cannot grow further yet: a client that must read on to reach a
+/// window adjustment (see `flow.rs`) takes in the server's data unbounded
+/// by it, and with 32 MiB the remote-forward echo test (bulk both ways,
+/// a slow reader behind the server) deadlocks every time — the server
+/// trickles window while the client's backlog reaches its maximum. A
+/// window that follows the bandwidth-delay product needs russh's client
+/// to honour `adjust_window` (it ignores the hook's answer).
+pub(crate) const CLIENT_WINDOW_SIZE: u32 = 16 * 1024 * 1024;
 
 /// Largest channel data packet we accept. Fewer, larger packets mean fewer
 /// MACs and syscalls per byte; russh warns above 65535.
