@@ -155,10 +155,8 @@ impl Backlog {
     }
 
     fn set_outbound(&self, queued: usize) {
-        let before = self.inner.outbound.swap(queued, Ordering::AcqRel);
-        // Writers wait only while more than OUTBOUND_SENT is queued, so
-        // only a drop past it can have any to wake: no lock per write.
-        if before > OUTBOUND_SENT && queued <= OUTBOUND_SENT {
+        self.inner.outbound.store(queued, Ordering::Release);
+        if queued <= OUTBOUND_SENT {
             let waiting = std::mem::take(
                 &mut *self
                     .inner
