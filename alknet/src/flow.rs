@@ -32,9 +32,7 @@
 //! buffers in both directions (bulk both ways), both wait to write and
 //! neither reads. So the transport's writes go through a [`WriteBehind`]:
 //! queued (up to [`WRITE_BEHIND`] bytes) and written out whenever the loop
-//! polls the transport, reading included. Channel writers wait while more
-//! than [`OUTBOUND_HIGH`] is queued, so the queue absorbs the loop's turns
-//! rather than a window's worth of copied bulk data.
+//! polls the transport, reading included.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -69,13 +67,6 @@ const WRITER_PATIENCE: Duration = Duration::from_millis(20);
 /// [`Backlog::writers_need_reading`]).
 const OUTBOUND_SENT: usize = 256 * 1024;
 
-/// Output queued past this makes channel writers wait (their data stays
-/// in their sockets, uncopied) until it is down to [`OUTBOUND_SENT`]: the
-/// queue is there so the session loop never blocks, not to hold a
-/// window's worth of bulk data (a copy of each byte, measured at 9 % of a
-/// server's CPU with a 16 MiB client window).
-const OUTBOUND_HIGH: usize = 1024 * 1024;
-
 /// Bytes a session may have queued for its transport before its writes
 /// wait: more than the peer's windows normally let it send ahead.
 pub(crate) const WRITE_BEHIND: usize = 64 * 1024 * 1024;
@@ -102,8 +93,6 @@ struct BacklogInner {
     outbound: AtomicUsize,
     /// The gate's reader, to wake once the backlog shrank.
     gate: Mutex<Option<Waker>>,
-    /// Channel writers waiting for the transport's queue to drain.
-    drained: Mutex<Vec<Waker>>,
 }
 
 impl Backlog {
@@ -156,39 +145,6 @@ impl Backlog {
 
     fn set_outbound(&self, queued: usize) {
         self.inner.outbound.store(queued, Ordering::Release);
-        if queued <= OUTBOUND_SENT {
-            let waiting = std::mem::take(
-                &mut *self
-                    .inner
-                    .drained
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
-            for waker in waiting {
-                waker.wake();
-            }
-        }
-    }
-
-    /// Whether a channel writer may hand the session more data now; if
-    /// not, it is woken once the transport's queue has drained.
-    fn poll_outbound_room(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.inner.outbound.load(Ordering::Acquire) <= OUTBOUND_HIGH {
-            return Poll::Ready(());
-        }
-        let mut drained = self
-            .inner
-            .drained
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        // Looked at again under the lock, so a drain in between is not missed.
-        if self.inner.outbound.load(Ordering::Acquire) <= OUTBOUND_SENT {
-            return Poll::Ready(());
-        }
-        if !drained.iter().any(|waker| waker.will_wake(cx.waker())) {
-            drained.push(cx.waker().clone());
-        }
-        Poll::Pending
     }
 
     /// A channel writer started waiting: a paused gate must read again.
@@ -510,14 +466,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WriteBehind<S> {
     }
 }
 
-impl<S> Drop for WriteBehind<S> {
-    fn drop(&mut self) {
-        // Nothing will drain any more: channel writers waiting for that
-        // go on, and learn from their channel that the session is gone.
-        self.backlog.set_outbound(0);
-    }
-}
-
 type Wait = Pin<Box<dyn Future<Output = (ChannelReadHalf, Option<ChannelMsg>)> + Send>>;
 
 enum Reading {
@@ -647,7 +595,6 @@ impl AsyncWrite for TunnelStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        std::task::ready!(self.backlog.poll_outbound_room(cx));
         let polled = self.writer.as_mut().poll_write(cx, data);
         self.set_write_blocked(polled.is_pending());
         polled
@@ -768,48 +715,6 @@ mod tests {
         let all = reader.await.unwrap();
         assert_eq!(all.len(), 8 * 1024 * 1024);
         assert!(all.iter().all(|byte| *byte == 7));
-    }
-
-    /// A channel writer's wait for room in the transport's queue, in a
-    /// task of its own.
-    fn wait_for_room(backlog: &Backlog) -> tokio::task::JoinHandle<()> {
-        let backlog = backlog.clone();
-        tokio::spawn(async move {
-            std::future::poll_fn(|cx| backlog.poll_outbound_room(cx)).await;
-        })
-    }
-
-    #[tokio::test]
-    async fn channel_writers_wait_while_the_transports_queue_is_full() {
-        let backlog = Backlog::default();
-        backlog.set_outbound(OUTBOUND_HIGH + 1);
-        let writer = wait_for_room(&backlog);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!writer.is_finished(), "a writer went on over the high mark");
-        backlog.set_outbound(OUTBOUND_SENT + 1);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!writer.is_finished(), "a writer went on before the drain");
-        backlog.set_outbound(0);
-        tokio::time::timeout(Duration::from_secs(5), writer)
-            .await
-            .expect("a waiting writer was never woken")
-            .unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_session_that_ends_releases_its_waiting_writers() {
-        let backlog = Backlog::default();
-        let (near, _far) = tokio::io::duplex(64);
-        let transport = WriteBehind::new(near, backlog.clone());
-        backlog.set_outbound(OUTBOUND_HIGH + 1);
-        let writer = wait_for_room(&backlog);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!writer.is_finished(), "a writer went on over the high mark");
-        drop(transport);
-        tokio::time::timeout(Duration::from_secs(5), writer)
-            .await
-            .expect("a writer waited on a transport that is gone")
-            .unwrap();
     }
 
     #[tokio::test(start_paused = true)]
