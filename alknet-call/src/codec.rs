@@ -2,6 +2,8 @@
 //! Bytes in, envelopes out; no I/O (tokio-util's `Framed` adds that).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::Serialize;
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -85,22 +87,7 @@ impl Encoder<&EventEnvelope> for EnvelopeCodec {
     type Error = CallError;
 
     fn encode(&mut self, envelope: &EventEnvelope, dst: &mut BytesMut) -> Result<(), CallError> {
-        let json = serde_json::to_vec(envelope)
-            .map_err(|error| CallError::InvalidJson(error.to_string()))?;
-        if json.len() > self.max_frame {
-            return Err(CallError::FrameTooLarge {
-                length: json.len(),
-                max: self.max_frame,
-            });
-        }
-        let length = u32::try_from(json.len()).map_err(|_| CallError::FrameTooLarge {
-            length: json.len(),
-            max: self.max_frame,
-        })?;
-        dst.reserve(LENGTH_PREFIX + json.len());
-        dst.put_u32(length);
-        dst.put_slice(&json);
-        Ok(())
+        self.encode_into(envelope, dst)
     }
 }
 
@@ -108,31 +95,173 @@ impl EnvelopeCodec {
     /// One whole frame (length prefix and JSON) for `envelope`, for senders
     /// that encode before queueing so the queue can be bounded in bytes.
     pub fn encode_frame(&self, envelope: &EventEnvelope) -> Result<Bytes, CallError> {
-        let mut frame = BytesMut::new();
-        Encoder::<&EventEnvelope>::encode(&mut self.clone(), envelope, &mut frame)?;
+        self.encode_frame_of(envelope)
+    }
+
+    /// One whole frame for anything that serialises as an envelope (a
+    /// request borrowing its input, say).
+    pub(crate) fn encode_frame_of(&self, envelope: &impl Serialize) -> Result<Bytes, CallError> {
+        // Most frames fit: growing from nothing took a handful of copies.
+        let mut frame = BytesMut::with_capacity(512);
+        self.encode_into(envelope, &mut frame)?;
         Ok(frame.freeze())
+    }
+
+    fn encode_into(&self, envelope: &impl Serialize, dst: &mut BytesMut) -> Result<(), CallError> {
+        // The JSON is written after a placeholder prefix, then measured:
+        // one buffer, no copy.
+        let start = dst.len();
+        dst.put_u32(0);
+        let mut writer = dst.writer();
+        let written = serde_json::to_writer(&mut writer, envelope);
+        let dst = writer.into_inner();
+        if let Err(error) = written {
+            dst.truncate(start);
+            return Err(CallError::InvalidJson(error.to_string()));
+        }
+        let length = dst.len() - start - LENGTH_PREFIX;
+        let prefix = u32::try_from(length)
+            .ok()
+            .filter(|_| length <= self.max_frame);
+        let Some(prefix) = prefix else {
+            dst.truncate(start);
+            return Err(CallError::FrameTooLarge {
+                length,
+                max: self.max_frame,
+            });
+        };
+        dst[start..start + LENGTH_PREFIX].copy_from_slice(&prefix.to_be_bytes());
+        Ok(())
     }
 }
 
 /// Checks one frame's JSON field by field, for errors that say what is wrong.
 fn parse(frame: &[u8]) -> Result<EventEnvelope, CallError> {
     let text = std::str::from_utf8(frame).map_err(|_| CallError::InvalidUtf8)?;
-    let value: Value =
-        serde_json::from_str(text).map_err(|error| CallError::InvalidJson(error.to_string()))?;
-    let Value::Object(mut fields) = value else {
+    let TopLevel::Object(fields) =
+        serde_json::from_str(text).map_err(|error| CallError::InvalidJson(error.to_string()))?
+    else {
         return Err(CallError::NotAnObject);
     };
-    let mut string = |name: &'static str| match fields.remove(name) {
+    let string = |value: Option<Value>, name: &'static str| match value {
         Some(Value::String(text)) => Ok(text),
         Some(_) => Err(CallError::WrongType(name)),
         None => Err(CallError::MissingField(name)),
     };
-    let kind = string("type")?.into();
-    let id = string("id")?;
-    let payload = fields
-        .remove("payload")
-        .ok_or(CallError::MissingField("payload"))?;
+    let kind = string(fields.kind, "type")?.into();
+    let id = string(fields.id, "id")?;
+    let payload = fields.payload.ok_or(CallError::MissingField("payload"))?;
     Ok(EventEnvelope { kind, id, payload })
+}
+
+/// A frame's JSON: the envelope's three fields when it is an object (the
+/// last of a repeated key wins, other keys are skipped), without building
+/// a map of the whole envelope first.
+enum TopLevel {
+    Object(EnvelopeFields),
+    Other,
+}
+
+#[derive(Default)]
+struct EnvelopeFields {
+    kind: Option<Value>,
+    id: Option<Value>,
+    payload: Option<Value>,
+}
+
+impl<'de> Deserialize<'de> for TopLevel {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(TopLevelVisitor)
+    }
+}
+
+/// An envelope key, read without allocating it.
+enum Field {
+    Kind,
+    Id,
+    Payload,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_identifier(FieldVisitor)
+    }
+}
+
+struct FieldVisitor;
+
+impl Visitor<'_> for FieldVisitor {
+    type Value = Field;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("an envelope key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Field, E> {
+        Ok(match key {
+            "type" => Field::Kind,
+            "id" => Field::Id,
+            "payload" => Field::Payload,
+            _ => Field::Other,
+        })
+    }
+}
+
+struct TopLevelVisitor;
+
+impl<'de> Visitor<'de> for TopLevelVisitor {
+    type Value = TopLevel;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TopLevel, A::Error> {
+        let mut fields = EnvelopeFields::default();
+        while let Some(key) = map.next_key::<Field>()? {
+            let slot = match key {
+                Field::Kind => &mut fields.kind,
+                Field::Id => &mut fields.id,
+                Field::Payload => &mut fields.payload,
+                Field::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = Some(map.next_value()?);
+        }
+        Ok(TopLevel::Object(fields))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TopLevel, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(TopLevel::Other)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
+
+    fn visit_unit<E>(self) -> Result<TopLevel, E> {
+        Ok(TopLevel::Other)
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +346,23 @@ mod tests {
             Ok(Some(EventEnvelope::new("call.completed", "1", Value::Null))),
             "unknown fields are ignored, for forward compatibility"
         );
+        assert_eq!(
+            decode(br#"{"x":{"type":1},"payload":1,"id":"2","type":"a","payload":{"k":[1]}}"#),
+            Ok(Some(EventEnvelope::new("a", "2", json!({"k": [1]})))),
+            "keys in any order; the last of a repeated key wins, as in JSON.parse"
+        );
+        assert_eq!(
+            decode(br#"{"type":"\u0061","id":"\"","payload":null}"#),
+            Ok(Some(EventEnvelope::new("a", "\"", Value::Null))),
+            "escaped strings"
+        );
+        for not_an_object in [&b"null"[..], b"true", b"-1", b"2", b"1.5", br#""s""#, b"[]"] {
+            assert_eq!(decode(not_an_object), Err(CallError::NotAnObject));
+        }
+        assert!(matches!(
+            decode(br#"{"type":"a","id":"1","payload":null} {}"#),
+            Err(CallError::InvalidJson(_))
+        ));
     }
 
     /// Random envelopes round-trip; random bytes never panic.

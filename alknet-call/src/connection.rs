@@ -18,6 +18,8 @@
 //! plus one frame being decoded, is the bound.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,15 +29,16 @@ use std::time::Duration;
 use alknet_identity::Identity;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::envelope::{CallRequest, EventKind, credit_grant};
+use crate::envelope::{CallRequest, EventKind, RequestFrame, credit_grant};
 use crate::service::{CallContext, Emitter, IncomingCall, Reply, Service};
 use crate::{CallError, DEFAULT_MAX_FRAME, EnvelopeCodec, EventEnvelope, Failure};
 
@@ -231,7 +234,11 @@ impl Outgoing {
     /// Like [`send`](Self::send); returns the length of the frame's JSON
     /// text (what credit counts).
     pub(crate) async fn send_counted(&self, envelope: &EventEnvelope) -> Result<usize, CallError> {
-        let frame = self.codec.encode_frame(envelope)?;
+        self.send_serialized(envelope).await
+    }
+
+    async fn send_serialized(&self, envelope: &impl Serialize) -> Result<usize, CallError> {
+        let frame = self.codec.encode_frame_of(envelope)?;
         let json_len = frame.len().saturating_sub(4);
         let permit = self
             .room
@@ -272,6 +279,7 @@ impl Outgoing {
 }
 
 /// What a pending call receives.
+#[derive(Debug)]
 enum Event {
     /// An item and its size on the wire.
     Item(Value, usize),
@@ -281,10 +289,34 @@ enum Event {
 type EventResult = Result<Event, CallError>;
 
 struct Pending {
-    events: mpsc::UnboundedSender<EventResult>,
+    events: Events,
     deadline: Option<Instant>,
-    /// Bytes of items delivered but not yet read.
-    unread: Arc<AtomicUsize>,
+}
+
+/// Where a pending call's events go.
+enum Events {
+    /// A call's one answer (or how it failed).
+    Answer(oneshot::Sender<EventResult>),
+    /// A subscription's items, then how it ended.
+    Items {
+        events: mpsc::UnboundedSender<EventResult>,
+        /// Bytes of items delivered but not yet read.
+        unread: Arc<AtomicUsize>,
+    },
+}
+
+impl Pending {
+    /// Delivers the call's last event.
+    fn finish(self, event: EventResult) {
+        match self.events {
+            Events::Answer(answer) => {
+                let _ = answer.send(event);
+            }
+            Events::Items { events, .. } => {
+                let _ = events.send(event);
+            }
+        }
+    }
 }
 
 struct Shared {
@@ -378,7 +410,7 @@ impl Shared {
         self.outgoing.close();
         let drained: Vec<Pending> = lock(&self.pending).drain().map(|(_, p)| p).collect();
         for pending in drained {
-            let _ = pending.events.send(Err(CallError::Closed));
+            pending.finish(Err(CallError::Closed));
         }
     }
 }
@@ -441,12 +473,15 @@ impl Caller {
         input: Value,
         timeout: Option<Duration>,
     ) -> Result<Value, CallError> {
-        let (mut guard, mut events, _) = self.start(name, input, timeout, None).await?;
-        let answer = match events.recv().await {
-            Some(Ok(Event::Item(value, _))) => Ok(value),
-            Some(Ok(Event::Completed)) => Err(CallError::NoResponse),
-            Some(Err(error)) => Err(error),
-            None => Err(CallError::Closed),
+        let (answer, answered) = oneshot::channel();
+        let mut guard = self
+            .start(name, &input, timeout, None, Events::Answer(answer))
+            .await?;
+        let answer = match answered.await {
+            Ok(Ok(Event::Item(value, _))) => Ok(value),
+            Ok(Ok(Event::Completed)) => Err(CallError::NoResponse),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(CallError::Closed),
         };
         guard.finish();
         answer
@@ -457,10 +492,16 @@ impl Caller {
     pub async fn subscribe(&self, name: &str, input: Value) -> Result<Subscription, CallError> {
         let window = self.shared.credit_window;
         let credit = Some(u64::try_from(window).unwrap_or(u64::MAX));
-        let (guard, events, unread) = self.start(name, input, None, credit).await?;
+        let (events, received) = mpsc::unbounded_channel();
+        let unread = Arc::new(AtomicUsize::new(0));
+        let items = Events::Items {
+            events,
+            unread: unread.clone(),
+        };
+        let guard = self.start(name, &input, None, credit, items).await?;
         Ok(Subscription {
             guard,
-            events,
+            events: received,
             unread,
             done: false,
             read_since_grant: 0,
@@ -471,53 +512,33 @@ impl Caller {
     async fn start(
         &self,
         name: &str,
-        input: Value,
+        input: &Value,
         timeout: Option<Duration>,
         credit: Option<u64>,
-    ) -> Result<
-        (
-            PendingGuard,
-            mpsc::UnboundedReceiver<EventResult>,
-            Arc<AtomicUsize>,
-        ),
-        CallError,
-    > {
+        events: Events,
+    ) -> Result<PendingGuard, CallError> {
         let shared = &self.shared;
         let id = format!(
             "{}{}",
             shared.id_prefix,
             shared.next_id.fetch_add(1, Ordering::Relaxed)
         );
-        let (events, received) = mpsc::unbounded_channel();
-        let unread = Arc::new(AtomicUsize::new(0));
         {
             let mut pending = lock(&shared.pending);
             if shared.closed.is_cancelled() {
                 return Err(CallError::Closed);
             }
             let deadline = timeout.map(|timeout| Instant::now() + timeout);
-            pending.insert(
-                id.clone(),
-                Pending {
-                    events,
-                    deadline,
-                    unread: unread.clone(),
-                },
-            );
+            pending.insert(id.clone(), Pending { events, deadline });
         }
         let guard = PendingGuard {
             shared: shared.clone(),
             id: id.clone(),
             armed: true,
         };
-        let request = CallRequest {
-            name: name.to_owned(),
-            input,
-            credit,
-        };
-        let request = EventEnvelope::new(EventKind::Requested, id, request.to_payload());
-        shared.outgoing.send(&request).await?;
-        Ok((guard, received, unread))
+        let request = RequestFrame::new(&guard.id, name, input, credit);
+        shared.outgoing.send_serialized(&request).await?;
+        Ok(guard)
     }
 
     /// Closes the connection: pending calls fail, handlers stop.
@@ -659,7 +680,7 @@ async fn sweep(shared: Arc<Shared>, every: Duration) {
                 .collect()
         };
         for (id, call) in expired {
-            let _ = call.events.send(Err(CallError::Timeout));
+            call.finish(Err(CallError::Timeout));
             shared.abort_peer_handler(&id);
         }
     }
@@ -757,7 +778,7 @@ impl Router {
     fn deliver(&self, id: &str, event: EventResult) {
         let call = lock(&self.shared().pending).remove(id);
         if let Some(call) = call {
-            let _ = call.events.send(event);
+            call.finish(event);
         }
     }
 
@@ -767,19 +788,28 @@ impl Router {
         let Some(call) = pending.get(id) else {
             return;
         };
-        let unread = call.unread.fetch_add(len, Ordering::Relaxed) + len;
+        let Events::Items { events, unread } = &call.events else {
+            // A call's answer is its last event.
+            let call = pending.remove(id);
+            drop(pending);
+            if let Some(call) = call {
+                call.finish(Ok(Event::Item(item, len)));
+            }
+            return;
+        };
+        let unread = unread.fetch_add(len, Ordering::Relaxed) + len;
         if unread > self.subscription_buffer {
             let call = pending.remove(id);
             drop(pending);
             if let Some(call) = call {
-                let _ = call.events.send(Err(CallError::Overflow {
+                call.finish(Err(CallError::Overflow {
                     limit: self.subscription_buffer,
                 }));
             }
             self.shared().abort_peer_handler(id);
             return;
         }
-        let events = call.events.clone();
+        let events = events.clone();
         drop(pending);
         let _ = events.send(Ok(Event::Item(item, len)));
     }
@@ -859,7 +889,7 @@ impl Router {
             ),
         };
         let emitter = Emitter::new(id.clone(), shared.outgoing.clone(), credit);
-        tokio::spawn(async move {
+        let mut handling = Box::pin(async move {
             let _held = held;
             let mut unanswered = Unanswered {
                 shared: shared.clone(),
@@ -906,6 +936,27 @@ impl Router {
                     .await;
             }
         });
+        // Most calls are answered without waiting (a lookup, a built-in):
+        // run the handler here first, and give it a task of its own only
+        // if it must wait, so a quick call costs no spawn and no wake-up.
+        // Polled again in its task, it registers that task's waker. This
+        // first run is outside tokio's cooperative budget, which a reader
+        // that just took many frames has spent (every handler would then
+        // wait once); it still ends at the handler's first real wait, for
+        // room in the send buffer at the latest. A handler that panics is
+        // caught as its task would catch it (`Unanswered` then answers its
+        // caller), not in the reader.
+        let polled = std::future::poll_fn(|cx| {
+            let poll = AssertUnwindSafe(|| {
+                let mut first_run = tokio::task::unconstrained(handling.as_mut());
+                Pin::new(&mut first_run).poll(cx)
+            });
+            Poll::Ready(std::panic::catch_unwind(poll).map(|polled| polled.is_pending()))
+        })
+        .await;
+        if let Ok(true) = polled {
+            tokio::spawn(handling);
+        }
         Ok(())
     }
 }

@@ -195,6 +195,40 @@ impl CallRequest {
     }
 }
 
+/// A `call.requested` envelope that borrows its request, so that sending
+/// one neither clones the input nor builds a map: it serialises to the same
+/// bytes as the [`EventEnvelope`] of [`CallRequest::to_payload`] (payload
+/// keys sorted, as every frame's are).
+#[derive(Serialize)]
+pub(crate) struct RequestFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    payload: RequestPayload<'a>,
+}
+
+#[derive(Serialize)]
+struct RequestPayload<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credit: Option<u64>,
+    input: &'a Value,
+    name: &'a str,
+}
+
+impl<'a> RequestFrame<'a> {
+    pub(crate) fn new(id: &'a str, name: &'a str, input: &'a Value, credit: Option<u64>) -> Self {
+        Self {
+            kind: CALL_REQUESTED,
+            id,
+            payload: RequestPayload {
+                credit,
+                input,
+                name,
+            },
+        }
+    }
+}
+
 /// The bytes a `call.credit` payload grants (`{"bytes": N}`); `None` for
 /// anything else.
 pub fn credit_grant(payload: &Value) -> Option<u64> {
@@ -262,5 +296,23 @@ mod tests {
             CallRequest::from_payload(request.to_payload()).unwrap(),
             request
         );
+    }
+
+    #[test]
+    fn a_borrowed_request_serialises_like_its_envelope() {
+        let input = json!({"z": [1, {"b": 2, "a": "\u{1}"}], "a": null});
+        for credit in [None, Some(8_388_608)] {
+            let request = CallRequest {
+                name: "/a/\"b\"".into(),
+                input: input.clone(),
+                credit,
+            };
+            let envelope = EventEnvelope::new(CALL_REQUESTED, "x-7", request.to_payload());
+            let borrowed = RequestFrame::new("x-7", &request.name, &request.input, credit);
+            assert_eq!(
+                serde_json::to_string(&borrowed).unwrap(),
+                serde_json::to_string(&envelope).unwrap()
+            );
+        }
     }
 }
