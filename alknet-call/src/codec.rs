@@ -1,7 +1,7 @@
 //! Framing: a 4-byte big-endian length, then that many bytes of UTF-8 JSON.
 //! Bytes in, envelopes out; no I/O (tokio-util's `Framed` adds that).
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use serde::Serialize;
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -87,7 +87,10 @@ impl Encoder<&EventEnvelope> for EnvelopeCodec {
     type Error = CallError;
 
     fn encode(&mut self, envelope: &EventEnvelope, dst: &mut BytesMut) -> Result<(), CallError> {
-        self.encode_into(envelope, dst)
+        let mut frame = Vec::new();
+        self.encode_into(envelope, &mut frame)?;
+        dst.extend_from_slice(&frame);
+        Ok(())
     }
 }
 
@@ -102,20 +105,19 @@ impl EnvelopeCodec {
     /// request borrowing its input, say).
     pub(crate) fn encode_frame_of(&self, envelope: &impl Serialize) -> Result<Bytes, CallError> {
         // Most frames fit: growing from nothing took a handful of copies.
-        let mut frame = BytesMut::with_capacity(512);
+        let mut frame = Vec::with_capacity(512);
         self.encode_into(envelope, &mut frame)?;
-        Ok(frame.freeze())
+        Ok(Bytes::from(frame))
     }
 
-    fn encode_into(&self, envelope: &impl Serialize, dst: &mut BytesMut) -> Result<(), CallError> {
-        // The JSON is written after a placeholder prefix, then measured:
-        // one buffer, no copy.
+    /// Appends one frame to `dst`. A `Vec` rather than a `BytesMut`:
+    /// serde_json writes a string in many small pieces, and a `Vec` takes
+    /// each for less.
+    fn encode_into(&self, envelope: &impl Serialize, dst: &mut Vec<u8>) -> Result<(), CallError> {
+        // The JSON is written after a placeholder prefix, then measured.
         let start = dst.len();
-        dst.put_u32(0);
-        let mut writer = dst.writer();
-        let written = serde_json::to_writer(&mut writer, envelope);
-        let dst = writer.into_inner();
-        if let Err(error) = written {
+        dst.extend_from_slice(&[0; LENGTH_PREFIX]);
+        if let Err(error) = serde_json::to_writer(&mut *dst, envelope) {
             dst.truncate(start);
             return Err(CallError::InvalidJson(error.to_string()));
         }
@@ -267,6 +269,7 @@ impl<'de> Visitor<'de> for TopLevelVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BufMut;
     use serde_json::json;
 
     fn frame(json: &[u8]) -> BytesMut {
