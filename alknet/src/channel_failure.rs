@@ -23,6 +23,16 @@ pub(crate) fn peer_is_alknet(remote_sshid: &[u8]) -> bool {
     remote_sshid.starts_with(ALKNET_ID_PREFIX)
 }
 
+/// Whether the peer's identification string says it is an alknet client
+/// that honours per-channel credit (a comment after its version).
+pub(crate) fn peer_speaks_credit(remote_sshid: &[u8]) -> bool {
+    peer_is_alknet(remote_sshid)
+        && remote_sshid
+            .split(|byte| *byte == b' ')
+            .skip(1)
+            .any(|comment| comment == crate::tuning::CREDIT_ID_COMMENT.as_bytes())
+}
+
 /// The channel-open failure a server sends for a dial error.
 pub(crate) fn failure_for(kind: OpenErrorKind, peer_is_alknet: bool) -> ChannelOpenFailure {
     let private = |code: u32, reason: &str| {
@@ -130,5 +140,15 @@ mod tests {
         assert!(peer_is_alknet(b"SSH-2.0-alknet_0.1.0"));
         assert!(!peer_is_alknet(b"SSH-2.0-OpenSSH_9.6"));
         assert!(!peer_is_alknet(b""));
+        assert!(peer_speaks_credit(b"SSH-2.0-alknet_0.2.0 credit"));
+        assert!(peer_speaks_credit(b"SSH-2.0-alknet_0.2.0 other credit"));
+        assert!(!peer_speaks_credit(b"SSH-2.0-alknet_0.1.0"));
+        assert!(!peer_speaks_credit(b"SSH-2.0-alknet_0.2.0 credits"));
+        assert!(!peer_speaks_credit(b"SSH-2.0-OpenSSH_9.6 credit"));
+        let ours = match crate::tuning::ssh_id() {
+            russh::SshId::Standard(id) => id.into_owned(),
+            other => panic!("unexpected {other:?}"),
+        };
+        assert!(peer_speaks_credit(ours.as_bytes()), "{ours}");
     }
 }

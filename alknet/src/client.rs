@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use crate::Error;
 use crate::channel_failure::open_error_for;
 use crate::error::ChangedHostKey;
-use crate::flow::{Backlog, GatedStream, TunnelStream, WriteBehind};
+use crate::flow::{Backlog, CreditMode, GatedStream, TunnelStream, WriteBehind};
 use crate::policy_opener::{PolicyOpener, default_client_policy};
 use crate::remote_forward::{RemoteForwardPort, RemoteForwardTable};
 use crate::tuning::client_config;
@@ -250,6 +250,8 @@ impl Client {
         let closed = CancellationToken::new();
         let remote_forwards = RemoteForwardTable::default();
         let backlog = Backlog::default();
+        // Channels grant credit once the server shows it does (see flow.rs).
+        backlog.set_credit_mode(CreditMode::Answer);
         let handler = ClientHandler {
             host_key: options.host_key.clone(),
             known_hosts: options.known_hosts.clone(),
@@ -572,11 +574,22 @@ impl russh::client::Handler for ClientHandler {
 
     async fn data(
         &mut self,
-        _channel: russh::ChannelId,
+        channel: russh::ChannelId,
         data: &[u8],
         _session: &mut russh::client::Session,
     ) -> Result<(), Self::Error> {
-        self.backlog.arrived(data.len());
+        self.backlog.arrived(channel, data.len());
+        Ok(())
+    }
+
+    async fn extended_data(
+        &mut self,
+        channel: russh::ChannelId,
+        code: u32,
+        data: &[u8],
+        _session: &mut russh::client::Session,
+    ) -> Result<(), Self::Error> {
+        self.backlog.extended_data(channel, code, data);
         Ok(())
     }
 

@@ -27,6 +27,31 @@
 //! peer's keepalives are answered; past [`SESSION_BACKLOG_MAX`] that is
 //! all either side reads.
 //!
+//! # Per-channel credit
+//!
+//! Those brakes are session-wide: one channel whose reader stopped (a
+//! program that stopped reading its `-L` port, a target that stopped
+//! reading) held the session over its soft mark, and every other channel
+//! waited with it. Between alknet peers each channel therefore also has a
+//! credit window, the one russh cannot give us: the receiver grants the
+//! sender [`CHANNEL_CREDIT`] bytes beyond what its reader has *read*, and
+//! grants again once half is used; the sender sends no more than granted.
+//! A grant is SSH extended data of type [`CREDIT_GRANT`] on the channel
+//! (8 bytes, the new total), heard by the session's handler as it
+//! arrives — not by the channel's reader, which may be the stuck one.
+//!
+//! What a channel under credit holds is bounded by its grants, so it is
+//! *reserved*: left out of the soft mark (never out of the maximum). A
+//! stalled channel then stalls alone, its sender waiting for credit, and
+//! the session reads on.
+//!
+//! It is negotiated so that other peers see plain SSH: a client announces
+//! credit in its identification string's comment (`tuning::ssh_id`); a
+//! server offers it only to such clients, granting on every channel from
+//! its start ([`CreditMode::Offer`]); a client grants on a channel once
+//! the server has ([`CreditMode::Answer`]). A peer that never grants is
+//! left to the SSH window and the session-wide brakes above.
+//!
 //! One more trap: each turn of russh's session loop writes *all* its
 //! pending output before it reads again. When both peers have full socket
 //! buffers in both directions (bulk both ways), both wait to write and
@@ -34,12 +59,12 @@
 //! queued (up to [`WRITE_BEHIND`] bytes) and written out whenever the loop
 //! polls the transport, reading included.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -48,7 +73,9 @@ use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::tuning::{SESSION_BACKLOG_MAX, SESSION_BACKLOG_SOFT, TRICKLE_WINDOW, WINDOW_SIZE};
+use crate::tuning::{
+    CHANNEL_CREDIT, SESSION_BACKLOG_MAX, SESSION_BACKLOG_SOFT, TRICKLE_WINDOW, WINDOW_SIZE,
+};
 
 /// What one queued message costs besides its bytes (the message, its
 /// `Bytes` handle, its queue slot): counted too, so a peer sending
@@ -71,6 +98,31 @@ const OUTBOUND_SENT: usize = 256 * 1024;
 /// wait: more than the peer's windows normally let it send ahead.
 pub(crate) const WRITE_BEHIND: usize = 64 * 1024 * 1024;
 
+/// The extended-data type code of a credit grant (see "Per-channel
+/// credit" in the module docs): "AKCR". Its data is 8 bytes, big-endian:
+/// the total bytes the peer may have sent on the channel.
+pub(crate) const CREDIT_GRANT: u32 = 0x414b_4352;
+
+/// Whether a session's channels grant credit (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CreditMode {
+    /// The peer is not alknet: nothing is granted.
+    Off = 0,
+    /// A client: it grants on a channel once the server has granted there.
+    Answer = 1,
+    /// A server whose peer is alknet: every channel grants from its start.
+    Offer = 2,
+}
+
+/// The credit of each channel with a stream, by channel number, and the
+/// grants that arrived before their channel's stream was made (a server
+/// grants as it confirms the channel).
+#[derive(Debug, Default)]
+struct Credits {
+    streams: HashMap<u32, Weak<Mutex<ChannelCredit>>>,
+    early: HashMap<u32, Vec<u8>>,
+}
+
 /// Bytes received for one session's channels and not yet read by them.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Backlog {
@@ -86,6 +138,14 @@ struct WaitingWriters {
 #[derive(Debug, Default)]
 struct BacklogInner {
     waiting: AtomicUsize,
+    /// What channels under credit may hold unread: the sum over them of
+    /// what they granted beyond what they read. Their peer sends no more,
+    /// so that part of `waiting` needs no session-wide brake.
+    reserved: AtomicUsize,
+    /// A [`CreditMode`].
+    credit: AtomicU8,
+    /// The credit of each open channel, for the peer's grants.
+    credits: Mutex<Credits>,
     /// Channel writers waiting now (for window, or for the session), and
     /// since when some have.
     writers: Mutex<WaitingWriters>,
@@ -96,8 +156,19 @@ struct BacklogInner {
 }
 
 impl Backlog {
-    /// A data message of `len` bytes arrived for some channel.
-    pub(crate) fn arrived(&self, len: usize) {
+    /// A data message of `len` bytes arrived for `channel` (russh's `data`
+    /// hook, called as it arrives).
+    pub(crate) fn arrived(&self, channel: ChannelId, len: usize) {
+        self.add_waiting(len);
+        if let Some(credit) = self.credit_of(channel) {
+            credit
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .received(len, self);
+        }
+    }
+
+    fn add_waiting(&self, len: usize) {
         self.inner
             .waiting
             .fetch_add(len + MESSAGE_OVERHEAD, Ordering::AcqRel);
@@ -105,20 +176,116 @@ impl Backlog {
 
     /// A reader finished with a data message of `len` bytes.
     fn consumed(&self, len: usize) {
-        let before = self
-            .inner
+        let before = self.unreserved();
+        self.inner
             .waiting
             .fetch_sub(len + MESSAGE_OVERHEAD, Ordering::AcqRel);
-        let after = before.saturating_sub(len + MESSAGE_OVERHEAD);
-        if before > SESSION_BACKLOG_SOFT && after <= SESSION_BACKLOG_SOFT {
+        self.wake_if_below_soft(before);
+    }
+
+    /// Channels under credit may now hold `more` bytes more (or fewer).
+    fn reserve(&self, more: isize) {
+        let before = self.unreserved();
+        if more >= 0 {
+            self.inner
+                .reserved
+                .fetch_add(more.unsigned_abs(), Ordering::AcqRel);
+        } else {
+            self.inner
+                .reserved
+                .fetch_sub(more.unsigned_abs(), Ordering::AcqRel);
+        }
+        self.wake_if_below_soft(before);
+    }
+
+    fn wake_if_below_soft(&self, before: usize) {
+        if before > SESSION_BACKLOG_SOFT && self.unreserved() <= SESSION_BACKLOG_SOFT {
             self.wake_gate();
+        }
+    }
+
+    /// How the session's channels grant credit.
+    pub(crate) fn set_credit_mode(&self, mode: CreditMode) {
+        self.inner.credit.store(mode as u8, Ordering::Release);
+    }
+
+    /// The peer sent extended data on `channel`: a grant if `code` says so
+    /// (russh's `extended_data` hook, called as it arrives).
+    pub(crate) fn extended_data(&self, channel: ChannelId, code: u32, data: &[u8]) {
+        if code != CREDIT_GRANT {
+            return;
+        }
+        let credit = {
+            let mut credits = self.credits();
+            let credit = credits
+                .streams
+                .get(&channel.number())
+                .and_then(Weak::upgrade);
+            if credit.is_none() {
+                let early = credits.early.entry(channel.number()).or_default();
+                // Bounded: a peer sends one grant per half window.
+                if early.len() < 1024 {
+                    early.extend_from_slice(data);
+                }
+            }
+            credit
+        };
+        if let Some(credit) = credit {
+            credit
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .peer_granted(data, self);
+        }
+    }
+
+    fn credits(&self) -> MutexGuard<'_, Credits> {
+        self.inner
+            .credits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn credit_of(&self, channel: ChannelId) -> Option<SharedCredit> {
+        self.credits()
+            .streams
+            .get(&channel.number())
+            .and_then(Weak::upgrade)
+    }
+
+    fn track_credit(&self, channel: ChannelId, credit: &SharedCredit) {
+        let early = {
+            let mut credits = self.credits();
+            credits
+                .streams
+                .insert(channel.number(), Arc::downgrade(credit));
+            credits.early.remove(&channel.number())
+        };
+        if let Some(early) = early {
+            credit
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .peer_granted(&early, self);
+        }
+    }
+
+    fn untrack_credit(&self, channel: ChannelId) {
+        let mut credits = self.credits();
+        credits.streams.remove(&channel.number());
+        credits.early.remove(&channel.number());
+    }
+
+    fn credit_mode(&self) -> CreditMode {
+        match self.inner.credit.load(Ordering::Acquire) {
+            1 => CreditMode::Answer,
+            2 => CreditMode::Offer,
+            _ => CreditMode::Off,
         }
     }
 
     /// The window a server grants next (russh's `adjust_window` hook):
     /// the full window, or a trickle while readers are behind.
     pub(crate) fn next_window(&self) -> u32 {
-        if self.waiting_now() > SESSION_BACKLOG_SOFT {
+        if self.unreserved() > SESSION_BACKLOG_SOFT {
             TRICKLE_WINDOW
         } else {
             WINDOW_SIZE
@@ -127,6 +294,13 @@ impl Backlog {
 
     fn waiting_now(&self) -> usize {
         self.inner.waiting.load(Ordering::Acquire)
+    }
+
+    /// What waits unread beyond what channels under credit may hold: the
+    /// part the session-wide brakes answer for.
+    fn unreserved(&self) -> usize {
+        self.waiting_now()
+            .saturating_sub(self.inner.reserved.load(Ordering::Acquire))
     }
 
     /// Since when a channel writer has waited for what only reading can
@@ -237,11 +411,12 @@ impl<S> GatedStream<S> {
 
     /// Whether a read may happen now; if not, a wake-up is arranged.
     fn may_read(&mut self, cx: &mut Context<'_>) -> bool {
-        let open = |waiting: usize| {
-            waiting <= SESSION_BACKLOG_SOFT
-                || (!self.pause_over_soft && waiting <= SESSION_BACKLOG_MAX)
+        let open = |backlog: &Backlog| {
+            let waiting = backlog.waiting_now();
+            waiting <= SESSION_BACKLOG_MAX
+                && (!self.pause_over_soft || backlog.unreserved() <= SESSION_BACKLOG_SOFT)
         };
-        if open(self.backlog.waiting_now()) {
+        if open(&self.backlog) {
             // The transport's readiness wakes a reader; no need to park.
             self.timer = None;
             return true;
@@ -249,13 +424,12 @@ impl<S> GatedStream<S> {
         // Parked before looking again, so that a change in between still
         // wakes us.
         self.backlog.park(cx.waker());
-        let waiting = self.backlog.waiting_now();
-        if open(waiting) {
+        if open(&self.backlog) {
             self.timer = None;
             return true;
         }
         let mut due = self.last_read + LEAK_INTERVAL;
-        if waiting <= SESSION_BACKLOG_MAX {
+        if self.backlog.waiting_now() <= SESSION_BACKLOG_MAX {
             // A writer that waits a while waits for window, not for its turn.
             if let Some(since) = self.backlog.writers_waiting_since() {
                 due = due.min(since + WRITER_PATIENCE);
@@ -482,6 +656,137 @@ fn wait(mut half: ChannelReadHalf) -> Wait {
     })
 }
 
+/// Sends one credit grant (a total) to the peer, off the caller's task.
+type SendGrant = Box<dyn Fn(u64) + Send + Sync>;
+
+/// One channel's credit (see "Per-channel credit" in the module docs),
+/// shared by its stream and its session, whose handler hears the peer's
+/// grants as they arrive — even while the channel's reader is stuck.
+struct ChannelCredit {
+    /// The total the peer lets us send; `None` until it grants (a peer
+    /// that never does gets what russh's window allows).
+    send_limit: Option<u64>,
+    sent: u64,
+    /// Whether we grant: from the start (a server whose peer is alknet),
+    /// once the peer granted first (a client), or never.
+    granting: bool,
+    answers: bool,
+    /// Whether the peer has granted, so honours ours: only then does what
+    /// we granted count as reserved.
+    peer_grants: bool,
+    /// Bytes that arrived, were read by our reader, and the total we
+    /// granted.
+    received: u64,
+    consumed: u64,
+    granted: u64,
+    /// Our share of the session's reserved bytes.
+    reserved: usize,
+    /// A grant arriving in pieces (russh splits extended data at the
+    /// window's edge): the bytes so far.
+    partial: Vec<u8>,
+    send_grant: SendGrant,
+    /// The writer waiting for a grant.
+    write_waker: Option<Waker>,
+}
+
+type SharedCredit = Arc<Mutex<ChannelCredit>>;
+
+impl ChannelCredit {
+    fn new(mode: CreditMode, send_grant: SendGrant) -> Self {
+        let mut credit = Self {
+            send_limit: None,
+            sent: 0,
+            granting: false,
+            answers: mode == CreditMode::Answer,
+            // A server offers only to clients that announced credit.
+            peer_grants: mode == CreditMode::Offer,
+            received: 0,
+            consumed: 0,
+            granted: 0,
+            reserved: 0,
+            partial: Vec::new(),
+            send_grant,
+            write_waker: None,
+        };
+        if mode == CreditMode::Offer {
+            credit.start_granting();
+        }
+        credit
+    }
+
+    fn start_granting(&mut self) {
+        self.granting = true;
+        self.granted = self.consumed + CHANNEL_CREDIT;
+        (self.send_grant)(self.granted);
+    }
+
+    /// Grant bytes from the peer: 8-byte totals, which may arrive split.
+    fn peer_granted(&mut self, data: &[u8], backlog: &Backlog) {
+        let mut newest = None;
+        for byte in data {
+            self.partial.push(*byte);
+            if let Ok(total) = <[u8; 8]>::try_from(self.partial.as_slice()) {
+                newest = Some(u64::from_be_bytes(total));
+                self.partial.clear();
+            }
+        }
+        let Some(total) = newest else {
+            return;
+        };
+        self.send_limit = Some(self.send_limit.map_or(total, |limit| limit.max(total)));
+        self.peer_grants = true;
+        if !self.granting && self.answers {
+            self.start_granting();
+        }
+        self.update_reserved(backlog);
+        if let Some(writer) = self.write_waker.take() {
+            writer.wake();
+        }
+    }
+
+    /// Our reader took `len` bytes: grant again once half is used.
+    fn consumed(&mut self, len: usize, backlog: &Backlog) {
+        self.consumed += len as u64;
+        if self.granting && self.granted.saturating_sub(self.consumed) <= CHANNEL_CREDIT / 2 {
+            self.granted = self.consumed + CHANNEL_CREDIT;
+            (self.send_grant)(self.granted);
+        }
+        self.update_reserved(backlog);
+    }
+
+    /// `len` bytes arrived for this channel.
+    fn received(&mut self, len: usize, backlog: &Backlog) {
+        self.received += len as u64;
+        self.update_reserved(backlog);
+    }
+
+    /// Reserved: what the channel may hold once the peer honours our
+    /// grants — what we granted, or what it holds if more came before
+    /// the peer heard of our first grant (a race of one round trip).
+    fn update_reserved(&mut self, backlog: &Backlog) {
+        let now = if self.granting && self.peer_grants {
+            let bound = self.granted.max(self.received);
+            usize::try_from(bound.saturating_sub(self.consumed)).unwrap_or(usize::MAX)
+        } else {
+            0
+        };
+        if now != self.reserved {
+            backlog.reserve(now.wrapping_sub(self.reserved).cast_signed());
+            self.reserved = now;
+        }
+    }
+
+    /// How much of `len` the peer lets us send now.
+    fn room(&self, len: usize) -> usize {
+        match self.send_limit {
+            None => len,
+            Some(limit) => {
+                usize::try_from(limit.saturating_sub(self.sent)).map_or(len, |room| room.min(len))
+            }
+        }
+    }
+}
+
 /// One channel as a byte stream whose reads are counted against the
 /// session's backlog. Shutting down its write side sends EOF; dropping it
 /// closes the channel, and what still arrives is read and counted off the
@@ -493,6 +798,8 @@ pub(crate) struct TunnelStream {
     writer: Pin<Box<dyn AsyncWrite + Send>>,
     close: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     backlog: Backlog,
+    id: ChannelId,
+    credit: SharedCredit,
     /// Whether this stream's writer is counted as waiting.
     write_blocked: bool,
     runtime: tokio::runtime::Handle,
@@ -505,20 +812,57 @@ impl TunnelStream {
     where
         S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
     {
+        let id = channel.id();
         let (read, write) = channel.split();
+        let write = Arc::new(write);
         let writer = Box::pin(write.make_writer());
+        let runtime = tokio::runtime::Handle::current();
+        let granter = write.clone();
+        let spawner = runtime.clone();
+        let send_grant: SendGrant = Box::new(move |total: u64| {
+            let granter = granter.clone();
+            let mut sending = Box::pin(async move {
+                let grant = Bytes::copy_from_slice(&total.to_be_bytes());
+                let _ = granter.extended_data_bytes(CREDIT_GRANT, grant).await;
+            });
+            // Handed to the session at once when it can be, so it goes out
+            // ahead of the data written next (a peer that hears of credit
+            // only after a window of data may have paused before it);
+            // otherwise from a task. Totals: later ones may overtake.
+            let mut now = Context::from_waker(Waker::noop());
+            if sending.as_mut().poll(&mut now).is_pending() {
+                spawner.spawn(sending);
+            }
+        });
         let close = Box::pin(async move {
             let _ = write.close().await;
         });
+        let credit = Arc::new(Mutex::new(ChannelCredit::new(
+            backlog.credit_mode(),
+            send_grant,
+        )));
+        backlog.track_credit(id, &credit);
         Self {
             reading: Some(Reading::Idle(read)),
             current: None,
             writer,
             close: Some(close),
             backlog,
+            id,
+            credit,
             write_blocked: false,
-            runtime: tokio::runtime::Handle::current(),
+            runtime,
         }
+    }
+
+    fn credit(&self) -> MutexGuard<'_, ChannelCredit> {
+        self.credit.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn consumed(&mut self, len: usize) {
+        self.backlog.consumed(len);
+        let backlog = self.backlog.clone();
+        self.credit().consumed(len, &backlog);
     }
 }
 
@@ -537,7 +881,7 @@ impl AsyncRead for TunnelStream {
                 if *offset == data.len() {
                     let len = data.len();
                     this.current = None;
-                    this.backlog.consumed(len);
+                    this.consumed(len);
                 }
                 return Poll::Ready(Ok(()));
             }
@@ -568,7 +912,8 @@ impl AsyncRead for TunnelStream {
                         this.reading = Some(Reading::Ended(Some(half)));
                     }
                     None => this.reading = Some(Reading::Ended(None)),
-                    // Window adjustments, requests and the like.
+                    // Window adjustments, credit grants (the session's
+                    // handler took those), requests and the like.
                     Some(_) => this.reading = Some(Reading::Idle(half)),
                 },
             }
@@ -595,8 +940,27 @@ impl AsyncWrite for TunnelStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let polled = self.writer.as_mut().poll_write(cx, data);
-        self.set_write_blocked(polled.is_pending());
+        let this = &mut *self;
+        let room = {
+            let mut credit = this.credit();
+            let room = credit.room(data.len());
+            if room == 0 && !data.is_empty() {
+                // Woken by the session's handler when the peer grants.
+                credit.write_waker = Some(cx.waker().clone());
+            }
+            room
+        };
+        if room == 0 && !data.is_empty() {
+            // Counted as waiting: a paused client must read on to hear
+            // the grant, as it does for a window adjustment.
+            this.set_write_blocked(true);
+            return Poll::Pending;
+        }
+        let polled = this.writer.as_mut().poll_write(cx, &data[..room]);
+        if let Poll::Ready(Ok(written)) = polled {
+            this.credit().sent += written as u64;
+        }
+        this.set_write_blocked(polled.is_pending());
         polled
     }
 
@@ -614,6 +978,14 @@ impl Drop for TunnelStream {
         self.set_write_blocked(false);
         if let Some((data, _)) = self.current.take() {
             self.backlog.consumed(data.len());
+        }
+        // Whatever still arrives is read off below, not held.
+        self.backlog.untrack_credit(self.id);
+        {
+            let backlog = self.backlog.clone();
+            let mut credit = self.credit();
+            credit.granting = false;
+            credit.update_reserved(&backlog);
         }
         let reading = self.reading.take();
         let close = self.close.take();
@@ -657,7 +1029,7 @@ mod tests {
         client: bool,
     ) -> (Backlog, DuplexStream, GatedStream<DuplexStream>) {
         let backlog = Backlog::default();
-        backlog.arrived(waiting);
+        backlog.add_waiting(waiting);
         let (mut near, far) = tokio::io::duplex(64);
         let gated = if client {
             GatedStream::client(far, backlog.clone())
@@ -785,6 +1157,37 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(&read, b"y");
+    }
+
+    #[test]
+    fn grants_split_at_the_windows_edge_are_put_back_together() {
+        let backlog = Backlog::default();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let granted = sent.clone();
+        let send_grant: SendGrant = Box::new(move |total| granted.lock().unwrap().push(total));
+        let mut credit = ChannelCredit::new(CreditMode::Answer, send_grant);
+        assert_eq!(credit.room(10), 10, "no grant yet: the SSH window rules");
+        credit.peer_granted(&[0, 0, 0], &backlog);
+        assert_eq!(credit.room(10), 10);
+        credit.peer_granted(&[0, 0, 1, 0, 0, 0, 0], &backlog);
+        assert_eq!(credit.send_limit, Some(0x1_0000));
+        // Answering: it granted once the peer did, and holds that much.
+        assert_eq!(*sent.lock().unwrap(), [CHANNEL_CREDIT]);
+        assert_eq!(
+            backlog.inner.reserved.load(Ordering::Acquire),
+            usize::try_from(CHANNEL_CREDIT).unwrap()
+        );
+        credit.sent = 0x1_0000 - 4;
+        assert_eq!(credit.room(10), 4);
+        // An older total never lowers the limit.
+        credit.peer_granted(&5u64.to_be_bytes(), &backlog);
+        assert_eq!(credit.room(10), 4);
+        // Reading half of it grants again.
+        credit.consumed(usize::try_from(CHANNEL_CREDIT / 2).unwrap(), &backlog);
+        assert_eq!(
+            *sent.lock().unwrap(),
+            [CHANNEL_CREDIT, CHANNEL_CREDIT * 3 / 2]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -29,6 +29,12 @@ pub(crate) const WINDOW_SIZE: u32 = 16 * 1024 * 1024;
 /// to honour `adjust_window` (it ignores the hook's answer).
 pub(crate) const CLIENT_WINDOW_SIZE: u32 = 16 * 1024 * 1024;
 
+/// Credit one channel grants its alknet peer at a time (see "Per-channel
+/// credit" in `flow.rs`): what it may hold unread while its reader is
+/// slow, and what bounds a channel's speed over a long link (credit /
+/// round trip), so it matches the windows above.
+pub(crate) const CHANNEL_CREDIT: u64 = 16 * 1024 * 1024;
+
 /// Largest channel data packet we accept. Fewer, larger packets mean fewer
 /// MACs and syscalls per byte; russh warns above 65535.
 pub(crate) const MAX_PACKET_SIZE: u32 = 65535;
@@ -58,9 +64,15 @@ pub(crate) const TRICKLE_WINDOW: u32 = 2;
 /// only when many channels' readers are stuck with full windows.
 pub(crate) const SESSION_BACKLOG_MAX: usize = 128 * 1024 * 1024;
 
+/// The comment in our identification string that says this peer grants
+/// and honours per-channel credit (see `flow.rs`): an alknet server offers
+/// credit to clients that announce it, so an older alknet client is left
+/// to the SSH window.
+pub(crate) const CREDIT_ID_COMMENT: &str = "credit";
+
 pub(crate) fn ssh_id() -> SshId {
     SshId::Standard(Cow::Owned(format!(
-        "SSH-2.0-alknet_{}",
+        "SSH-2.0-alknet_{} {CREDIT_ID_COMMENT}",
         env!("CARGO_PKG_VERSION")
     )))
 }

@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use super::ServerInner;
 use super::login::reject;
 use super::peer::Peer;
-use crate::flow::Backlog;
+use crate::channel_failure::peer_speaks_credit;
+use crate::flow::{Backlog, CreditMode};
 
 /// One session's state, from the first callback to the last.
 pub(super) struct SessionHandler {
@@ -76,8 +77,16 @@ impl russh::server::Handler for SessionHandler {
         Ok(self.login_with_certificate(user, certificate))
     }
 
-    async fn auth_succeeded(&mut self, _session: &mut Session) -> Result<(), Self::Error> {
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         self.authenticated.cancel();
+        // An alknet client that announces credit honours our grants (see
+        // flow.rs); others are left to the SSH window.
+        self.backlog
+            .set_credit_mode(if peer_speaks_credit(session.remote_sshid()) {
+                CreditMode::Offer
+            } else {
+                CreditMode::Off
+            });
         Ok(())
     }
 
@@ -118,11 +127,22 @@ impl russh::server::Handler for SessionHandler {
 
     async fn data(
         &mut self,
-        _channel: ChannelId,
+        channel: ChannelId,
         data: &[u8],
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.backlog.arrived(data.len());
+        self.backlog.arrived(channel, data.len());
+        Ok(())
+    }
+
+    async fn extended_data(
+        &mut self,
+        channel: ChannelId,
+        code: u32,
+        data: &[u8],
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.backlog.extended_data(channel, code, data);
         Ok(())
     }
 

@@ -1,6 +1,8 @@
 // The tunnel tests, one body included once per transport (TCP, TLS, TLS
 // with stealth, iroh) by tests/tunnel.rs: `BACKEND` says which.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use alknet::auth::{ForwardRule, ForwardingPolicy, TargetMatch, Verdict, generate_ed25519};
@@ -205,6 +207,153 @@ async fn bulk_both_ways_through_a_remote_forward_to_an_echo_completes() {
         .await
         .unwrap();
     assert_eq!(push_through_echo(stream, 256).await, 256 * 1024 * 1024);
+    client.disconnect().await;
+    server.shutdown().await;
+}
+
+/// A loopback target that writes to every connection without end,
+/// counting what its sockets took.
+async fn endless_source(written: Arc<AtomicU64>) -> TargetAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let written = written.clone();
+            tokio::spawn(async move {
+                let block = vec![0xa5_u8; 64 * 1024];
+                while socket.write_all(&block).await.is_ok() {
+                    written.fetch_add(block.len() as u64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    TargetAddr::Ip(addr)
+}
+
+/// A loopback target that takes connections and never reads from them.
+async fn black_hole() -> TargetAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    TargetAddr::Ip(addr)
+}
+
+/// A loopback target that reads to the end, then answers with how many
+/// bytes it read (8 bytes, big-endian).
+async fn counting_sink() -> TargetAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut total = 0u64;
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    total += n as u64;
+                }
+                let _ = socket.write_all(&total.to_be_bytes()).await;
+            });
+        }
+    });
+    TargetAddr::Ip(addr)
+}
+
+/// Waits (within [`LIMIT`]) until `counter` passes `bytes`.
+async fn until_past(counter: &AtomicU64, bytes: u64, what: &str) {
+    tokio::time::timeout(LIMIT, async {
+        while counter.load(Ordering::Relaxed) < bytes {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what} stopped short of {bytes} bytes"));
+}
+
+/// More than a session may hold unread before it slows its peer (8 MiB).
+const PAST_THE_SESSION_MARK: u64 = 12 * 1024 * 1024;
+
+/// A program that stops reading one tunnel (a stalled `-L` or SOCKS
+/// reader) once stalled every channel of the session: the client stopped
+/// reading its transport. Its channel's credit now holds the data back at
+/// the server, and the session reads on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_that_stops_stalls_only_its_own_channel() {
+    let written = Arc::new(AtomicU64::new(0));
+    let source = endless_source(written.clone()).await;
+    let server = TestServer::start_on(BACKEND, |options| options).await;
+    let client = server.client().await;
+
+    let mut stalled = client.open(&source).await.unwrap();
+    until_past(&written, PAST_THE_SESSION_MARK, "the source").await;
+
+    let mut bulk = vec![0u8; 32 * 1024 * 1024];
+    let mut fast = tokio::time::timeout(LIMIT, async {
+        let mut fast = client.open(&source).await.unwrap();
+        fast.read_exact(&mut bulk).await.unwrap();
+        fast
+    })
+    .await
+    .expect("a channel waited behind another's stalled reader");
+    assert!(bulk.iter().all(|byte| *byte == 0xa5));
+
+    // The stalled channel lost nothing and goes on once read.
+    let mut resumed = vec![0u8; 1024 * 1024];
+    tokio::time::timeout(LIMIT, stalled.read_exact(&mut resumed))
+        .await
+        .expect("the stalled channel never resumed")
+        .unwrap();
+    assert!(resumed.iter().all(|byte| *byte == 0xa5));
+    fast.shutdown().await.unwrap();
+    drop((stalled, fast));
+    client.disconnect().await;
+    server.shutdown().await;
+}
+
+/// The server's side of the same: a target that stops reading once made
+/// the server slow every channel of the session (it granted no window).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_target_that_stops_reading_stalls_only_its_own_channel() {
+    let hole = black_hole().await;
+    let sink = counting_sink().await;
+    let server = TestServer::start_on(BACKEND, |options| options).await;
+    let client = server.client().await;
+
+    let mut stalled = client.open(&hole).await.unwrap();
+    let pushed = Arc::new(AtomicU64::new(0));
+    let pushing = {
+        let pushed = pushed.clone();
+        tokio::spawn(async move {
+            let block = vec![0x3c_u8; 64 * 1024];
+            while stalled.write_all(&block).await.is_ok() {
+                pushed.fetch_add(block.len() as u64, Ordering::Relaxed);
+            }
+        })
+    };
+    until_past(&pushed, PAST_THE_SESSION_MARK, "the push into the hole").await;
+
+    let counted = tokio::time::timeout(LIMIT, async {
+        let mut fast = client.open(&sink).await.unwrap();
+        let block = vec![0x3c_u8; 1024 * 1024];
+        for _ in 0..32 {
+            fast.write_all(&block).await.unwrap();
+        }
+        fast.shutdown().await.unwrap();
+        let mut count = [0u8; 8];
+        fast.read_exact(&mut count).await.unwrap();
+        u64::from_be_bytes(count)
+    })
+    .await
+    .expect("a channel waited behind another's stalled target");
+    assert_eq!(counted, 32 * 1024 * 1024);
+    pushing.abort();
     client.disconnect().await;
     server.shutdown().await;
 }
