@@ -15,25 +15,27 @@ use russh::{MethodKind, MethodSet, Preferred, SshId, cipher};
 pub(crate) const WINDOW_SIZE: u32 = 16 * 1024 * 1024;
 
 /// The window a client grants the server per channel. It bounds a
-/// download's speed over a long link (window / round trip: 16 MiB gives
-/// ~140 MiB/s at 50 ms in `cargo xtask bench`, OpenSSH's 2 MiB ~36). It
-/// is credit, not memory: russh's client grants it as data arrives, and
-/// what a session holds unread is bounded by `SESSION_BACKLOG_SOFT`.
+/// download's speed over a long link (window / round trip: 32 MiB gives
+/// ~265 MiB/s at 50 ms in `cargo xtask bench --wan-only`, OpenSSH's 2 MiB
+/// ~35). It is credit, not memory: russh's client grants it as data
+/// arrives; what an alknet server may send ahead is bounded by the
+/// channel's credit ([`CHANNEL_CREDIT`]), and from other servers by the
+/// session backlog marks below.
 ///
-/// It cannot grow further yet: a client that must read on to reach a
-/// window adjustment (see `flow.rs`) takes in the server's data unbounded
-/// by it, and with 32 MiB the remote-forward echo test (bulk both ways,
-/// a slow reader behind the server) deadlocks every time — the server
-/// trickles window while the client's backlog reaches its maximum. A
-/// window that follows the bandwidth-delay product needs russh's client
-/// to honour `adjust_window` (it ignores the hook's answer).
-pub(crate) const CLIENT_WINDOW_SIZE: u32 = 16 * 1024 * 1024;
+/// At 16 MiB it was the most the remote-forward echo test (bulk both ways,
+/// a slow reader behind the server) survived: at 32 MiB it deadlocked every
+/// time — the client, reading on to reach a window adjustment, took in the
+/// server's data without bound. Per-channel credit bounds that data, and
+/// 32 MiB passed that test 24 of 24 times (`cargo test -p alknet --test
+/// tunnel echo`, three runs of eight).
+pub(crate) const CLIENT_WINDOW_SIZE: u32 = 32 * 1024 * 1024;
 
 /// Credit one channel grants its alknet peer at a time (see "Per-channel
 /// credit" in `flow.rs`): what it may hold unread while its reader is
-/// slow, and what bounds a channel's speed over a long link (credit /
-/// round trip), so it matches the windows above.
-pub(crate) const CHANNEL_CREDIT: u64 = 16 * 1024 * 1024;
+/// stalled (three stalled channels stay under the session maximum), and
+/// what bounds a channel's speed over a long link (credit / round trip),
+/// so it matches the client's window.
+pub(crate) const CHANNEL_CREDIT: u64 = 32 * 1024 * 1024;
 
 /// Largest channel data packet we accept. Fewer, larger packets mean fewer
 /// MACs and syscalls per byte; russh warns above 65535.
