@@ -279,7 +279,6 @@ impl Outgoing {
 }
 
 /// What a pending call receives.
-#[derive(Debug)]
 enum Event {
     /// An item and its size on the wire.
     Item(Value, usize),

@@ -656,7 +656,8 @@ fn wait(mut half: ChannelReadHalf) -> Wait {
     })
 }
 
-/// Sends one credit grant (a total) to the peer, off the caller's task.
+/// Sends one credit grant (a total) to the peer without waiting: handed to
+/// the session at once when it can be, else from a task of its own.
 type SendGrant = Box<dyn Fn(u64) + Send + Sync>;
 
 /// One channel's credit (see "Per-channel credit" in the module docs),
