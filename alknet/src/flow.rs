@@ -34,8 +34,9 @@
 //! reading) held the session over its soft mark, and every other channel
 //! waited with it. Between alknet peers each channel therefore also has a
 //! credit window, the one russh cannot give us: the receiver grants the
-//! sender [`CHANNEL_CREDIT`] bytes beyond what its reader has *read*, and
-//! grants again once half is used; the sender sends no more than granted.
+//! sender its credit (from [`CHANNEL_CREDIT_START`]) beyond what its reader
+//! has *read*, and grants again each time a quarter is used; the sender
+//! sends no more than granted.
 //! A grant is SSH extended data of type [`CREDIT_GRANT`] on the channel
 //! (8 bytes, the new total), heard by the session's handler as it
 //! arrives — not by the channel's reader, which may be the stuck one.
@@ -44,6 +45,16 @@
 //! *reserved*: left out of the soft mark (never out of the maximum). A
 //! stalled channel then stalls alone, its sender waiting for credit, and
 //! the session reads on.
+//!
+//! A channel's credit follows its link, as TCP's receive window does: it
+//! starts small and doubles (up to [`CHANNEL_CREDIT_MAX`]) whenever the
+//! sender ran out of credit that was already renewed — the renewal was
+//! still on its way, so the credit is shorter than the round trip, not the
+//! reader slower than the link. A sender that stops at our newest grant
+//! waits for our reader, and a bigger credit would only hold more unread.
+//! So idle and slow channels keep the starting credit, and a session's
+//! channels grow only while all they may hold stays under
+//! [`SESSION_CREDIT_CAP`].
 //!
 //! It is negotiated so that other peers see plain SSH: a client announces
 //! credit in its identification string's comment (`tuning::ssh_id`); a
@@ -74,7 +85,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::tuning::{
-    CHANNEL_CREDIT, SESSION_BACKLOG_MAX, SESSION_BACKLOG_SOFT, TRICKLE_WINDOW, WINDOW_SIZE,
+    CHANNEL_CREDIT_MAX, CHANNEL_CREDIT_START, CREDITED_WINDOW_SIZE, SESSION_BACKLOG_MAX,
+    SESSION_BACKLOG_SOFT, SESSION_CREDIT_CAP, TRICKLE_WINDOW, WINDOW_SIZE,
 };
 
 /// What one queued message costs besides its bytes (the message, its
@@ -97,6 +109,10 @@ const OUTBOUND_SENT: usize = 256 * 1024;
 /// Bytes a session may have queued for its transport before its writes
 /// wait: more than the peer's windows normally let it send ahead.
 pub(crate) const WRITE_BEHIND: usize = 64 * 1024 * 1024;
+
+/// Grants a channel remembers while its peer may still be sending up to
+/// them: enough for the grants of one round trip at any credit.
+const GRANTS_IN_FLIGHT: usize = 32;
 
 /// The extended-data type code of a credit grant (see "Per-channel
 /// credit" in the module docs): "AKCR". Its data is 8 bytes, big-endian:
@@ -283,13 +299,21 @@ impl Backlog {
     }
 
     /// The window a server grants next (russh's `adjust_window` hook):
-    /// the full window, or a trickle while readers are behind.
+    /// the full window, or a trickle while readers are behind. An alknet
+    /// peer gets the larger window: its channels' credit bounds what it
+    /// sends ahead, and the window must not (see "Per-channel credit").
     pub(crate) fn next_window(&self) -> u32 {
         if self.unreserved() > SESSION_BACKLOG_SOFT {
             TRICKLE_WINDOW
-        } else {
+        } else if self.credit_mode() == CreditMode::Off {
             WINDOW_SIZE
+        } else {
+            CREDITED_WINDOW_SIZE
         }
+    }
+
+    fn reserved_now(&self) -> usize {
+        self.inner.reserved.load(Ordering::Acquire)
     }
 
     fn waiting_now(&self) -> usize {
@@ -680,6 +704,12 @@ struct ChannelCredit {
     received: u64,
     consumed: u64,
     granted: u64,
+    /// What we grant beyond what our reader read: it grows with the link
+    /// (see "Per-channel credit" in the module docs).
+    credit: u64,
+    /// The totals we granted that the peer may not have reached yet,
+    /// oldest first: where it stops tells why it stopped.
+    grants: VecDeque<u64>,
     /// Our share of the session's reserved bytes.
     reserved: usize,
     /// A grant arriving in pieces (russh splits extended data at the
@@ -704,6 +734,8 @@ impl ChannelCredit {
             received: 0,
             consumed: 0,
             granted: 0,
+            credit: CHANNEL_CREDIT_START,
+            grants: VecDeque::new(),
             reserved: 0,
             partial: Vec::new(),
             send_grant,
@@ -717,7 +749,16 @@ impl ChannelCredit {
 
     fn start_granting(&mut self) {
         self.granting = true;
-        self.granted = self.consumed + CHANNEL_CREDIT;
+        self.grant();
+    }
+
+    /// Grants the peer our credit beyond what our reader read.
+    fn grant(&mut self) {
+        self.granted = self.consumed + self.credit;
+        if self.grants.len() == GRANTS_IN_FLIGHT {
+            self.grants.pop_front();
+        }
+        self.grants.push_back(self.granted);
         (self.send_grant)(self.granted);
     }
 
@@ -745,12 +786,11 @@ impl ChannelCredit {
         }
     }
 
-    /// Our reader took `len` bytes: grant again once half is used.
+    /// Our reader took `len` bytes: grant again once a quarter is used.
     fn consumed(&mut self, len: usize, backlog: &Backlog) {
         self.consumed += len as u64;
-        if self.granting && self.granted.saturating_sub(self.consumed) <= CHANNEL_CREDIT / 2 {
-            self.granted = self.consumed + CHANNEL_CREDIT;
-            (self.send_grant)(self.granted);
+        if self.granting && self.granted.saturating_sub(self.consumed) <= self.credit / 4 * 3 {
+            self.grant();
         }
         self.update_reserved(backlog);
     }
@@ -758,7 +798,33 @@ impl ChannelCredit {
     /// `len` bytes arrived for this channel.
     fn received(&mut self, len: usize, backlog: &Backlog) {
         self.received += len as u64;
+        let mut ran_out_of_renewed = false;
+        while let Some(&total) = self.grants.front() {
+            if total > self.received {
+                break;
+            }
+            self.grants.pop_front();
+            // The peer sent exactly up to a grant we had already renewed.
+            ran_out_of_renewed |= total == self.received && total < self.granted;
+        }
+        if ran_out_of_renewed {
+            self.grow(backlog);
+        }
         self.update_reserved(backlog);
+    }
+
+    /// The credit was shorter than the round trip: double it, while the
+    /// session's channels may hold no more than their cap.
+    fn grow(&mut self, backlog: &Backlog) {
+        let grown = (self.credit * 2).min(CHANNEL_CREDIT_MAX);
+        let more = usize::try_from(grown - self.credit).unwrap_or(usize::MAX);
+        if more == 0 || backlog.reserved_now().saturating_add(more) > SESSION_CREDIT_CAP {
+            return;
+        }
+        self.credit = grown;
+        if self.granting {
+            self.grant();
+        }
     }
 
     /// Reserved: what the channel may hold once the peer honours our
@@ -1160,35 +1226,101 @@ mod tests {
         assert_eq!(&read, b"y");
     }
 
-    #[test]
-    fn grants_split_at_the_windows_edge_are_put_back_together() {
-        let backlog = Backlog::default();
+    /// A channel's credit with the grants it sends recorded.
+    fn recorded_credit(mode: CreditMode) -> (ChannelCredit, Arc<Mutex<Vec<u64>>>) {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let granted = sent.clone();
         let send_grant: SendGrant = Box::new(move |total| granted.lock().unwrap().push(total));
-        let mut credit = ChannelCredit::new(CreditMode::Answer, send_grant);
+        (ChannelCredit::new(mode, send_grant), sent)
+    }
+
+    fn bytes(count: u64) -> usize {
+        usize::try_from(count).unwrap()
+    }
+
+    #[test]
+    fn grants_split_at_the_windows_edge_are_put_back_together() {
+        let backlog = Backlog::default();
+        let (mut credit, sent) = recorded_credit(CreditMode::Answer);
         assert_eq!(credit.room(10), 10, "no grant yet: the SSH window rules");
         credit.peer_granted(&[0, 0, 0], &backlog);
         assert_eq!(credit.room(10), 10);
         credit.peer_granted(&[0, 0, 1, 0, 0, 0, 0], &backlog);
         assert_eq!(credit.send_limit, Some(0x1_0000));
         // Answering: it granted once the peer did, and holds that much.
-        assert_eq!(*sent.lock().unwrap(), [CHANNEL_CREDIT]);
-        assert_eq!(
-            backlog.inner.reserved.load(Ordering::Acquire),
-            usize::try_from(CHANNEL_CREDIT).unwrap()
-        );
+        assert_eq!(*sent.lock().unwrap(), [CHANNEL_CREDIT_START]);
+        assert_eq!(backlog.reserved_now(), bytes(CHANNEL_CREDIT_START));
         credit.sent = 0x1_0000 - 4;
         assert_eq!(credit.room(10), 4);
         // An older total never lowers the limit.
         credit.peer_granted(&5u64.to_be_bytes(), &backlog);
         assert_eq!(credit.room(10), 4);
-        // Reading half of it grants again.
-        credit.consumed(usize::try_from(CHANNEL_CREDIT / 2).unwrap(), &backlog);
+        // Reading a quarter of it grants again.
+        credit.consumed(bytes(CHANNEL_CREDIT_START / 4), &backlog);
         assert_eq!(
             *sent.lock().unwrap(),
-            [CHANNEL_CREDIT, CHANNEL_CREDIT * 3 / 2]
+            [CHANNEL_CREDIT_START, CHANNEL_CREDIT_START / 4 * 5]
         );
+    }
+
+    #[test]
+    fn credit_doubles_when_the_peer_ran_out_of_credit_already_renewed() {
+        let backlog = Backlog::default();
+        let (mut credit, sent) = recorded_credit(CreditMode::Offer);
+        let start = CHANNEL_CREDIT_START;
+        // A quick reader: a quarter arrives and is read, so we renew.
+        credit.received(bytes(start / 4), &backlog);
+        credit.consumed(bytes(start / 4), &backlog);
+        assert_eq!(*sent.lock().unwrap(), [start, start / 4 * 5]);
+        // The peer stops at the first grant: our renewal had not reached
+        // it, so the credit was shorter than the round trip.
+        credit.received(bytes(start / 4 * 3), &backlog);
+        assert_eq!(credit.credit, start * 2);
+        assert_eq!(
+            *sent.lock().unwrap(),
+            [start, start / 4 * 5, start / 4 + start * 2]
+        );
+        assert_eq!(backlog.reserved_now(), bytes(start * 2));
+    }
+
+    #[test]
+    fn a_slow_reader_keeps_its_credit_small() {
+        let backlog = Backlog::default();
+        let (mut credit, sent) = recorded_credit(CreditMode::Offer);
+        // The peer sends all it may; our reader took nothing: it stopped
+        // at our newest grant, waiting for the reader, not the link.
+        credit.received(bytes(CHANNEL_CREDIT_START), &backlog);
+        assert_eq!(credit.credit, CHANNEL_CREDIT_START);
+        assert_eq!(*sent.lock().unwrap(), [CHANNEL_CREDIT_START]);
+    }
+
+    #[test]
+    fn credit_grows_no_further_than_the_session_cap_and_the_maximum() {
+        let backlog = Backlog::default();
+        let (mut credit, _sent) = recorded_credit(CreditMode::Offer);
+        let start = CHANNEL_CREDIT_START;
+        let mut total = 0;
+        // Each round: a quarter arrives and is read, then the peer stops
+        // at the grant before — a link longer than the credit.
+        for _ in 0..16 {
+            let quarter = credit.credit / 4;
+            let stop = credit.granted;
+            credit.received(bytes(quarter), &backlog);
+            credit.consumed(bytes(quarter), &backlog);
+            total += quarter;
+            credit.received(bytes(stop - total), &backlog);
+            credit.consumed(bytes(stop - total), &backlog);
+            total = stop;
+        }
+        assert_eq!(credit.credit, CHANNEL_CREDIT_MAX);
+        // Other channels of the session hold (nearly) all the cap.
+        let backlog = Backlog::default();
+        backlog.reserve(SESSION_CREDIT_CAP.cast_signed() - isize::try_from(start).unwrap());
+        let (mut credit, _sent) = recorded_credit(CreditMode::Offer);
+        credit.received(bytes(start / 4), &backlog);
+        credit.consumed(bytes(start / 4), &backlog);
+        credit.received(bytes(start / 4 * 3), &backlog);
+        assert_eq!(credit.credit, start, "grew past the session's cap");
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,32 +10,45 @@ use std::time::Duration;
 use russh::keys::{Certificate, PrivateKey};
 use russh::{MethodKind, MethodSet, Preferred, SshId, cipher};
 
-/// Per-channel receive window. Throughput per channel is bounded by
-/// window / round-trip time; 16 MiB keeps a long fat pipe full.
+/// The window a server grants per channel to peers without per-channel
+/// credit (OpenSSH and older alknet clients), and at first to all. It is
+/// what such a peer may send ahead on a channel whose reader stalled, and
+/// it bounds an upload's speed over a long link (window / round trip).
 pub(crate) const WINDOW_SIZE: u32 = 16 * 1024 * 1024;
 
-/// The window a client grants the server per channel. It bounds a
-/// download's speed over a long link (window / round trip: 32 MiB gives
-/// ~265 MiB/s at 50 ms in `cargo xtask bench --wan-only`, OpenSSH's 2 MiB
-/// ~35). It is credit, not memory: russh's client grants it as data
-/// arrives; what an alknet server may send ahead is bounded by the
-/// channel's credit ([`CHANNEL_CREDIT`]), and from other servers by the
-/// session backlog marks below.
-///
-/// At 16 MiB it was the most the remote-forward echo test (bulk both ways,
-/// a slow reader behind the server) survived: at 32 MiB it deadlocked every
-/// time — the client, reading on to reach a window adjustment, took in the
-/// server's data without bound. Per-channel credit bounds that data, and
-/// 32 MiB passed that test 24 of 24 times (`cargo test -p alknet --test
-/// tunnel echo`, three runs of eight).
-pub(crate) const CLIENT_WINDOW_SIZE: u32 = 32 * 1024 * 1024;
+/// The window a server grants per channel to an alknet client, whose
+/// channels' credit bounds what it sends ahead (see "Per-channel credit"
+/// in `flow.rs`): twice the largest credit, so the window — which russh
+/// renews only once half is used — is never what a channel waits for.
+pub(crate) const CREDITED_WINDOW_SIZE: u32 = 128 * 1024 * 1024;
 
-/// Credit one channel grants its alknet peer at a time (see "Per-channel
-/// credit" in `flow.rs`): what it may hold unread while its reader is
-/// stalled (three stalled channels stay under the session maximum), and
-/// what bounds a channel's speed over a long link (credit / round trip),
-/// so it matches the client's window.
-pub(crate) const CHANNEL_CREDIT: u64 = 32 * 1024 * 1024;
+/// The window a client grants the server per channel. Against an alknet
+/// server it only has to stay out of the credit's way (twice the largest
+/// credit, as [`CREDITED_WINDOW_SIZE`]); what other servers may send ahead
+/// is bounded by the session backlog marks below.
+///
+/// Per-channel credit is what made a large one safe: at 32 MiB without it
+/// the remote-forward echo test (bulk both ways, a slow reader behind the
+/// server) deadlocked every time — the client, reading on to reach a window
+/// adjustment, took in the server's data without bound.
+pub(crate) const CLIENT_WINDOW_SIZE: u32 = 128 * 1024 * 1024;
+
+/// The credit a channel starts with (see "Per-channel credit" in
+/// `flow.rs`): what an idle or slow channel may hold unread while its
+/// reader is stalled — OpenSSH's channel window.
+pub(crate) const CHANNEL_CREDIT_START: u64 = 2 * 1024 * 1024;
+
+/// The most a channel's credit grows to while its link is what limits it:
+/// a channel's speed over a long link is at most its credit per round
+/// trip. 64 MiB carried ~240 MiB/s at 100 ms in `cargo xtask bench
+/// --wan-only` (32 MiB ~170, OpenSSH's 2 MiB window ~18.5); at 50 ms this
+/// machine's CPU, not the credit, was the limit (~340 MiB/s).
+pub(crate) const CHANNEL_CREDIT_MAX: u64 = 64 * 1024 * 1024;
+
+/// Credit stops growing while a session's channels may hold this much
+/// unread in all: one channel at the largest credit, and what stalled
+/// channels hold stays under [`SESSION_BACKLOG_MAX`].
+pub(crate) const SESSION_CREDIT_CAP: usize = 64 * 1024 * 1024;
 
 /// Largest channel data packet we accept. Fewer, larger packets mean fewer
 /// MACs and syscalls per byte; russh warns above 65535.

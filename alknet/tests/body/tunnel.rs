@@ -266,19 +266,23 @@ async fn counting_sink() -> TargetAddr {
     TargetAddr::Ip(addr)
 }
 
-/// Waits (within [`LIMIT`]) until `counter` passes `bytes`.
-async fn until_past(counter: &AtomicU64, bytes: u64, what: &str) {
+/// Waits (within [`LIMIT`]) until `counter` has moved and then stood
+/// still for half a second: what feeds a stalled channel has filled it.
+async fn until_full(counter: &AtomicU64, what: &str) {
     tokio::time::timeout(LIMIT, async {
-        while counter.load(Ordering::Relaxed) < bytes {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = counter.load(Ordering::Relaxed);
+            if now > 0 && now == last {
+                break;
+            }
+            last = now;
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("{what} stopped short of {bytes} bytes"));
+    .unwrap_or_else(|_| panic!("{what} never stopped"));
 }
-
-/// More than a session may hold unread before it slows its peer (8 MiB).
-const PAST_THE_SESSION_MARK: u64 = 12 * 1024 * 1024;
 
 /// A program that stops reading one tunnel (a stalled `-L` or SOCKS
 /// reader) once stalled every channel of the session: the client stopped
@@ -292,7 +296,7 @@ async fn a_reader_that_stops_stalls_only_its_own_channel() {
     let client = server.client().await;
 
     let mut stalled = client.open(&source).await.unwrap();
-    until_past(&written, PAST_THE_SESSION_MARK, "the source").await;
+    until_full(&written, "the source").await;
 
     let mut bulk = vec![0u8; 32 * 1024 * 1024];
     let mut fast = tokio::time::timeout(LIMIT, async {
@@ -337,7 +341,7 @@ async fn a_target_that_stops_reading_stalls_only_its_own_channel() {
             }
         })
     };
-    until_past(&pushed, PAST_THE_SESSION_MARK, "the push into the hole").await;
+    until_full(&pushed, "the push into the hole").await;
 
     let counted = tokio::time::timeout(LIMIT, async {
         let mut fast = client.open(&sink).await.unwrap();
