@@ -1,8 +1,10 @@
 //! A minimal HTTP/1.1 server to tunnel to: `GET /<n>` answers with `n`
 //! bytes of a fixed pattern ([`HttpTarget::body`]), so any size can be
-//! served without holding it in memory and checked by hash.
+//! served without holding it in memory and checked by hash; `PUT` (or
+//! `POST`) reads a body of its `Content-Length` and answers with how many
+//! bytes came, so uploads can be timed the same way.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,12 +83,39 @@ fn serve(stream: TcpStream) -> io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
-    // Skip the headers.
+    let mut content_length = None;
+    let mut expects_continue = false;
     loop {
         let mut header = String::new();
         if reader.read_line(&mut header)? == 0 || header == "\r\n" || header == "\n" {
             break;
         }
+        let Some((name, value)) = header.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            content_length = value.parse::<u64>().ok();
+        } else if name.eq_ignore_ascii_case("expect") {
+            expects_continue = value.eq_ignore_ascii_case("100-continue");
+        }
+    }
+    if request_line.starts_with("PUT ") || request_line.starts_with("POST ") {
+        let mut writer = stream;
+        if expects_continue {
+            writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
+        let received = io::copy(
+            &mut reader.take(content_length.unwrap_or(0)),
+            &mut io::sink(),
+        )?;
+        let answer = received.to_string();
+        write!(
+            writer,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+            answer.len()
+        )?;
+        return writer.flush();
     }
     let mut writer = stream;
     let length = request_line
@@ -112,4 +141,34 @@ fn serve(stream: TcpStream) -> io::Result<()> {
         left -= n;
     }
     writer.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upload_is_read_whole_and_counted() {
+        let target = HttpTarget::start("127.0.0.1:0").unwrap();
+        let mut stream = TcpStream::connect(target.addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let body = HttpTarget::body(100_000);
+        write!(
+            stream,
+            "PUT /upload HTTP/1.1\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line, "HTTP/1.1 100 Continue\r\n");
+        stream.write_all(&body).unwrap();
+        let mut answer = String::new();
+        reader.read_to_string(&mut answer).unwrap();
+        assert!(answer.contains("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.ends_with("\r\n\r\n100000"), "{answer}");
+    }
 }

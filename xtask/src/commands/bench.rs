@@ -4,7 +4,7 @@
 //! Options: `--size-mib N` (bulk transfer, default 1024), `--runs N`
 //! (throughput runs per tunnel, best counted, default 3), `--connections N`
 //! (latency samples per tunnel, default 1000), `--wan-mib N` (the
-//! long-distance download, default 256), `--wan-only`, `--udp-only`,
+//! long-distance download and upload, default 256), `--wan-only`, `--udp-only`,
 //! `--quick` (64 MiB, one run, 100 connections, 16 MiB long-distance,
 //! 1000 tunnels, 200 sessions: ~1.5 minutes once built, for checking a
 //! change), `--tunnels N` and `--sessions N` (the scale rows, default
@@ -449,13 +449,19 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
         "ratio.latency_p50_vs_best_openssh",
         ms(latencies[0].0) / ms(latencies[1].0.min(latencies[2].0)),
     );
-    for (rtt, alknet, openssh) in &wan {
-        report.set(format!("wan_mib_s.alknet_{rtt}ms"), alknet / MIB);
-        report.set(
-            format!("wan_mib_s.openssh_aes128_gcm_{rtt}ms"),
-            openssh / MIB,
-        );
-        report.set(format!("ratio.wan_{rtt}ms_vs_aes128_gcm"), alknet / openssh);
+    for row in &wan {
+        let rtt = row.rtt_ms;
+        for (way, (alknet, openssh)) in [("", row.download), ("upload_", row.upload)] {
+            report.set(format!("wan_{way}mib_s.alknet_{rtt}ms"), alknet / MIB);
+            report.set(
+                format!("wan_{way}mib_s.openssh_aes128_gcm_{rtt}ms"),
+                openssh / MIB,
+            );
+            report.set(
+                format!("ratio.wan_{way}{rtt}ms_vs_aes128_gcm"),
+                alknet / openssh,
+            );
+        }
     }
     if let Some(duplex) = duplex {
         report.set("throughput_mib_s.node_duplex", duplex / MIB);
@@ -505,10 +511,12 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
             ms(latencies[0].1) / ms(latencies[index].1)
         );
     }
-    for (rtt, alknet, openssh) in &wan {
+    for row in &wan {
         println!(
-            "  {rtt} ms round trip vs aes128-gcm   {:.2}× throughput   (aim: ≥ 8)",
-            alknet / openssh
+            "  {} ms round trip vs aes128-gcm   {:.2}× down, {:.2}× up   (aim: ≥ 8)",
+            row.rtt_ms,
+            row.download.0 / row.download.1,
+            row.upload.0 / row.upload.1
         );
     }
     if let Some(duplex) = duplex {
@@ -716,6 +724,17 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// One download of `mib` through alknet and through OpenSSH (aes128-gcm)
 /// with a delay proxy between client and server, at 50 and 100 ms round
 /// trip; returns (rtt ms, alknet B/s, OpenSSH B/s) per delay.
+/// One round trip's long-distance rows: bytes per second through alknet
+/// and through OpenSSH aes128-gcm, downloading and uploading.
+struct LongDistance {
+    rtt_ms: u64,
+    download: (f64, f64),
+    upload: (f64, f64),
+}
+
+/// A download and an upload of `mib` through alknet and through OpenSSH
+/// (aes128-gcm) with a delay proxy between client and server, at 50 and
+/// 100 ms round trip.
 fn long_distance(
     dir: &Workdir,
     server: &AlknetServer,
@@ -723,8 +742,16 @@ fn long_distance(
     user: &str,
     target: SocketAddr,
     mib: u64,
-) -> Result<Vec<(u64, f64, f64)>> {
-    println!("\nlong-distance link: {mib} MiB through a userspace delay proxy (client ↔ server)");
+) -> Result<Vec<LongDistance>> {
+    println!(
+        "\nlong-distance link: {mib} MiB down and up through a userspace delay proxy (client ↔ server)"
+    );
+    let bytes = mib * 1024 * 1024;
+    let upload = dir.join("upload.bin");
+    // Sparse: reading it costs curl nothing.
+    std::fs::File::create(&upload)
+        .and_then(|file| file.set_len(bytes))
+        .map_err(XtaskError::io("making the file to upload"))?;
     let mut rows = Vec::new();
     for rtt_ms in [50u64, 100] {
         let one_way = Duration::from_millis(rtt_ms / 2);
@@ -748,16 +775,26 @@ fn long_distance(
             None,
             &["-c", "aes128-gcm@openssh.com"],
         )?;
-        let bytes = mib * 1024 * 1024;
-        let alknet = curl_speed(Some(client.socks_addr), target, bytes)?;
-        let openssh = curl_speed(Some(ssh.socks_addr), target, bytes)?;
-        println!(
-            "  {rtt_ms:>3} ms RTT   alknet {:>7.1} MiB/s   OpenSSH aes128-gcm {:>7.1} MiB/s   {:.2}×",
-            alknet / MIB,
-            openssh / MIB,
-            alknet / openssh
-        );
-        rows.push((rtt_ms, alknet, openssh));
+        let row = LongDistance {
+            rtt_ms,
+            download: (
+                curl_speed(Some(client.socks_addr), target, bytes)?,
+                curl_speed(Some(ssh.socks_addr), target, bytes)?,
+            ),
+            upload: (
+                curl_upload_speed(client.socks_addr, target, &upload, bytes)?,
+                curl_upload_speed(ssh.socks_addr, target, &upload, bytes)?,
+            ),
+        };
+        for (way, (alknet, openssh)) in [("down", row.download), ("up", row.upload)] {
+            println!(
+                "  {rtt_ms:>3} ms RTT {way:<4}  alknet {:>7.1} MiB/s   OpenSSH aes128-gcm {:>7.1} MiB/s   {:.2}×",
+                alknet / MIB,
+                openssh / MIB,
+                alknet / openssh
+            );
+        }
+        rows.push(row);
     }
     Ok(rows)
 }
@@ -823,22 +860,47 @@ fn best_of(runs: usize, mut measure: impl FnMut() -> Result<f64>) -> Result<f64>
     Ok(best)
 }
 
-/// Downloads `bytes` with curl (through `socks` if given); bytes per second.
+/// Downloads `bytes` from the target with curl (through `socks` if given)
+/// and returns curl's bytes per second.
 fn curl_speed(socks: Option<SocketAddr>, target: SocketAddr, bytes: u64) -> Result<f64> {
     let mut command = Command::new("curl");
+    command.args(["--write-out", "%{speed_download} %{size_download}"]);
+    if let Some(socks) = socks {
+        command.arg("--socks5-hostname").arg(socks.to_string());
+    }
+    command.arg(format!("http://{target}/{bytes}"));
+    curl_rate(command, bytes, "download")
+}
+
+/// Uploads `file` (`bytes` long) to the target through `socks` with curl
+/// and returns curl's bytes per second.
+fn curl_upload_speed(
+    socks: SocketAddr,
+    target: SocketAddr,
+    file: &std::path::Path,
+    bytes: u64,
+) -> Result<f64> {
+    let mut command = Command::new("curl");
+    command
+        .args(["--write-out", "%{speed_upload} %{size_upload}"])
+        .arg("--socks5-hostname")
+        .arg(socks.to_string())
+        .arg("--upload-file")
+        .arg(file)
+        .arg(format!("http://{target}/upload"));
+    curl_rate(command, bytes, "upload")
+}
+
+/// Runs a curl `command` whose `--write-out` prints a speed and a size,
+/// and returns the speed if the size is `bytes`.
+fn curl_rate(mut command: Command, bytes: u64, what: &str) -> Result<f64> {
     command.args([
         "--silent",
         "--show-error",
         "--fail",
         "--output",
         "/dev/null",
-        "--write-out",
-        "%{speed_download} %{size_download}",
     ]);
-    if let Some(socks) = socks {
-        command.arg("--socks5-hostname").arg(socks.to_string());
-    }
-    command.arg(format!("http://{target}/{bytes}"));
     let output = command.output().map_err(XtaskError::io("running curl"))?;
     let text = String::from_utf8_lossy(&output.stdout);
     let mut fields = text.split_whitespace();
@@ -848,7 +910,7 @@ fn curl_speed(socks: Option<SocketAddr>, target: SocketAddr, bytes: u64) -> Resu
         #[allow(clippy::cast_precision_loss)] // sizes far below 2^52
         (true, Some(speed), Some(size)) if size == bytes as f64 => Ok(speed),
         _ => Err(XtaskError::Failed(format!(
-            "curl download failed: {text} {}",
+            "curl {what} failed: {text} {}",
             String::from_utf8_lossy(&output.stderr)
         ))),
     }
