@@ -4,7 +4,8 @@
 //!   end-to-end tests that run the real `alknet` binary against curl and
 //!   OpenSSH, then a `N passed, N failed` summary.
 //! - `cargo xtask bench`: throughput and latency of alknet against OpenSSH,
-//!   measured in the same run on loopback, reported as ratios.
+//!   measured in the same run on loopback, reported as ratios;
+//!   `cargo xtask bench-report` writes `BENCHMARKS.md` from its `--json`.
 //! - `cargo xtask fuzz [--seconds N] [TARGET]`: the cargo-fuzz targets.
 
 #![forbid(unsafe_code)]
@@ -18,6 +19,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test     run every test (unit, integration, end-to-end) and print a summary
   bench    compare alknet with OpenSSH: bulk throughput and connect latency
+  bench-report  write BENCHMARKS.md's tables from a bench --json report
+           ([JSON] [MARKDOWN], default bench/latest.json BENCHMARKS.md)
   fuzz     run the cargo-fuzz targets in fuzz/ ([--seconds N] [TARGET])
   soak     traffic through every transport while the server is killed,
            stopped and reloaded; checks nothing is lost or leaked ([--minutes N])";
@@ -27,6 +30,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => commands::test::run(&args[1..]),
         Some("bench") => commands::bench::run(&args[1..]),
+        Some("bench-report") => commands::bench_report::run(&args[1..]),
         Some("fuzz") => commands::fuzz::run(&args[1..]),
         Some("soak") => commands::soak::run(&args[1..]),
         // The bench's many-connection target (see commands/scale.rs).

@@ -2,6 +2,7 @@
 
 pub(crate) mod addon;
 pub(crate) mod bench;
+pub(crate) mod bench_report;
 mod dumbpipe;
 pub(crate) mod fuzz;
 mod proc_stats;
