@@ -53,8 +53,8 @@
 //! reader slower than the link. A sender that stops at our newest grant
 //! waits for our reader, and a bigger credit would only hold more unread.
 //! So idle and slow channels keep the starting credit, and a session's
-//! channels grow only while all they may hold stays under
-//! [`SESSION_CREDIT_CAP`].
+//! channels grow only while their growth, summed, stays under
+//! [`SESSION_CREDIT_CAP`]; a closed channel gives its growth back.
 //!
 //! It is negotiated so that other peers see plain SSH: a client announces
 //! credit in its identification string's comment (`tuning::ssh_id`); a
@@ -158,6 +158,9 @@ struct BacklogInner {
     /// what they granted beyond what they read. Their peer sends no more,
     /// so that part of `waiting` needs no session-wide brake.
     reserved: AtomicUsize,
+    /// How far channels' credit grew beyond the start, summed over them:
+    /// growth stops at [`SESSION_CREDIT_CAP`].
+    grown: AtomicUsize,
     /// A [`CreditMode`].
     credit: AtomicU8,
     /// The credit of each open channel, for the peer's grants.
@@ -316,6 +319,23 @@ impl Backlog {
         self.inner.reserved.load(Ordering::Acquire)
     }
 
+    /// Takes `more` bytes of growth for a channel's credit if the
+    /// session's channels have grown less than their cap.
+    fn take_growth(&self, more: usize) -> bool {
+        self.inner
+            .grown
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |grown| {
+                grown
+                    .checked_add(more)
+                    .filter(|after| *after <= SESSION_CREDIT_CAP)
+            })
+            .is_ok()
+    }
+
+    fn give_back_growth(&self, growth: usize) {
+        self.inner.grown.fetch_sub(growth, Ordering::AcqRel);
+    }
+
     fn waiting_now(&self) -> usize {
         self.inner.waiting.load(Ordering::Acquire)
     }
@@ -323,8 +343,7 @@ impl Backlog {
     /// What waits unread beyond what channels under credit may hold: the
     /// part the session-wide brakes answer for.
     fn unreserved(&self) -> usize {
-        self.waiting_now()
-            .saturating_sub(self.inner.reserved.load(Ordering::Acquire))
+        self.waiting_now().saturating_sub(self.reserved_now())
     }
 
     /// Since when a channel writer has waited for what only reading can
@@ -818,7 +837,7 @@ impl ChannelCredit {
     fn grow(&mut self, backlog: &Backlog) {
         let grown = (self.credit * 2).min(CHANNEL_CREDIT_MAX);
         let more = usize::try_from(grown - self.credit).unwrap_or(usize::MAX);
-        if more == 0 || backlog.reserved_now().saturating_add(more) > SESSION_CREDIT_CAP {
+        if more == 0 || !backlog.take_growth(more) {
             return;
         }
         self.credit = grown;
@@ -1053,6 +1072,9 @@ impl Drop for TunnelStream {
             let mut credit = self.credit();
             credit.granting = false;
             credit.update_reserved(&backlog);
+            let growth = credit.credit - CHANNEL_CREDIT_START;
+            credit.credit = CHANNEL_CREDIT_START;
+            backlog.give_back_growth(usize::try_from(growth).unwrap_or(0));
         }
         let reading = self.reading.take();
         let close = self.close.take();
@@ -1284,6 +1306,19 @@ mod tests {
     }
 
     #[test]
+    fn idle_channels_do_not_stop_another_from_growing() {
+        let backlog = Backlog::default();
+        // Fifty idle channels hold their starting credit.
+        backlog.reserve(50 * isize::try_from(CHANNEL_CREDIT_START).unwrap());
+        let (mut credit, _sent) = recorded_credit(CreditMode::Offer);
+        let start = CHANNEL_CREDIT_START;
+        credit.received(bytes(start / 4), &backlog);
+        credit.consumed(bytes(start / 4), &backlog);
+        credit.received(bytes(start / 4 * 3), &backlog);
+        assert_eq!(credit.credit, start * 2);
+    }
+
+    #[test]
     fn a_slow_reader_keeps_its_credit_small() {
         let backlog = Backlog::default();
         let (mut credit, sent) = recorded_credit(CreditMode::Offer);
@@ -1313,9 +1348,9 @@ mod tests {
             total = stop;
         }
         assert_eq!(credit.credit, CHANNEL_CREDIT_MAX);
-        // Other channels of the session hold (nearly) all the cap.
+        // Other channels of the session grew (nearly) as far as the cap.
         let backlog = Backlog::default();
-        backlog.reserve(SESSION_CREDIT_CAP.cast_signed() - isize::try_from(start).unwrap());
+        assert!(backlog.take_growth(SESSION_CREDIT_CAP - bytes(start) + 1));
         let (mut credit, _sent) = recorded_credit(CreditMode::Offer);
         credit.received(bytes(start / 4), &backlog);
         credit.consumed(bytes(start / 4), &backlog);

@@ -45,10 +45,11 @@ pub(crate) const CHANNEL_CREDIT_START: u64 = 2 * 1024 * 1024;
 /// machine's CPU, not the credit, was the limit (~340 MiB/s).
 pub(crate) const CHANNEL_CREDIT_MAX: u64 = 64 * 1024 * 1024;
 
-/// Credit stops growing while a session's channels may hold this much
-/// unread in all: one channel at the largest credit, and what stalled
-/// channels hold stays under [`SESSION_BACKLOG_MAX`].
-pub(crate) const SESSION_CREDIT_CAP: usize = 64 * 1024 * 1024;
+/// How far a session's channels' credit may grow beyond the start, summed
+/// over them: room for one channel at the largest credit and another at
+/// half of it. Stalled channels then hold at most this plus the starting
+/// credit each; idle channels take none of it.
+pub(crate) const SESSION_CREDIT_CAP: usize = 96 * 1024 * 1024;
 
 /// Largest channel data packet we accept. Fewer, larger packets mean fewer
 /// MACs and syscalls per byte; russh warns above 65535.
