@@ -833,7 +833,7 @@ impl ChannelCredit {
     }
 
     /// The credit was shorter than the round trip: double it, while the
-    /// session's channels may hold no more than their cap.
+    /// session's channels' growth stays under its cap.
     fn grow(&mut self, backlog: &Backlog) {
         let grown = (self.credit * 2).min(CHANNEL_CREDIT_MAX);
         let more = usize::try_from(grown - self.credit).unwrap_or(usize::MAX);

@@ -10,7 +10,6 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
-use crate::commands::bench::civil_date;
 use xtask::{Result, XtaskError};
 
 /// Where the hand-written part of `BENCHMARKS.md` starts.
@@ -222,6 +221,29 @@ impl<'a> Tables<'a> {
         );
         Ok(())
     }
+}
+
+/// The UTC day of `time` as `YYYY-MM-DD` (the proleptic Gregorian
+/// calendar, from days since 1970 by the usual era arithmetic).
+pub(crate) fn civil_date(time: std::time::SystemTime) -> String {
+    let seconds = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let days = seconds / 86_400 + 719_468;
+    let era = days / 146_097;
+    let day_of_era = days % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
 }
 
 /// `n` with a space between each group of three digits: 10 000.
