@@ -7,12 +7,14 @@
 //! direction. With a fixed 128 KiB per direction, idle tunnels through one
 //! client cost it ~119 KiB each (`cargo xtask bench --scale-only`).
 
+use std::collections::VecDeque;
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use alknet_transport::AsyncStream;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// What a direction starts with: a keystroke, a request, a short answer fit.
 const INITIAL_BUFFER: usize = 4 * 1024;
@@ -26,16 +28,24 @@ const MAX_BUFFER: usize = 128 * 1024;
 /// A read this much smaller than the buffer counts as small traffic.
 const SMALL_READ_RATIO: usize = 16;
 
+/// How many queued chunks one vectored write hands over at most.
+const WRITE_SLICES: usize = 8;
+
 /// Copies bytes both ways between `a` and `b` until both directions end.
 ///
 /// Half-close is honoured: when one side reaches EOF, the other side's
 /// write half is shut down (for an SSH channel that sends EOF) while the
 /// opposite direction keeps flowing. Returns the bytes copied a→b and b→a;
 /// callers must not log them.
+///
+/// A side that is a [`ChunkedStream`](alknet_transport::ChunkedStream) (an
+/// SSH channel) hands over and takes owned chunks: what a channel received
+/// is written out from the channel's own buffers, and what is read for a
+/// channel is queued on it without a copy.
 pub async fn relay<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
 where
-    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
-    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    A: AsyncStream + ?Sized,
+    B: AsyncStream + ?Sized,
 {
     let mut a_to_b = Direction::Copying(Copy::default());
     let mut b_to_a = Direction::Copying(Copy::default());
@@ -66,8 +76,8 @@ impl Direction {
         writer: &mut W,
     ) -> Poll<io::Result<u64>>
     where
-        R: AsyncRead + Unpin + ?Sized,
-        W: AsyncWrite + Unpin + ?Sized,
+        R: AsyncStream + ?Sized,
+        W: AsyncStream + ?Sized,
     {
         loop {
             match self {
@@ -85,14 +95,20 @@ impl Direction {
     }
 }
 
-/// Copies one reader to one writer through a buffer that adapts its size.
+/// Copies one reader to one writer as a queue of owned chunks: read from
+/// a channel as it holds them, or read from a plain stream into a buffer
+/// whose size adapts, each read split off as a chunk of its own.
 #[derive(Default)]
 struct Copy {
-    /// Allocated on the first read.
-    buffer: Vec<u8>,
-    /// Bytes of `buffer` read and not yet all written: `start..end`.
-    start: usize,
-    end: usize,
+    /// Read and not yet all written, in order (the front may be partly
+    /// written: it is advanced).
+    queue: VecDeque<Bytes>,
+    queued: usize,
+    /// Where plain reads land; empty (no allocation) while idle.
+    buffer: BytesMut,
+    /// How much a plain read asks for: starts at [`INITIAL_BUFFER`] and
+    /// doubles after a read that filled it, up to [`MAX_BUFFER`].
+    read_size: usize,
     /// The size of the last read.
     last_read: usize,
     reader_done: bool,
@@ -109,48 +125,29 @@ impl Copy {
         writer: &mut W,
     ) -> Poll<io::Result<u64>>
     where
-        R: AsyncRead + Unpin + ?Sized,
-        W: AsyncWrite + Unpin + ?Sized,
+        R: AsyncStream + ?Sized,
+        W: AsyncStream + ?Sized,
     {
         loop {
-            if self.start == self.end && !self.reader_done {
-                self.start = 0;
-                self.end = 0;
-                self.fit_buffer();
-                let mut read = ReadBuf::new(&mut self.buffer);
-                match Pin::new(&mut *reader).poll_read(cx, &mut read) {
-                    Poll::Ready(result) => result?,
-                    Poll::Pending => {
-                        // Nothing more to read for now: what was written must
-                        // not sit in the writer's buffer meanwhile.
-                        if self.unflushed {
-                            ready!(Pin::new(&mut *writer).poll_flush(cx))?;
-                            self.unflushed = false;
-                        }
-                        self.shrink_if_quiet();
-                        return Poll::Pending;
-                    }
+            if self.queue.is_empty() && !self.reader_done && self.read(cx, reader)?.is_pending() {
+                // Nothing more to read for now: what was written must not
+                // sit in the writer's buffer meanwhile.
+                if self.unflushed {
+                    ready!(Pin::new(&mut *writer).poll_flush(cx))?;
+                    self.unflushed = false;
                 }
-                let n = read.filled().len();
-                self.last_read = n;
-                if n == 0 {
-                    self.reader_done = true;
-                } else {
-                    self.end = n;
-                }
+                self.shrink_if_quiet();
+                return Poll::Pending;
             }
-            while self.start < self.end {
-                let written = ready!(
-                    Pin::new(&mut *writer).poll_write(cx, &self.buffer[self.start..self.end])
-                )?;
+            while !self.queue.is_empty() {
+                let written = ready!(self.write(cx, writer))?;
                 if written == 0 {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::WriteZero,
                         "the other side accepted no more bytes",
                     )));
                 }
-                self.start += written;
-                self.copied += written as u64;
+                self.consume(written);
                 self.unflushed = true;
             }
             if self.reader_done {
@@ -161,29 +158,107 @@ impl Copy {
         }
     }
 
-    /// Allocates the buffer on first use, and doubles it after a read
-    /// that filled it.
+    /// Queues what the reader has, or notes its EOF. Pending only when
+    /// nothing was queued.
+    fn read<R: AsyncStream + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut R,
+    ) -> Poll<io::Result<()>> {
+        if let Some(channel) = reader.chunked() {
+            let chunk = ready!(channel.poll_read_chunk(cx, MAX_BUFFER))?;
+            self.queue_read(chunk);
+            return Poll::Ready(Ok(()));
+        }
+        self.fit_buffer();
+        let mut limited = (&mut self.buffer).limit(self.read_size);
+        ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut *reader),
+            cx,
+            &mut limited
+        ))?;
+        let chunk = self.buffer.split().freeze();
+        self.queue_read(chunk);
+        Poll::Ready(Ok(()))
+    }
+
+    /// Queues one read; an empty one is EOF. Says whether it was data.
+    fn queue_read(&mut self, chunk: Bytes) -> bool {
+        self.last_read = chunk.len();
+        if chunk.is_empty() {
+            self.reader_done = true;
+            return false;
+        }
+        self.queued += chunk.len();
+        self.queue.push_back(chunk);
+        true
+    }
+
+    /// Writes from the front of the queue: a chunk handed over whole to a
+    /// channel, else as many queued chunks as one vectored write takes.
+    fn write<W: AsyncStream + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        writer: &mut W,
+    ) -> Poll<io::Result<usize>> {
+        let Some(front) = self.queue.front() else {
+            return Poll::Ready(Ok(0));
+        };
+        if let Some(channel) = writer.chunked() {
+            return channel.poll_write_chunk(cx, front);
+        }
+        let writer = Pin::new(&mut *writer);
+        if self.queue.len() > 1 && writer.is_write_vectored() {
+            let mut slices = [IoSlice::new(&[]); WRITE_SLICES];
+            let count = slices
+                .iter_mut()
+                .zip(&self.queue)
+                .map(|(slice, chunk)| *slice = IoSlice::new(chunk))
+                .count();
+            return writer.poll_write_vectored(cx, &slices[..count]);
+        }
+        writer.poll_write(cx, front)
+    }
+
+    /// Takes `written` bytes off the front of the queue.
+    fn consume(&mut self, written: usize) {
+        self.queued -= written;
+        self.copied += written as u64;
+        let mut left = written;
+        while left > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                break;
+            };
+            if front.len() > left {
+                front.advance(left);
+                break;
+            }
+            left -= front.len();
+            self.queue.pop_front();
+        }
+    }
+
+    /// Starts the read size at its minimum, and doubles it after a read
+    /// that filled it; makes room for one read of that size.
     fn fit_buffer(&mut self) {
-        if self.buffer.is_empty() {
-            self.buffer = vec![0; INITIAL_BUFFER];
-        } else if self.last_read == self.buffer.len() && self.buffer.len() < MAX_BUFFER {
-            self.buffer = vec![0; (self.buffer.len() * 2).min(MAX_BUFFER)];
+        if self.read_size == 0 {
+            self.read_size = INITIAL_BUFFER;
+        } else if self.last_read == self.read_size && self.read_size < MAX_BUFFER {
+            self.read_size = (self.read_size * 2).min(MAX_BUFFER);
         }
+        // Reuses the allocation once the chunks split off it were written.
+        self.buffer.reserve(self.read_size);
     }
 
-    /// Waiting with nothing buffered after a small read (or none): give
-    /// the buffer back, so an idle tunnel holds none and one that once
-    /// carried bulk idles small. Bulk keeps its buffer: its last read was
-    /// large. (Allocating 4 KiB again costs far less than the read.)
+    /// Waiting with nothing queued after a small read (or none): give the
+    /// buffer back, so an idle tunnel holds none and one that once carried
+    /// bulk idles small. Bulk keeps its buffer: its last read was large.
+    /// (Allocating 4 KiB again costs far less than the read.)
     fn shrink_if_quiet(&mut self) {
-        if self.last_read < self.buffer.len() / SMALL_READ_RATIO {
-            self.buffer = Vec::new();
+        if self.last_read < self.read_size / SMALL_READ_RATIO || self.read_size == 0 {
+            self.buffer = BytesMut::new();
+            self.read_size = 0;
         }
-    }
-
-    #[cfg(test)]
-    fn buffer_len(&self) -> usize {
-        self.buffer.len()
     }
 }
 
@@ -194,8 +269,8 @@ impl Copy {
 /// the peers, which are private — and not returned.
 pub async fn relay_until<A, B>(a: &mut A, b: &mut B, stop: impl Future<Output = ()>)
 where
-    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
-    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    A: AsyncStream + ?Sized,
+    B: AsyncStream + ?Sized,
 {
     tokio::select! {
         result = relay(a, b) => {
@@ -210,8 +285,11 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alknet_transport::{BoxStream, ChunkIo, ChunkedStream};
+    use std::io::Cursor;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, duplex};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, duplex};
 
     #[tokio::test]
     async fn eof_in_one_direction_keeps_the_other_flowing() {
@@ -252,46 +330,51 @@ mod tests {
     /// Drives one direction until it finishes or waits.
     async fn step<R, W>(copy: &mut Copy, reader: &mut R, writer: &mut W) -> Poll<io::Result<u64>>
     where
-        R: AsyncRead + Unpin + ?Sized,
-        W: AsyncWrite + Unpin + ?Sized,
+        R: AsyncStream + ?Sized,
+        W: AsyncStream + ?Sized,
     {
         std::future::poll_fn(|cx| Poll::Ready(copy.poll(cx, reader, writer))).await
     }
 
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
     #[tokio::test]
     async fn bulk_grows_the_buffer_to_the_maximum_and_copies_every_byte() {
-        let data: Vec<u8> = (0..3 * MAX_BUFFER).map(|i| (i % 251) as u8).collect();
+        let data = pattern(3 * MAX_BUFFER);
         let mut copy = Copy::default();
-        let mut out = Vec::new();
-        let copied = step(&mut copy, &mut data.as_slice(), &mut out).await;
+        let mut out = Cursor::new(Vec::new());
+        let copied = step(&mut copy, &mut Cursor::new(data.clone()), &mut out).await;
         assert!(matches!(copied, Poll::Ready(Ok(n)) if n == data.len() as u64));
-        assert_eq!(out, data);
-        assert_eq!(copy.buffer_len(), MAX_BUFFER);
+        assert_eq!(out.into_inner(), data);
+        assert_eq!(copy.read_size, MAX_BUFFER);
     }
 
     #[tokio::test]
     async fn an_idle_direction_holds_no_buffer_and_a_quiet_one_gives_its_back() {
         let (mut writer_side, mut reader) = duplex(4 * MAX_BUFFER);
         let mut copy = Copy::default();
-        let mut out = Vec::new();
+        let mut out = Cursor::new(Vec::new());
 
         // Nothing to read yet: waiting costs no buffer.
         assert!(step(&mut copy, &mut reader, &mut out).await.is_pending());
-        assert_eq!(copy.buffer_len(), 0);
+        assert_eq!(copy.buffer.capacity(), 0);
 
         // Bulk grows it, doubling from 4 KiB while reads fill it; after a
         // full read the buffer stays while the direction waits.
         let bulk = 2 * MAX_BUFFER - INITIAL_BUFFER;
         writer_side.write_all(&vec![1u8; bulk]).await.unwrap();
         assert!(step(&mut copy, &mut reader, &mut out).await.is_pending());
-        assert_eq!(out.len(), bulk);
-        assert_eq!(copy.buffer_len(), MAX_BUFFER);
+        assert_eq!(out.get_ref().len(), bulk);
+        assert_eq!(copy.read_size, MAX_BUFFER);
+        assert!(copy.buffer.capacity() > 0);
 
         // A keystroke, then quiet: the buffer is given back.
         writer_side.write_all(b"k").await.unwrap();
         assert!(step(&mut copy, &mut reader, &mut out).await.is_pending());
-        assert_eq!(out.len(), bulk + 1);
-        assert_eq!(copy.buffer_len(), 0);
+        assert_eq!(out.get_ref().len(), bulk + 1);
+        assert_eq!(copy.buffer.capacity(), 0);
 
         // And it ends cleanly with every byte counted.
         drop(writer_side);
@@ -301,14 +384,163 @@ mod tests {
 
     #[tokio::test]
     async fn a_writer_that_takes_nothing_is_an_error_not_a_spin() {
-        let mut full = [0u8; 4];
-        let mut writer = std::io::Cursor::new(&mut full[..]);
+        let mut writer = Cursor::new(vec![0u8; 4].into_boxed_slice());
         let mut copy = Copy::default();
-        let copied = step(&mut copy, &mut &b"more than four bytes"[..], &mut writer).await;
+        let mut reader = Cursor::new(b"more than four bytes".to_vec());
+        let copied = step(&mut copy, &mut reader, &mut writer).await;
         assert!(
             matches!(copied, Poll::Ready(Err(ref e)) if e.kind() == io::ErrorKind::WriteZero),
             "{copied:?}"
         );
+    }
+
+    /// A channel stand-in: hands out its chunks as they are, and records
+    /// what it is given and through which interface.
+    #[derive(Default)]
+    struct Channel {
+        to_read: VecDeque<Bytes>,
+        written: Arc<Mutex<Written>>,
+    }
+
+    #[derive(Default)]
+    struct Written {
+        /// Taken whole through `poll_write_chunk`.
+        chunks: Vec<Bytes>,
+        /// Copied in through `poll_write`.
+        copied_in: Vec<u8>,
+    }
+
+    impl AsyncRead for Channel {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if let Some(front) = self.to_read.front_mut() {
+                let n = front.len().min(buf.remaining());
+                buf.put_slice(&front.split_to(n));
+                if front.is_empty() {
+                    self.to_read.pop_front();
+                }
+            }
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl AsyncWrite for Channel {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.written
+                .lock()
+                .unwrap()
+                .copied_in
+                .extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl ChunkIo for Channel {
+        fn poll_read_chunk(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            max: usize,
+        ) -> Poll<io::Result<Bytes>> {
+            let Some(front) = self.to_read.front_mut() else {
+                return Poll::Ready(Ok(Bytes::new()));
+            };
+            let chunk = front.split_to(front.len().min(max));
+            if front.is_empty() {
+                self.to_read.pop_front();
+            }
+            Poll::Ready(Ok(chunk))
+        }
+
+        fn poll_write_chunk(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            chunk: &Bytes,
+        ) -> Poll<io::Result<usize>> {
+            // Takes at most 10 000 bytes at a time, as a window would.
+            let taken = chunk.slice(..chunk.len().min(10_000));
+            self.written.lock().unwrap().chunks.push(taken.clone());
+            Poll::Ready(Ok(taken.len()))
+        }
+    }
+
+    fn channel_reading(chunks: &[&Bytes]) -> ChunkedStream {
+        ChunkedStream::new(Channel {
+            to_read: chunks.iter().map(|&chunk| chunk.clone()).collect(),
+            ..Channel::default()
+        })
+    }
+
+    /// A channel to write to, boxed as a transport hands it out, and what
+    /// it will have been given.
+    fn channel_writing() -> (BoxStream, Arc<Mutex<Written>>) {
+        let channel = Channel::default();
+        let written = channel.written.clone();
+        (Box::new(ChunkedStream::new(channel)), written)
+    }
+
+    #[tokio::test]
+    async fn a_channels_chunks_reach_a_plain_writer_whole_and_in_order() {
+        let first = Bytes::from(pattern(40_000));
+        let second = Bytes::from(vec![9u8; 3 * MAX_BUFFER]);
+        let mut channel = channel_reading(&[&first, &second]);
+        let mut out = Cursor::new(Vec::new());
+        let copied = step(&mut Copy::default(), &mut channel, &mut out).await;
+        assert!(matches!(copied, Poll::Ready(Ok(n)) if n == (first.len() + second.len()) as u64));
+        assert_eq!(out.into_inner(), [&first[..], &second[..]].concat());
+    }
+
+    #[tokio::test]
+    async fn chunks_pass_from_channel_to_channel_without_a_copy() {
+        let sent = Bytes::from(pattern(25_000));
+        let mut from: BoxStream = Box::new(channel_reading(&[&sent]));
+        let (mut to, written) = channel_writing();
+        let copied = step(&mut Copy::default(), &mut from, &mut to).await;
+        assert!(matches!(copied, Poll::Ready(Ok(25_000))));
+
+        let written = written.lock().unwrap();
+        assert!(
+            written.copied_in.is_empty(),
+            "copied instead of handed over"
+        );
+        let pieces: Vec<usize> = written.chunks.iter().map(Bytes::len).collect();
+        assert_eq!(pieces, [10_000, 10_000, 5_000]);
+        // The very bytes the first channel held, not copies of them.
+        assert_eq!(written.chunks[0].as_ptr(), sent.as_ptr());
+        assert_eq!(written.chunks.concat(), sent);
+    }
+
+    #[tokio::test]
+    async fn a_plain_readers_bytes_are_handed_to_a_channel_as_chunks() {
+        let data = pattern(MAX_BUFFER + 7);
+        let (mut to, written) = channel_writing();
+        let copied = step(
+            &mut Copy::default(),
+            &mut Cursor::new(data.clone()),
+            &mut to,
+        )
+        .await;
+        assert!(matches!(copied, Poll::Ready(Ok(n)) if n == data.len() as u64));
+        let written = written.lock().unwrap();
+        assert!(
+            written.copied_in.is_empty(),
+            "copied instead of handed over"
+        );
+        assert_eq!(written.chunks.concat(), data);
     }
 
     #[tokio::test]

@@ -105,7 +105,7 @@ impl Socks5Server {
     /// a stream that is not a TCP connection has no address for UDP).
     pub async fn handle<S>(&self, client: S) -> Result<(), ProxyError>
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         self.serve_client(client, None).await
     }
@@ -127,7 +127,7 @@ impl Socks5Server {
         udp: Option<(IpAddr, IpAddr)>,
     ) -> Result<(), ProxyError>
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         // socks5-proto reads the handshake a field at a time: buffered, it
         // costs one read instead of eight. Bytes a client sends early

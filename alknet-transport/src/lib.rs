@@ -54,6 +54,7 @@
 
 #![forbid(unsafe_code)]
 
+mod chunked;
 mod connector;
 mod direct;
 mod error;
@@ -65,12 +66,14 @@ mod target;
 mod tcp;
 mod tls;
 
+use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub use chunked::{ChunkIo, ChunkedStream};
 pub use connector::{OpenError, OpenErrorKind, StreamOpener};
 pub use direct::{DirectConnector, connect_direct, connect_direct_filtered, connect_unix};
 pub use error::TransportError;
@@ -85,9 +88,27 @@ pub use tls::{TlsAcceptor, TlsClientOptions, TlsTransport};
 ///
 /// Blanket-implemented for every `AsyncRead + AsyncWrite + Unpin + Send`
 /// type, so it never needs implementing by hand.
-pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The stream as a [`ChunkedStream`], when it is one (also inside a
+    /// [`BoxStream`]): a relay then moves owned chunks through it rather
+    /// than copying each byte.
+    fn chunked(&mut self) -> Option<&mut ChunkedStream>;
+}
 
-impl<T> AsyncStream for T where T: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T> AsyncStream for T
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn chunked(&mut self) -> Option<&mut ChunkedStream> {
+        let any: &mut dyn Any = self;
+        if any.is::<ChunkedStream>() {
+            return any.downcast_mut();
+        }
+        // A box's own blanket impl: look inside.
+        any.downcast_mut::<BoxStream>()
+            .and_then(|boxed| (**boxed).chunked())
+    }
+}
 
 /// A type-erased duplex stream, as returned by every transport.
 pub type BoxStream = Box<dyn AsyncStream>;

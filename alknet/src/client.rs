@@ -459,7 +459,9 @@ fn channel_stream(
     backlog: &Backlog,
 ) -> Result<BoxStream, OpenError> {
     match opened {
-        Ok(channel) => Ok(Box::new(TunnelStream::new(channel, backlog.clone()))),
+        Ok(channel) => Ok(Box::new(
+            TunnelStream::new(channel, backlog.clone()).chunked(),
+        )),
         Err(russh::Error::ChannelOpenFailure(failure)) => Err(open_error_for(&failure)),
         Err(_) => Err(OpenError::new(OpenErrorKind::TunnelDown)),
     }
@@ -560,7 +562,7 @@ impl russh::client::Handler for ClientHandler {
             match local {
                 Ok(mut local) => {
                     reply.accept().await;
-                    let mut channel = TunnelStream::new(channel, backlog);
+                    let mut channel = TunnelStream::new(channel, backlog).chunked();
                     relay_until(&mut channel, &mut local, std::future::pending()).await;
                 }
                 Err(error) => {

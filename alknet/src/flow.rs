@@ -76,9 +76,10 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
+use alknet_transport::{ChunkIo, ChunkedStream};
 use bytes::Bytes;
 use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -873,15 +874,28 @@ impl ChannelCredit {
     }
 }
 
+/// A send on the channel in flight: data, or EOF.
+type Sending = Pin<Box<dyn Future<Output = Result<(), russh::Error>> + Send>>;
+
+/// Starts sending one data message (`Some`) or EOF (`None`) on the channel.
+type SendMessage = Box<dyn Fn(Option<Bytes>) -> Sending + Send + Sync>;
+
 /// One channel as a byte stream whose reads are counted against the
 /// session's backlog. Shutting down its write side sends EOF; dropping it
 /// closes the channel, and what still arrives is read and counted off the
 /// backlog until the channel is gone.
+///
+/// It also moves owned chunks ([`ChunkIo`]): what arrived is handed out as
+/// russh holds it, and what is written whole is queued on the session as
+/// it is (russh's `AsyncWrite` writer copied each byte into a fresh buffer).
 pub(crate) struct TunnelStream {
     reading: Option<Reading>,
     /// The data message being read, and how far.
     current: Option<(Bytes, usize)>,
-    writer: Pin<Box<dyn AsyncWrite + Send>>,
+    send: SendMessage,
+    /// The send in flight and its length (0 for EOF).
+    sending: Option<(Sending, usize)>,
+    eof_sent: bool,
     close: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     backlog: Backlog,
     id: ChannelId,
@@ -901,7 +915,16 @@ impl TunnelStream {
         let id = channel.id();
         let (read, write) = channel.split();
         let write = Arc::new(write);
-        let writer = Box::pin(write.make_writer());
+        let sender = write.clone();
+        let send: SendMessage = Box::new(move |data| {
+            let sender = sender.clone();
+            Box::pin(async move {
+                match data {
+                    Some(data) => sender.data_bytes(data).await,
+                    None => sender.eof().await,
+                }
+            })
+        });
         let runtime = tokio::runtime::Handle::current();
         let granter = write.clone();
         let spawner = runtime.clone();
@@ -931,7 +954,9 @@ impl TunnelStream {
         Self {
             reading: Some(Reading::Idle(read)),
             current: None,
-            writer,
+            send,
+            sending: None,
+            eof_sent: false,
             close: Some(close),
             backlog,
             id,
@@ -939,6 +964,12 @@ impl TunnelStream {
             write_blocked: false,
             runtime,
         }
+    }
+
+    /// This stream as a [`ChunkedStream`], which a relay finds through a
+    /// `BoxStream` and moves owned chunks through.
+    pub(crate) fn chunked(self) -> ChunkedStream {
+        ChunkedStream::new(self)
     }
 
     fn credit(&self) -> MutexGuard<'_, ChannelCredit> {
@@ -950,64 +981,64 @@ impl TunnelStream {
         let backlog = self.backlog.clone();
         self.credit().consumed(len, &backlog);
     }
-}
 
-impl AsyncRead for TunnelStream {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
+    /// Makes `current` the data message to read from; false at EOF.
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         loop {
-            if let Some((data, offset)) = &mut this.current {
-                let n = (data.len() - *offset).min(buf.remaining());
-                buf.put_slice(&data[*offset..*offset + n]);
-                *offset += n;
-                if *offset == data.len() {
-                    let len = data.len();
-                    this.current = None;
-                    this.consumed(len);
-                }
-                return Poll::Ready(Ok(()));
+            if self.current.is_some() {
+                return Poll::Ready(true);
             }
-            let waiting = match this.reading.take() {
+            let mut waiting = match self.reading.take() {
                 Some(Reading::Idle(half)) => wait(half),
                 Some(Reading::Waiting(waiting)) => waiting,
                 ended @ (Some(Reading::Ended(_)) | None) => {
-                    this.reading = ended;
-                    return Poll::Ready(Ok(()));
+                    self.reading = ended;
+                    return Poll::Ready(false);
                 }
             };
-            let mut waiting = waiting;
             match waiting.as_mut().poll(cx) {
                 Poll::Pending => {
-                    this.reading = Some(Reading::Waiting(waiting));
+                    self.reading = Some(Reading::Waiting(waiting));
                     return Poll::Pending;
                 }
                 Poll::Ready((half, message)) => match message {
                     Some(ChannelMsg::Data { data }) => {
-                        this.reading = Some(Reading::Idle(half));
+                        self.reading = Some(Reading::Idle(half));
                         if data.is_empty() {
-                            this.backlog.consumed(0);
+                            self.backlog.consumed(0);
                         } else {
-                            this.current = Some((data, 0));
+                            self.current = Some((data, 0));
                         }
                     }
                     Some(ChannelMsg::Eof | ChannelMsg::Close) => {
-                        this.reading = Some(Reading::Ended(Some(half)));
+                        self.reading = Some(Reading::Ended(Some(half)));
                     }
-                    None => this.reading = Some(Reading::Ended(None)),
+                    None => self.reading = Some(Reading::Ended(None)),
                     // Window adjustments, credit grants (the session's
                     // handler took those), requests and the like.
-                    Some(_) => this.reading = Some(Reading::Idle(half)),
+                    Some(_) => self.reading = Some(Reading::Idle(half)),
                 },
             }
         }
     }
-}
 
-impl TunnelStream {
+    /// Up to `max` bytes of the current message, without a copy; the
+    /// message counts as consumed once all of it was taken.
+    fn take_current(&mut self, max: usize) -> Bytes {
+        let Some((data, offset)) = &mut self.current else {
+            return Bytes::new();
+        };
+        let n = (data.len() - *offset).min(max);
+        let chunk = data.slice(*offset..*offset + n);
+        *offset += n;
+        if *offset == data.len() {
+            let len = data.len();
+            self.current = None;
+            self.consumed(len);
+        }
+        chunk
+    }
+
     fn set_write_blocked(&mut self, blocked: bool) {
         if blocked != self.write_blocked {
             self.write_blocked = blocked;
@@ -1018,6 +1049,70 @@ impl TunnelStream {
             }
         }
     }
+
+    /// Starts sending what the credit allows of `len` bytes, taken from
+    /// `piece(room)`, unless a send is in flight; then drives the send.
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        len: usize,
+        piece: impl FnOnce(usize) -> Bytes,
+    ) -> Poll<io::Result<usize>> {
+        if self.sending.is_none() {
+            let room = {
+                let mut credit = self.credit();
+                let room = credit.room(len);
+                if room == 0 {
+                    // Woken by the session's handler when the peer grants.
+                    credit.write_waker = Some(cx.waker().clone());
+                }
+                room
+            };
+            if room == 0 {
+                // Counted as waiting: a paused client must read on to hear
+                // the grant, as it does for a window adjustment.
+                self.set_write_blocked(true);
+                return Poll::Pending;
+            }
+            self.sending = Some(((self.send)(Some(piece(room))), room));
+        }
+        self.poll_sending(cx)
+    }
+
+    /// Drives the send in flight (ready at once when there is none) and
+    /// says how many bytes it carried.
+    fn poll_sending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some((sending, len)) = &mut self.sending else {
+            return Poll::Ready(Ok(0));
+        };
+        let len = *len;
+        let sent = sending.as_mut().poll(cx);
+        self.set_write_blocked(sent.is_pending());
+        let sent = ready!(sent);
+        self.sending = None;
+        if sent.is_err() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the channel is closed",
+            )));
+        }
+        self.credit().sent += len as u64;
+        Poll::Ready(Ok(len))
+    }
+}
+
+impl AsyncRead for TunnelStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if ready!(self.poll_message(cx)) {
+            let chunk = self.take_current(buf.remaining());
+            buf.put_slice(&chunk);
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl AsyncWrite for TunnelStream {
@@ -1026,36 +1121,47 @@ impl AsyncWrite for TunnelStream {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let room = {
-            let mut credit = this.credit();
-            let room = credit.room(data.len());
-            if room == 0 && !data.is_empty() {
-                // Woken by the session's handler when the peer grants.
-                credit.write_waker = Some(cx.waker().clone());
-            }
-            room
-        };
-        if room == 0 && !data.is_empty() {
-            // Counted as waiting: a paused client must read on to hear
-            // the grant, as it does for a window adjustment.
-            this.set_write_blocked(true);
-            return Poll::Pending;
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
         }
-        let polled = this.writer.as_mut().poll_write(cx, &data[..room]);
-        if let Poll::Ready(Ok(written)) = polled {
-            this.credit().sent += written as u64;
-        }
-        this.set_write_blocked(polled.is_pending());
-        polled
+        self.poll_send(cx, data.len(), |room| Bytes::copy_from_slice(&data[..room]))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.writer.as_mut().poll_flush(cx)
+        // Sent is as good as flushed: the session writes it out.
+        ready!(self.poll_sending(cx))?;
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.writer.as_mut().poll_shutdown(cx)
+        ready!(self.poll_sending(cx))?;
+        if !self.eof_sent {
+            self.eof_sent = true;
+            self.sending = Some(((self.send)(None), 0));
+            ready!(self.poll_sending(cx))?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl ChunkIo for TunnelStream {
+    fn poll_read_chunk(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<io::Result<Bytes>> {
+        if ready!(self.poll_message(cx)) {
+            return Poll::Ready(Ok(self.take_current(max)));
+        }
+        Poll::Ready(Ok(Bytes::new()))
+    }
+
+    fn poll_write_chunk(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        chunk: &Bytes,
+    ) -> Poll<io::Result<usize>> {
+        self.poll_send(cx, chunk.len(), |room| chunk.slice(..room))
     }
 }
 

@@ -174,7 +174,7 @@ async fn accept_forwarded(
                 .await;
             match opened {
                 Ok(channel) => {
-                    let mut channel = TunnelStream::new(channel, backlog);
+                    let mut channel = TunnelStream::new(channel, backlog).chunked();
                     relay_until(&mut inbound, &mut channel, stop.cancelled()).await;
                 }
                 Err(error) => debug!(%error, "the client refused a forwarded connection"),

@@ -103,7 +103,7 @@ impl IncomingChannel {
     /// down its write side sends EOF; dropping it closes the channel).
     pub async fn accept(self) -> BoxStream {
         self.reply.accept().await;
-        Box::new(TunnelStream::new(self.channel, self.backlog))
+        Box::new(TunnelStream::new(self.channel, self.backlog).chunked())
     }
 
     /// Refuses the channel. An alknet client learns the kind (refused,
