@@ -166,8 +166,19 @@ impl Copy {
         reader: &mut R,
     ) -> Poll<io::Result<()>> {
         if let Some(channel) = reader.chunked() {
-            let chunk = ready!(channel.poll_read_chunk(cx, MAX_BUFFER))?;
-            self.queue_read(chunk);
+            // A channel's messages, as many as are there, up to the maximum.
+            while self.queued < MAX_BUFFER {
+                match channel.poll_read_chunk(cx, MAX_BUFFER - self.queued) {
+                    Poll::Ready(Ok(chunk)) => {
+                        if !self.queue_read(chunk) {
+                            break;
+                        }
+                    }
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Pending if self.queue.is_empty() => return Poll::Pending,
+                    Poll::Pending => break,
+                }
+            }
             return Poll::Ready(Ok(()));
         }
         self.fit_buffer();
