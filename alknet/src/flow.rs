@@ -107,6 +107,16 @@ const WRITER_PATIENCE: Duration = Duration::from_millis(20);
 /// [`Backlog::writers_need_reading`]).
 const OUTBOUND_SENT: usize = 256 * 1024;
 
+/// How long a channel that ended both ways waits for the peer to close it
+/// before closing it itself (see [`Backlog::let_peer_close`]).
+const PEER_CLOSE_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a dropped channel's late data is still read and counted off
+/// the backlog after the last message. Data the peer sent before it heard
+/// of our close arrives within a round trip, or keeps coming without a
+/// pause this long while a full window drains.
+const DRAIN_QUIET: Duration = Duration::from_secs(10);
+
 /// Bytes queued for the transport above which channel writers wait for
 /// it to drain. The transport is then the bottleneck: what the session
 /// queues beyond it only waits, held in memory and copied once more (in a
@@ -185,6 +195,9 @@ struct BacklogInner {
     draining: Mutex<Vec<Waker>>,
     /// The gate's reader, to wake once the backlog shrank.
     gate: Mutex<Option<Waker>>,
+    /// Whether a channel that ended both ways waits for the peer to close
+    /// it (see [`Backlog::let_peer_close`]).
+    peer_closes: std::sync::atomic::AtomicBool,
 }
 
 impl Backlog {
@@ -234,6 +247,22 @@ impl Backlog {
         if before > SESSION_BACKLOG_SOFT && self.unreserved() <= SESSION_BACKLOG_SOFT {
             self.wake_gate();
         }
+    }
+
+    /// A channel that ended both ways (EOF sent and received) is left for
+    /// the peer to close, for [`PEER_CLOSE_WAIT`] at most. russh 0.65
+    /// forgets a channel whose peer closed it, but keeps one it closed
+    /// itself until the session ends (its reply to our close is dropped
+    /// unread): ~2.6 KiB per tunnel, without end, on whichever side closes
+    /// first. A server lets its client close (its client and OpenSSH
+    /// close a channel once both EOFs were sent), so the long-lived,
+    /// shared side is the one that keeps nothing.
+    pub(crate) fn let_peer_close(&self) {
+        self.inner.peer_closes.store(true, Ordering::Release);
+    }
+
+    fn peer_closes(&self) -> bool {
+        self.inner.peer_closes.load(Ordering::Acquire)
     }
 
     /// How the session's channels grant credit.
@@ -941,7 +970,7 @@ pub(crate) struct TunnelStream {
     /// The send in flight and its length (0 for EOF).
     sending: Option<(Sending, usize)>,
     eof_sent: bool,
-    close: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    close: Close,
     backlog: Backlog,
     id: ChannelId,
     credit: SharedCredit,
@@ -1231,29 +1260,72 @@ impl Drop for TunnelStream {
         let reading = self.reading.take();
         let close = self.close.take();
         let backlog = self.backlog.clone();
-        // Close the channel, then read off whatever still comes until
-        // russh forgets it, so the backlog counts it as consumed.
-        self.runtime.spawn(async move {
-            if let Some(close) = close {
-                close.await;
+        match reading {
+            // Both ways ended: the peer closes it, and russh then forgets
+            // it on our side too.
+            Some(Reading::Ended(Some(half))) if self.eof_sent && backlog.peer_closes() => {
+                self.runtime
+                    .spawn(wait_for_peer_close(half, close, backlog));
             }
-            let mut half = match reading {
-                Some(Reading::Idle(half) | Reading::Ended(Some(half))) => half,
-                Some(Reading::Waiting(waiting)) => {
-                    let (half, message) = waiting.await;
-                    if let Some(ChannelMsg::Data { data }) = message {
-                        backlog.consumed(data.len());
-                    }
-                    half
-                }
-                Some(Reading::Ended(None)) | None => return,
+            reading => {
+                self.runtime.spawn(close_and_drain(reading, close, backlog));
+            }
+        }
+    }
+}
+
+type Close = Option<Pin<Box<dyn Future<Output = ()> + Send>>>;
+
+/// Reads off what still comes until the peer closes the channel; closes it
+/// after [`PEER_CLOSE_WAIT`] if the peer did not.
+async fn wait_for_peer_close(mut half: ChannelReadHalf, close: Close, backlog: Backlog) {
+    let closed = tokio::time::timeout(PEER_CLOSE_WAIT, async {
+        while let Some(message) = half.wait().await {
+            match message {
+                ChannelMsg::Data { data } => backlog.consumed(data.len()),
+                ChannelMsg::Close => return,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    if closed.is_err()
+        && let Some(close) = close
+    {
+        close.await;
+    }
+}
+
+/// Closes the channel, then reads off whatever still comes so that the
+/// backlog counts it as consumed: until the peer's close, or until the
+/// channel has been quiet for [`DRAIN_QUIET`] (russh 0.65 never tells the
+/// side that closed first of the peer's close; waiting for it would keep
+/// this task for the session's life).
+async fn close_and_drain(reading: Option<Reading>, close: Close, backlog: Backlog) {
+    if let Some(close) = close {
+        close.await;
+    }
+    let mut half = match reading {
+        Some(Reading::Idle(half) | Reading::Ended(Some(half))) => half,
+        Some(Reading::Waiting(waiting)) => {
+            let Ok((half, message)) = tokio::time::timeout(DRAIN_QUIET, waiting).await else {
+                return;
             };
-            while let Some(message) = half.wait().await {
-                if let ChannelMsg::Data { data } = message {
-                    backlog.consumed(data.len());
-                }
+            match message {
+                Some(ChannelMsg::Data { data }) => backlog.consumed(data.len()),
+                Some(ChannelMsg::Close) | None => return,
+                Some(_) => {}
             }
-        });
+            half
+        }
+        Some(Reading::Ended(None)) | None => return,
+    };
+    while let Ok(Some(message)) = tokio::time::timeout(DRAIN_QUIET, half.wait()).await {
+        match message {
+            ChannelMsg::Data { data } => backlog.consumed(data.len()),
+            ChannelMsg::Close => return,
+            _ => {}
+        }
     }
 }
 

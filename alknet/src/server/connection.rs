@@ -99,6 +99,7 @@ impl Server {
         };
         // Reading pauses while the session's channels hold too much unread.
         let backlog = Backlog::default();
+        backlog.let_peer_close();
         let stream = WriteBehind::new(
             GatedStream::server(stream, backlog.clone()),
             backlog.clone(),

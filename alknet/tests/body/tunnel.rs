@@ -756,3 +756,57 @@ async fn channels_beyond_the_per_session_limit_are_refused() {
     assert!(reopened.is_ok(), "a closed channel's place was never freed");
     server.shutdown().await;
 }
+
+/// russh forgets a channel its peer closed, but keeps one it closed itself
+/// until the session ends. So a server leaves the closing of a tunnel that
+/// ended both ways to its client, and tunnel after tunnel through one
+/// session costs it nothing: here, its tasks come back to where they were
+/// (a channel it closed itself would keep one, reading, for 10 s).
+#[test]
+fn a_server_keeps_nothing_of_tunnels_that_ended_both_ways() {
+    let runtime = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let (server_runtime, client_runtime) = (runtime(), runtime());
+    let server = server_runtime.block_on(TestServer::start_on(BACKEND, |options| options));
+    let server_tasks = || server_runtime.metrics().num_alive_tasks();
+    client_runtime.block_on(async {
+        let echo = TargetAddr::Ip(streaming_echo().await);
+        let client = server.client().await;
+        let through_echo = || async {
+            let mut stream = client.open(&echo).await.expect("open failed");
+            stream.write_all(b"ping").await.unwrap();
+            // Our EOF: the echo ends, and the server's side of the tunnel
+            // ends both ways before ours.
+            stream.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            tokio::time::timeout(LIMIT, stream.read_to_end(&mut back))
+                .await
+                .expect("echo hung")
+                .unwrap();
+            assert_eq!(back, b"ping");
+        };
+        through_echo().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = server_tasks();
+
+        for _ in 0..20 {
+            through_echo().await;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while server_tasks() > before && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            server_tasks() <= before,
+            "{} server tasks still held after 20 ended tunnels",
+            server_tasks() - before
+        );
+        client.disconnect().await;
+    });
+    server_runtime.block_on(server.shutdown());
+}
