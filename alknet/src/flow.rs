@@ -74,7 +74,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
@@ -197,7 +197,7 @@ struct BacklogInner {
     gate: Mutex<Option<Waker>>,
     /// Whether a channel that ended both ways waits for the peer to close
     /// it (see [`Backlog::let_peer_close`]).
-    peer_closes: std::sync::atomic::AtomicBool,
+    peer_closes: AtomicBool,
 }
 
 impl Backlog {
@@ -1276,17 +1276,24 @@ impl Drop for TunnelStream {
 
 type Close = Option<Pin<Box<dyn Future<Output = ()> + Send>>>;
 
+/// Counts one message of a dropped channel off the backlog; false once the
+/// channel is closed (its close, or russh forgot it).
+fn count_off(message: Option<ChannelMsg>, backlog: &Backlog) -> bool {
+    match message {
+        Some(ChannelMsg::Data { data }) => {
+            backlog.consumed(data.len());
+            true
+        }
+        Some(ChannelMsg::Close) | None => false,
+        Some(_) => true,
+    }
+}
+
 /// Reads off what still comes until the peer closes the channel; closes it
 /// after [`PEER_CLOSE_WAIT`] if the peer did not.
 async fn wait_for_peer_close(mut half: ChannelReadHalf, close: Close, backlog: Backlog) {
     let closed = tokio::time::timeout(PEER_CLOSE_WAIT, async {
-        while let Some(message) = half.wait().await {
-            match message {
-                ChannelMsg::Data { data } => backlog.consumed(data.len()),
-                ChannelMsg::Close => return,
-                _ => {}
-            }
-        }
+        while count_off(half.wait().await, &backlog) {}
     })
     .await;
     if closed.is_err()
@@ -1311,20 +1318,16 @@ async fn close_and_drain(reading: Option<Reading>, close: Close, backlog: Backlo
             let Ok((half, message)) = tokio::time::timeout(DRAIN_QUIET, waiting).await else {
                 return;
             };
-            match message {
-                Some(ChannelMsg::Data { data }) => backlog.consumed(data.len()),
-                Some(ChannelMsg::Close) | None => return,
-                Some(_) => {}
+            if !count_off(message, &backlog) {
+                return;
             }
             half
         }
         Some(Reading::Ended(None)) | None => return,
     };
-    while let Ok(Some(message)) = tokio::time::timeout(DRAIN_QUIET, half.wait()).await {
-        match message {
-            ChannelMsg::Data { data } => backlog.consumed(data.len()),
-            ChannelMsg::Close => return,
-            _ => {}
+    while let Ok(message) = tokio::time::timeout(DRAIN_QUIET, half.wait()).await {
+        if !count_off(message, &backlog) {
+            return;
         }
     }
 }
