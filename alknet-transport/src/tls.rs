@@ -34,6 +34,12 @@ const ALPN_H2: &[u8] = b"h2";
 /// ACME TLS-ALPN-01 validation (RFC 8737).
 const ALPN_ACME_TLS: &[u8] = b"acme-tls/1";
 
+/// How many bytes of encrypted records rustls may hold for the socket
+/// (rustls's default is 64 KiB). An SSH session hands over its output in
+/// batches of up to a few hundred KiB; with room for a whole batch, one
+/// `writev` carries it instead of one per four records.
+const TLS_SEND_BUFFER: usize = 256 * 1024;
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
@@ -132,7 +138,10 @@ impl Transport for TlsTransport {
         let handshake = self.connector.connect(self.server_name.clone(), tcp);
         let timeout = self.tcp.connect_timeout();
         match tokio::time::timeout(timeout, handshake).await {
-            Ok(Ok(stream)) => Ok(Box::new(stream)),
+            Ok(Ok(mut stream)) => {
+                stream.get_mut().1.set_buffer_limit(Some(TLS_SEND_BUFFER));
+                Ok(Box::new(stream))
+            }
             Ok(Err(error)) => Err(handshake_error(self.tcp.server(), error)),
             Err(_) => Err(TransportError::Timeout {
                 server: self.tcp.server().to_owned(),
@@ -339,7 +348,10 @@ impl LazyTlsStream {
                         "ACME validation handshake answered",
                     )));
                 }
-                Poll::Ready(Ok(stream)) => *self = LazyTlsStream::Ready(Box::new(stream)),
+                Poll::Ready(Ok(mut stream)) => {
+                    stream.get_mut().1.set_buffer_limit(Some(TLS_SEND_BUFFER));
+                    *self = LazyTlsStream::Ready(Box::new(stream));
+                }
                 Poll::Ready(Err(error)) => {
                     *self = LazyTlsStream::Failed;
                     return Poll::Ready(Err(error));
