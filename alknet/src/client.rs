@@ -28,6 +28,7 @@ use crate::error::ChangedHostKey;
 use crate::flow::{Backlog, CreditMode, GatedStream, TunnelStream, WriteBehind};
 use crate::policy_opener::{PolicyOpener, default_client_policy};
 use crate::remote_forward::{RemoteForwardPort, RemoteForwardTable};
+use crate::session_wear::SessionWear;
 use crate::tuning::client_config;
 
 /// How long connecting a remote forward's local target may take.
@@ -63,6 +64,14 @@ pub struct ConnectOptions {
     /// this side; `None`: everything but loopback
     /// ([`default_client_policy`](crate::default_client_policy)).
     pub forward_policy: Option<Arc<ForwardingPolicy>>,
+    /// A [`ReconnectingClient`](crate::ReconnectingClient) moves to a fresh
+    /// session once this many tunnels have ended on the current one (0:
+    /// never). russh 0.65 keeps ~2.6 KiB of each finished tunnel until its
+    /// session ends; open tunnels finish on the old session, which ends
+    /// after its last. Remote forwards move with it (a connection to one
+    /// in the moment between is refused); with a UDP remote forward, which
+    /// cannot be moved, the session is never renewed.
+    pub renew_after_tunnels: usize,
     /// The key met on a reconnecting client's first connection.
     pub(crate) session_pin: Option<String>,
 }
@@ -171,6 +180,7 @@ impl ConnectOptions {
             keepalive_interval: Duration::from_secs(15),
             remote_forwards: Vec::new(),
             forward_policy: None,
+            renew_after_tunnels: 10_000,
         }
     }
 
@@ -198,6 +208,7 @@ impl fmt::Debug for ConnectOptions {
             // Targets are private; only how many.
             .field("remote_forwards", &self.remote_forwards.len())
             .field("forward_policy", &self.forward_policy.is_some())
+            .field("renew_after_tunnels", &self.renew_after_tunnels)
             .finish()
     }
 }
@@ -216,6 +227,8 @@ pub struct Client {
     /// The address each granted remote forward was requested with, in the
     /// order of `remote_forward_ports` (needed to cancel it).
     remote_forward_hosts: Vec<String>,
+    /// Where the handler finds the target of each TCP remote forward.
+    remote_forward_table: RemoteForwardTable,
 }
 
 impl ConnectOptions {
@@ -328,21 +341,37 @@ impl Client {
             }
         }
         let server_fingerprint = seen_host_key.lock().map(|f| f.clone()).unwrap_or_default();
-        let mut remote_forward_ports = Vec::new();
-        let mut remote_forward_hosts = Vec::new();
-        for (index, spec) in options.remote_forwards.iter().enumerate() {
+        let mut client = Self {
+            handle,
+            backlog,
+            closed,
+            server_fingerprint,
+            remote_forward_ports: Vec::new(),
+            remote_forward_hosts: Vec::new(),
+            remote_forward_table: remote_forwards,
+        };
+        client
+            .request_remote_forwards(&options.remote_forwards)
+            .await;
+        Ok(client)
+    }
+
+    /// Asks the server for each remote forward; refused ones are logged
+    /// and left out of [`Client::remote_forward_ports`].
+    pub(crate) async fn request_remote_forwards(&mut self, specs: &[ForwardSpec]) {
+        for (index, spec) in specs.iter().enumerate() {
             let granted = match &spec.target {
                 ForwardTarget::Udp(target) => {
                     crate::udp_remote_forward::start(
-                        &handle,
+                        &self.handle,
                         &spec.bind_host,
                         spec.bind_port,
                         target.clone(),
-                        backlog.clone(),
+                        self.backlog.clone(),
                     )
                     .await
                 }
-                _ => tcp_remote_forward(&handle, &remote_forwards, spec).await,
+                _ => tcp_remote_forward(&self.handle, &self.remote_forward_table, spec).await,
             };
             match granted {
                 Ok(port) => {
@@ -350,24 +379,32 @@ impl Client {
                         remote = index + 1,
                         port, "remote forward listening on the server"
                     );
-                    remote_forward_ports.push(RemoteForwardPort { index, port });
+                    self.remote_forward_ports
+                        .push(RemoteForwardPort { index, port });
                     // In step with the ports, to cancel by index (a UDP
                     // forward cannot be cancelled: it ends with the session).
-                    remote_forward_hosts.push(spec.bind_host.clone());
+                    self.remote_forward_hosts.push(spec.bind_host.clone());
                 }
                 Err(error) => {
                     warn!(remote = index + 1, %error, "the server refused a remote forward")
                 }
             }
         }
-        Ok(Self {
-            handle,
-            backlog,
-            closed,
-            server_fingerprint,
-            remote_forward_ports,
-            remote_forward_hosts,
-        })
+    }
+
+    /// Asks the server to stop listening for every remote forward of this
+    /// session (for a fresh session to take them over).
+    pub(crate) async fn cancel_remote_forwards(&self) {
+        for forward in &self.remote_forward_ports {
+            if let Err(error) = self.cancel_remote_forward(forward.index).await {
+                warn!(remote = forward.index + 1, %error, "cannot cancel a remote forward");
+            }
+        }
+    }
+
+    /// The session's channel counts.
+    pub(crate) fn wear(&self) -> &SessionWear {
+        self.backlog.wear()
     }
 
     /// Where this session's remote forwards listen on the server (refused

@@ -85,6 +85,7 @@ use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::session_wear::SessionWear;
 use crate::tuning::{
     CHANNEL_CREDIT_MAX, CHANNEL_CREDIT_START, CREDITED_WINDOW_SIZE, SESSION_BACKLOG_MAX,
     SESSION_BACKLOG_SOFT, SESSION_CREDIT_CAP, TRICKLE_WINDOW, WINDOW_SIZE,
@@ -198,6 +199,8 @@ struct BacklogInner {
     /// Whether a channel that ended both ways waits for the peer to close
     /// it (see [`Backlog::let_peer_close`]).
     peer_closes: AtomicBool,
+    /// The session's open channels and those it closed first.
+    wear: SessionWear,
 }
 
 impl Backlog {
@@ -263,6 +266,11 @@ impl Backlog {
 
     fn peer_closes(&self) -> bool {
         self.inner.peer_closes.load(Ordering::Acquire)
+    }
+
+    /// The session's channel counts (see [`SessionWear`]).
+    pub(crate) fn wear(&self) -> &SessionWear {
+        &self.inner.wear
     }
 
     /// How the session's channels grant credit.
@@ -970,6 +978,8 @@ pub(crate) struct TunnelStream {
     /// The send in flight and its length (0 for EOF).
     sending: Option<(Sending, usize)>,
     eof_sent: bool,
+    /// Whether the peer's close (or the session's end) was seen.
+    peer_closed: bool,
     close: Close,
     backlog: Backlog,
     id: ChannelId,
@@ -1025,12 +1035,14 @@ impl TunnelStream {
             send_grant,
         )));
         backlog.track_credit(id, &credit);
+        backlog.wear().opened();
         Self {
             reading: Some(Reading::Idle(read)),
             current: None,
             send,
             sending: None,
             eof_sent: false,
+            peer_closed: false,
             close: Some(close),
             backlog,
             id,
@@ -1084,10 +1096,15 @@ impl TunnelStream {
                             self.current = Some((data, 0));
                         }
                     }
-                    Some(ChannelMsg::Eof | ChannelMsg::Close) => {
+                    Some(ChannelMsg::Eof) => self.reading = Some(Reading::Ended(Some(half))),
+                    Some(ChannelMsg::Close) => {
+                        self.peer_closed = true;
                         self.reading = Some(Reading::Ended(Some(half)));
                     }
-                    None => self.reading = Some(Reading::Ended(None)),
+                    None => {
+                        self.peer_closed = true;
+                        self.reading = Some(Reading::Ended(None));
+                    }
                     // Window adjustments, credit grants (the session's
                     // handler took those), requests and the like.
                     Some(_) => self.reading = Some(Reading::Idle(half)),
@@ -1264,10 +1281,12 @@ impl Drop for TunnelStream {
             // Both ways ended: the peer closes it, and russh then forgets
             // it on our side too.
             Some(Reading::Ended(Some(half))) if self.eof_sent && backlog.peer_closes() => {
+                backlog.wear().ended(false);
                 self.runtime
                     .spawn(wait_for_peer_close(half, close, backlog));
             }
             reading => {
+                backlog.wear().ended(!self.peer_closed);
                 self.runtime.spawn(close_and_drain(reading, close, backlog));
             }
         }

@@ -95,6 +95,7 @@ mod policy_opener;
 mod reconnect;
 mod remote_forward;
 mod server;
+mod session_wear;
 mod stealth_knock;
 mod transport_spec;
 mod tuning;

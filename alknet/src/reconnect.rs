@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alknet_proxy::{BoxStream, OpenError, OpenErrorKind, StreamOpener, TargetAddr};
+use alknet_proxy::{BoxStream, ForwardTarget, OpenError, OpenErrorKind, StreamOpener, TargetAddr};
 use alknet_transport::{Transport, TransportError};
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -157,6 +157,45 @@ fn is_permanent(error: &Error) -> bool {
     )
 }
 
+/// After how many tunnels closed first a session is renewed, if ever.
+fn renewal_threshold(options: &ConnectOptions) -> Option<usize> {
+    let moves = options
+        .remote_forwards
+        .iter()
+        .all(|spec| !matches!(spec.target, ForwardTarget::Udp(_)));
+    (options.renew_after_tunnels > 0 && moves).then_some(options.renew_after_tunnels)
+}
+
+/// A fresh session to replace `worn`, its remote forwards taken over from
+/// it: the fresh one is up before `worn` lets go of them.
+async fn renew(
+    transport: &dyn Transport,
+    options: &ConnectOptions,
+    worn: &Client,
+) -> Result<Client, Error> {
+    let mut without_forwards = options.clone();
+    without_forwards.remote_forwards.clear();
+    let mut fresh = Client::connect(transport, without_forwards).await?;
+    if !options.remote_forwards.is_empty() {
+        worn.cancel_remote_forwards().await;
+        fresh
+            .request_remote_forwards(&options.remote_forwards)
+            .await;
+    }
+    Ok(fresh)
+}
+
+/// Ends a replaced session once its last open channel has (or at once on
+/// stop).
+async fn retire(worn: Arc<Client>, stop: CancellationToken) {
+    tokio::select! {
+        () = worn.wear().until(|wear| wear.open() == 0) => {}
+        () = worn.closed() => return,
+        () = stop.cancelled() => {}
+    }
+    worn.disconnect().await;
+}
+
 async fn keep_connected(
     transport: Arc<dyn Transport>,
     options: ConnectOptions,
@@ -174,16 +213,47 @@ async fn keep_connected(
         match attempt {
             Ok(client) => {
                 backoff.reset();
-                let client = Arc::new(client);
+                let mut client = Arc::new(client);
                 info!(server = %server, host_key = %client.server_fingerprint(), "connected");
                 // Every reconnection must meet the key of the first one.
                 options
                     .session_pin
                     .get_or_insert_with(|| client.server_fingerprint().to_owned());
                 state.send_replace(SessionState::Connected(client.clone()));
-                tokio::select! {
-                    () = client.closed() => {}
-                    () = stop.cancelled() => return,
+                let renew_after = renewal_threshold(&options);
+                loop {
+                    let worn_out = async {
+                        match renew_after {
+                            Some(limit) => {
+                                client
+                                    .wear()
+                                    .until(|wear| wear.closed_first() >= limit)
+                                    .await;
+                            }
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        () = client.closed() => break,
+                        () = stop.cancelled() => return,
+                        () = worn_out => {}
+                    }
+                    match renew(transport.as_ref(), &options, &client).await {
+                        Ok(fresh) => {
+                            let worn = std::mem::replace(&mut client, Arc::new(fresh));
+                            state.send_replace(SessionState::Connected(client.clone()));
+                            info!(server = %server, "moved to a fresh session");
+                            tokio::spawn(retire(worn, stop.clone()));
+                        }
+                        Err(error) => {
+                            warn!(server = %server, %error, "cannot open a fresh session; keeping this one");
+                            tokio::select! {
+                                () = client.closed() => break,
+                                () = stop.cancelled() => return,
+                                () = tokio::time::sleep(MAX_RETRY) => {}
+                            }
+                        }
+                    }
                 }
                 state.send_replace(SessionState::Connecting);
                 warn!(server = %server, "connection to the server lost");

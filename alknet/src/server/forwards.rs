@@ -3,6 +3,7 @@
 //! channel back to the client, relayed until either side ends or the
 //! forward is cancelled.
 
+use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -11,6 +12,7 @@ use alknet_auth::ChannelRequest;
 use alknet_proxy::relay_until;
 use russh::server::Session;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -31,6 +33,38 @@ pub(crate) fn server_bind_host(requested: &str, gateway_ports: bool) -> &str {
         "" | "*" => "::",
         "localhost" => "127.0.0.1",
         other => other,
+    }
+}
+
+/// A listener a client asked for (`-R`), stopped by its cancel or the
+/// session's end.
+pub(crate) struct RemoteListener {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl RemoteListener {
+    /// Runs `serve` until stopped; `serve` owns the listening socket.
+    pub(super) fn spawn(
+        session_end: &CancellationToken,
+        serve: impl Future<Output = ()> + Send + 'static,
+    ) -> Self {
+        let stop = session_end.child_token();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                () = serve => {}
+                () = stopped.cancelled() => {}
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops it; once this returns the socket is closed, so the port can
+    /// be bound again (a fresh session taking the forward over does).
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
     }
 }
 
@@ -69,26 +103,28 @@ impl SessionHandler {
             return false;
         };
         *port = u32::from(bound.port());
-        let stop = self.session_end.child_token();
-        self.remote_forwards
-            .insert((address.to_owned(), *port), stop.clone());
-        info!(remote_addr = %self.peer, listen = %bound, "remote forward listening");
-        tokio::spawn(accept_forwarded(
+        let accepting = accept_forwarded(
             listener,
             session.handle(),
             address.to_owned(),
             *port,
-            stop,
+            self.session_end.clone(),
             self.backlog.clone(),
-        ));
+        );
+        self.remote_forwards.insert(
+            (address.to_owned(), *port),
+            RemoteListener::spawn(&self.session_end, accepting),
+        );
+        info!(remote_addr = %self.peer, listen = %bound, "remote forward listening");
         true
     }
 
-    /// `cancel-tcpip-forward`: stops listening at once.
-    pub(super) fn stop_listening(&mut self, address: &str, port: u32) -> bool {
+    /// `cancel-tcpip-forward`: stops listening, the port free again by the
+    /// answer; connections already forwarded go on (as with OpenSSH).
+    pub(super) async fn stop_listening(&mut self, address: &str, port: u32) -> bool {
         match self.remote_forwards.remove(&(address.to_owned(), port)) {
-            Some(stop) => {
-                stop.cancel();
+            Some(listener) => {
+                listener.stop().await;
                 info!(remote_addr = %self.peer, port, "remote forward closed");
                 true
             }
@@ -130,34 +166,32 @@ fn dual_stack_socket() -> io::Result<socket2::Socket> {
     Ok(socket)
 }
 
-/// Accepts on `listener` until `stop`, opening a channel back to the
-/// client for each connection. `address` and `port` are echoed so the
-/// client can tell its forwards apart.
+/// Accepts on `listener` (until its [`RemoteListener`] stops), opening a
+/// channel back to the client for each connection, relayed until it ends
+/// or `session_end`. `address` and `port` are echoed so the client can
+/// tell its forwards apart.
 async fn accept_forwarded(
     listener: TcpListener,
     handle: russh::server::Handle,
     address: String,
     port: u32,
-    stop: CancellationToken,
+    session_end: CancellationToken,
     backlog: Backlog,
 ) {
     loop {
-        let (mut inbound, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    debug!(%error, "remote forward cannot accept");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = stop.cancelled() => return,
+        let (mut inbound, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                debug!(%error, "remote forward cannot accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let _ = inbound.set_nodelay(true);
         let (handle, address, stop, backlog) = (
             handle.clone(),
             address.clone(),
-            stop.clone(),
+            session_end.clone(),
             backlog.clone(),
         );
         // From a task of its own: awaiting a Handle inside a callback would

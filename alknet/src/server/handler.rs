@@ -13,6 +13,7 @@ use russh::{Channel, ChannelId};
 use tokio_util::sync::CancellationToken;
 
 use super::ServerInner;
+use super::forwards::RemoteListener;
 use super::login::reject;
 use super::peer::Peer;
 use crate::channel_failure::peer_speaks_credit;
@@ -34,7 +35,7 @@ pub(super) struct SessionHandler {
     pub(super) session_end: CancellationToken,
     /// This session's remote forwards, by the (address, port) the client
     /// uses to cancel them.
-    pub(super) remote_forwards: HashMap<(String, u32), CancellationToken>,
+    pub(super) remote_forwards: HashMap<(String, u32), RemoteListener>,
     /// Channels open now, against the per-session limit.
     pub(super) open_channels: Arc<AtomicUsize>,
     /// Each channel's sink task stops when the client closes the channel
@@ -168,6 +169,6 @@ impl russh::server::Handler for SessionHandler {
         port: u32,
         _session: &mut Session,
     ) -> Result<bool, Self::Error> {
-        Ok(self.stop_listening(address, port))
+        Ok(self.stop_listening(address, port).await)
     }
 }

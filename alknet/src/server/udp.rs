@@ -25,7 +25,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use super::forwards::server_bind_host;
+use super::forwards::{RemoteListener, server_bind_host};
 use super::handler::SessionHandler;
 use super::sink::{ChannelSink, IncomingChannel};
 use crate::channel_failure::failure_for;
@@ -224,18 +224,14 @@ impl SessionHandler {
         };
         reply.accept().await;
         let stream = TunnelStream::new(channel, self.backlog.clone());
-        let stop = self.session_end.child_token();
         self.remote_forwards.insert(
             (format!("udp/{bind}"), u32::from(bound.port())),
-            stop.clone(),
+            RemoteListener::spawn(
+                &self.session_end,
+                serve_udp_listener(Box::new(stream), socket, bound),
+            ),
         );
         info!(remote_addr = %self.peer, listen = %bound, "remote UDP forward listening");
-        tokio::spawn(async move {
-            tokio::select! {
-                () = serve_udp_listener(Box::new(stream), socket, bound) => {}
-                () = stop.cancelled() => {}
-            }
-        });
     }
 }
 

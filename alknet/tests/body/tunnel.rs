@@ -810,3 +810,121 @@ fn a_server_keeps_nothing_of_tunnels_that_ended_both_ways() {
     });
     server_runtime.block_on(server.shutdown());
 }
+
+/// russh keeps each channel a side closed first until its session ends: a
+/// reconnecting client moves to a fresh session after
+/// `renew_after_tunnels` of them, its remote forward (same port) along
+/// with it, while a tunnel still open finishes on the worn session, which
+/// ends after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reconnecting_client_moves_to_a_fresh_session_and_the_worn_one_ends_after_its_last_tunnel()
+ {
+    let greeting = greeter(b"hello").await;
+    let TargetAddr::Ip(greeter_addr) = greeting else {
+        unreachable!("greeter listens on an IP")
+    };
+    let echo = TargetAddr::Ip(streaming_echo().await);
+    let server = TestServer::start_on(BACKEND, |options| options).await;
+    let remote_port = closed_port().port();
+    let mut options = server.options();
+    options.renew_after_tunnels = 5;
+    options.remote_forwards = vec![
+        format!("{remote_port}:127.0.0.1:{}", greeter_addr.port())
+            .parse()
+            .unwrap(),
+    ];
+    let client = alknet::ReconnectingClient::start(server.transport.clone(), options);
+    let first = tokio::time::timeout(LIMIT, async {
+        loop {
+            if let Some(session) = client.current() {
+                break session;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the first session never came up");
+
+    let mut held = client.open(&echo).await.unwrap();
+    held.write_all(b"ping").await.unwrap();
+    let mut answer = [0u8; 4];
+    held.read_exact(&mut answer).await.unwrap();
+    for _ in 0..6 {
+        assert_eq!(read_all(&client, &greeting).await, b"hello");
+    }
+    let fresh = tokio::time::timeout(LIMIT, async {
+        loop {
+            match client.current() {
+                Some(session) if !Arc::ptr_eq(&session, &first) => break session,
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await
+    .expect("no fresh session after 6 finished tunnels");
+    assert_eq!(fresh.server_fingerprint(), first.server_fingerprint());
+    assert_eq!(read_all(&client, &greeting).await, b"hello");
+
+    // The fresh session took over the remote forward's port.
+    let [forward] = fresh.remote_forward_ports() else {
+        panic!("the fresh session holds {:?}", fresh.remote_forward_ports())
+    };
+    assert_eq!(forward.port, remote_port);
+    let mut through = tokio::net::TcpStream::connect(("127.0.0.1", remote_port))
+        .await
+        .unwrap();
+    let mut greeted = Vec::new();
+    tokio::time::timeout(LIMIT, through.read_to_end(&mut greeted))
+        .await
+        .expect("read hung")
+        .unwrap();
+    assert_eq!(greeted, b"hello");
+
+    // The tunnel opened before goes on, on the worn session, which ends
+    // once that tunnel has.
+    held.write_all(b"pong").await.unwrap();
+    held.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"pong");
+    assert!(!first.is_closed(), "the worn session ended under a tunnel");
+    drop(held);
+    tokio::time::timeout(LIMIT, first.closed())
+        .await
+        .expect("the worn session outlived its last tunnel");
+    assert!(!fresh.is_closed());
+    client.shutdown().await;
+    server.shutdown().await;
+}
+
+/// `cancel-tcpip-forward` frees the port by its answer (a fresh session
+/// can take it over at once) and, as with OpenSSH, leaves connections
+/// already forwarded running.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_remote_forward_frees_its_port_at_once_and_keeps_its_connections() {
+    let echo = streaming_echo().await;
+    let server = TestServer::start_on(BACKEND, |options| options).await;
+    let port = closed_port().port();
+    let mut options = server.options();
+    options.remote_forwards = vec![format!("{port}:{echo}").parse().unwrap()];
+    let client = Client::connect(server.transport.as_ref(), options).await.unwrap();
+    let mut forwarded = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut answer = [0u8; 4];
+    forwarded.write_all(b"ping").await.unwrap();
+    forwarded.read_exact(&mut answer).await.unwrap();
+
+    client.cancel_remote_forward(0).await.unwrap();
+    let rebound = TcpListener::bind(("127.0.0.1", port)).await;
+    assert!(
+        rebound.is_ok(),
+        "the port was still taken after the cancel's answer: {rebound:?}"
+    );
+    forwarded.write_all(b"pong").await.unwrap();
+    tokio::time::timeout(LIMIT, forwarded.read_exact(&mut answer))
+        .await
+        .expect("the forwarded connection stalled after the cancel")
+        .unwrap();
+    assert_eq!(&answer, b"pong");
+    client.disconnect().await;
+    server.shutdown().await;
+}
