@@ -461,6 +461,7 @@ impl Client {
         if self.is_closed() {
             return Err(OpenError::new(OpenErrorKind::TunnelDown));
         }
+        let _opening = self.wear().opening();
         // The originator is not meaningful through SOCKS; OpenSSH's -D
         // sends the SOCKS client's address, which would only leak it.
         let opened = self
@@ -484,6 +485,7 @@ impl StreamOpener for Client {
         let path = path.to_str().ok_or_else(|| {
             OpenError::with_detail(OpenErrorKind::Other, "the socket path is not UTF-8")
         })?;
+        let _opening = self.wear().opening();
         channel_stream(
             self.handle.channel_open_direct_streamlocal(path).await,
             &self.backlog,

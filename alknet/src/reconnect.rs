@@ -5,6 +5,9 @@
 //! Only errors that retrying cannot fix end it: the server refusing our
 //! key, presenting a host key other than the pinned one, or presenting a
 //! TLS certificate we do not trust.
+//!
+//! A session that has seen many tunnels end is also replaced, without a
+//! gap: see [`ConnectOptions::renew_after_tunnels`].
 
 use std::fmt;
 use std::path::Path;
@@ -19,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
+use crate::session_wear::SessionWear;
 use crate::{Client, ConnectOptions, Error};
 
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -185,11 +189,11 @@ async fn renew(
     Ok(fresh)
 }
 
-/// Ends a replaced session once its last open channel has (or at once on
-/// stop).
+/// Ends a replaced session once its last channel has (and no open begun
+/// just before the move is still waiting), or at once on stop.
 async fn retire(worn: Arc<Client>, stop: CancellationToken) {
     tokio::select! {
-        () = worn.wear().until(|wear| wear.open() == 0) => {}
+        () = worn.wear().until(SessionWear::idle) => {}
         () = worn.closed() => return,
         () = stop.cancelled() => {}
     }

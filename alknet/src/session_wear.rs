@@ -17,6 +17,8 @@ use tokio::sync::Notify;
 /// Counters of one session's channels, shared by their streams.
 #[derive(Debug, Default)]
 pub(crate) struct SessionWear {
+    /// Channel opens awaiting the peer's answer.
+    opening: AtomicUsize,
     open: AtomicUsize,
     closed_first: AtomicUsize,
     /// Woken whenever a channel ends.
@@ -24,6 +26,13 @@ pub(crate) struct SessionWear {
 }
 
 impl SessionWear {
+    /// Counts a channel open until the guard drops (after the channel's
+    /// stream is made, or the open failed).
+    pub(crate) fn opening(&self) -> Opening<'_> {
+        self.opening.fetch_add(1, Ordering::AcqRel);
+        Opening(self)
+    }
+
     pub(crate) fn opened(&self) {
         self.open.fetch_add(1, Ordering::AcqRel);
     }
@@ -38,9 +47,9 @@ impl SessionWear {
         self.ended.notify_waiters();
     }
 
-    /// Channels whose streams are open.
-    pub(crate) fn open(&self) -> usize {
-        self.open.load(Ordering::Acquire)
+    /// Whether no channel is open or being opened.
+    pub(crate) fn idle(&self) -> bool {
+        self.opening.load(Ordering::Acquire) == 0 && self.open.load(Ordering::Acquire) == 0
     }
 
     /// Channels this side closed first, over the session's life.
@@ -48,7 +57,8 @@ impl SessionWear {
         self.closed_first.load(Ordering::Acquire)
     }
 
-    /// Completes once `done` holds, checking each time a channel ends.
+    /// Completes once `done` holds, checking each time a channel ends or
+    /// an open is answered.
     pub(crate) async fn until(&self, done: impl Fn(&Self) -> bool) {
         loop {
             let ended = self.ended.notified();
@@ -60,6 +70,16 @@ impl SessionWear {
             }
             ended.await;
         }
+    }
+}
+
+/// A channel open in flight (see [`SessionWear::opening`]).
+pub(crate) struct Opening<'a>(&'a SessionWear);
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        self.0.opening.fetch_sub(1, Ordering::AcqRel);
+        self.0.ended.notify_waiters();
     }
 }
 
@@ -88,14 +108,27 @@ mod tests {
             .await
             .expect("the second close first ended the wait")
             .unwrap();
-        assert_eq!((wear.open(), wear.closed_first()), (0, 2));
+        assert!(wear.idle());
+        assert_eq!(wear.closed_first(), 2);
     }
 
     #[tokio::test]
     async fn a_condition_that_already_holds_does_not_wait() {
         let wear = SessionWear::default();
-        tokio::time::timeout(Duration::from_secs(5), wear.until(|wear| wear.open() == 0))
+        tokio::time::timeout(Duration::from_secs(5), wear.until(SessionWear::idle))
             .await
             .expect("no channel is open");
+    }
+
+    #[test]
+    fn an_open_in_flight_keeps_a_session_busy_until_its_stream_is_made() {
+        let wear = SessionWear::default();
+        let opening = wear.opening();
+        assert!(!wear.idle());
+        wear.opened();
+        drop(opening);
+        assert!(!wear.idle(), "the opened channel counts now");
+        wear.ended(true);
+        assert!(wear.idle());
     }
 }
