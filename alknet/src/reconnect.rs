@@ -242,7 +242,11 @@ async fn keep_connected(
                         () = stop.cancelled() => return,
                         () = worn_out => {}
                     }
-                    match renew(transport.as_ref(), &options, &client).await {
+                    let renewed = tokio::select! {
+                        renewed = renew(transport.as_ref(), &options, &client) => renewed,
+                        () = stop.cancelled() => return,
+                    };
+                    match renewed {
                         Ok(fresh) => {
                             let worn = std::mem::replace(&mut client, Arc::new(fresh));
                             state.send_replace(SessionState::Connected(client.clone()));
