@@ -353,6 +353,13 @@ pub(crate) struct ConnectArgs {
     /// everything but this machine's loopback].
     #[arg(long, value_name = "FILE")]
     pub(crate) forward_policy: Option<PathBuf>,
+
+    /// Move to a fresh session after this many tunnels ended on the
+    /// current one (0: never). Each finished tunnel keeps ~2.6 KiB until
+    /// its session ends (a limit of the SSH library); open tunnels finish
+    /// on the old session, -R forwards move along. [default: 10000]
+    #[arg(long, value_name = "N")]
+    pub(crate) renew_after_tunnels: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -17,6 +17,9 @@ pub(crate) async fn run(mut args: ConnectArgs) -> Result<(), CliError> {
     let mut options = connect_options(&args.session)?;
     let transport = transport(&args.session, &options)?;
     options.remote_forwards = args.remote_forwards;
+    if let Some(tunnels) = args.renew_after_tunnels {
+        options.renew_after_tunnels = tunnels;
+    }
     if let Some(path) = &args.forward_policy {
         options.forward_policy = Some(Arc::new(ForwardingPolicy::load(path)?));
     }

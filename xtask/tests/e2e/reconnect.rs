@@ -136,3 +136,58 @@ fn a_client_that_vanishes_is_dropped_by_keepalives_with_its_remote_forward() {
         server.log()
     );
 }
+
+#[test]
+fn after_its_renewal_count_of_tunnels_the_client_moves_to_a_fresh_session_with_its_remote_forward()
+{
+    let dir = Workdir::new().unwrap();
+    let server = AlknetServer::start(&dir, &[]).unwrap();
+    let target = HttpTarget::start("127.0.0.1:0").unwrap();
+    let port = target.addr().port();
+    let forward_port = free_port().unwrap();
+    let remote = format!("{forward_port}:localhost:{port}");
+    let client = AlknetClient::start(
+        &dir,
+        server.port,
+        &server.user_key,
+        &["--renew-after-tunnels", "3", "-R", &remote],
+    )
+    .unwrap();
+    let url = format!("http://localhost:{port}/1000");
+    for round in 0..4 {
+        assert_eq!(
+            fetch(
+                client.socks_addr,
+                &url,
+                &dir.join(&format!("fetch-{round}"))
+            )
+            .unwrap(),
+            HttpTarget::body(1000)
+        );
+    }
+    wait_until("the fresh session", LIMIT, || {
+        client
+            .log()
+            .contains("moved to a fresh session")
+            .then_some(())
+    })
+    .unwrap_or_else(|e| panic!("{e}\nclient log:\n{}", client.log()));
+    // Still one client, no lost session in between; the -R port answers.
+    let log = client.log();
+    assert!(!log.contains("connection to the server lost"), "{log}");
+    let mut via_forward = std::net::TcpStream::connect(("127.0.0.1", forward_port)).unwrap();
+    via_forward.set_read_timeout(Some(LIMIT)).unwrap();
+    via_forward
+        .write_all(b"GET /1000 HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let mut response = Vec::new();
+    via_forward.read_to_end(&mut response).unwrap();
+    assert!(
+        response.ends_with(&HttpTarget::body(1000)),
+        "no answer through the -R port after the renewal"
+    );
+    assert_logs_do_not_mention(
+        &[("client", client.log())],
+        &["localhost".into(), format!(":{port}")],
+    );
+}
