@@ -250,6 +250,9 @@ async fn keep_connected(
                         Ok(fresh) => {
                             let worn = std::mem::replace(&mut client, Arc::new(fresh));
                             state.send_replace(SessionState::Connected(client.clone()));
+                            // A new session like any other (the worn one
+                            // may even have died meanwhile).
+                            info!(server = %server, host_key = %client.server_fingerprint(), "connected");
                             info!(server = %server, "moved to a fresh session");
                             tokio::spawn(retire(worn, stop.clone()));
                         }

@@ -54,6 +54,8 @@ const CHURN_WARM_UP: usize = 500;
 const CHURN_LIMIT: Duration = Duration::from_secs(45);
 const CHURN_THREADS: usize = 4;
 const CHURN_KIB_PER_TUNNEL: f64 = 0.3;
+/// How often the TCP client moves to a fresh session.
+const RENEW_AFTER_TUNNELS: &str = "100";
 /// Growth allowed from warm-up to the end: descriptors, and memory.
 const FD_MARGIN: usize = 8;
 const RSS_MARGIN_KIB: u64 = 24 * 1024;
@@ -170,7 +172,16 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
     ];
     let forward = format!("127.0.0.1:0:127.0.0.1:{}", target.addr().port());
     let mut tcp_args = common.to_vec();
-    tcp_args.extend(["-L", &forward, "-R", &forward]);
+    // Renewing its session every 100 finished tunnels (several times between
+    // faults), under mixed traffic, with its -R forward moving.
+    tcp_args.extend([
+        "-L",
+        &forward,
+        "-R",
+        &forward,
+        "--renew-after-tunnels",
+        RENEW_AFTER_TUNNELS,
+    ]);
     let ca = tls.ca.display().to_string();
     let mut tls_args = common.to_vec();
     tls_args.extend(["--transport", "tls", "--tls-ca", &ca]);
@@ -207,7 +218,8 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
     let tally = Arc::new(Tally::default());
     // First, while the server's heap holds nothing freed that could hide
     // a leak: many short tunnels through one session.
-    let churn = Churn::run(clients[0].client.socks_addr, target.addr(), &server, &tally);
+    // Through the TLS client, which keeps one session (the TCP one renews).
+    let churn = Churn::run(clients[1].client.socks_addr, target.addr(), &server, &tally);
     let traffic = Traffic::start(&clients, target.addr(), &tally, &dir, server.port, &server);
 
     // Warm up, then the clients' level to compare the end with.
@@ -341,6 +353,14 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
         "  faults                       {} ({})",
         faults.len(),
         summarize(&faults)
+    );
+    println!(
+        "  tcp client's renewals        {} (every {RENEW_AFTER_TUNNELS} finished tunnels)",
+        clients[0]
+            .client
+            .log()
+            .matches("moved to a fresh session")
+            .count()
     );
     println!(
         "  reconnect time p50 / max     {:.2} s / {:.2} s ({} reconnections)",
