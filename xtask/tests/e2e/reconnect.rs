@@ -20,6 +20,19 @@ fn wait_for_session(client: &AlknetClient, count: usize) {
     .unwrap_or_else(|e| panic!("{e}\nclient log:\n{}", client.log()));
 }
 
+/// Whether `GET /1000` to the server-side port of a `-R` forward (to an
+/// [`HttpTarget`]) comes back whole.
+fn answers_through(forward_port: u16) -> bool {
+    let mut via_forward = std::net::TcpStream::connect(("127.0.0.1", forward_port)).unwrap();
+    via_forward.set_read_timeout(Some(LIMIT)).unwrap();
+    via_forward
+        .write_all(b"GET /1000 HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let mut response = Vec::new();
+    via_forward.read_to_end(&mut response).unwrap();
+    response.ends_with(&HttpTarget::body(1000))
+}
+
 #[test]
 fn the_same_client_serves_again_after_the_server_is_killed_and_restarted() {
     let dir = Workdir::new().unwrap();
@@ -44,15 +57,8 @@ fn the_same_client_serves_again_after_the_server_is_killed_and_restarted() {
         HttpTarget::body(100_000)
     );
     // The -R forward was requested again on the new session.
-    let mut via_forward = std::net::TcpStream::connect(("127.0.0.1", forward_port)).unwrap();
-    via_forward.set_read_timeout(Some(LIMIT)).unwrap();
-    via_forward
-        .write_all(b"GET /1000 HTTP/1.0\r\n\r\n")
-        .unwrap();
-    let mut response = Vec::new();
-    via_forward.read_to_end(&mut response).unwrap();
     assert!(
-        response.ends_with(&HttpTarget::body(1000)),
+        answers_through(forward_port),
         "no answer through the -R port after reconnecting"
     );
 
@@ -175,15 +181,8 @@ fn after_its_renewal_count_of_tunnels_the_client_moves_to_a_fresh_session_with_i
     // Still one client, no lost session in between; the -R port answers.
     let log = client.log();
     assert!(!log.contains("connection to the server lost"), "{log}");
-    let mut via_forward = std::net::TcpStream::connect(("127.0.0.1", forward_port)).unwrap();
-    via_forward.set_read_timeout(Some(LIMIT)).unwrap();
-    via_forward
-        .write_all(b"GET /1000 HTTP/1.0\r\n\r\n")
-        .unwrap();
-    let mut response = Vec::new();
-    via_forward.read_to_end(&mut response).unwrap();
     assert!(
-        response.ends_with(&HttpTarget::body(1000)),
+        answers_through(forward_port),
         "no answer through the -R port after the renewal"
     );
     assert_logs_do_not_mention(
