@@ -1,7 +1,7 @@
 //! Remote (`-R`) forwards, server side: admission decides, the server
 //! listens, and every connection that arrives becomes a `forwarded-tcpip`
 //! channel back to the client, relayed until either side ends or the
-//! forward is cancelled.
+//! session does (cancelling the forward stops only its listener).
 
 use std::future::Future;
 use std::io;
@@ -188,7 +188,7 @@ async fn accept_forwarded(
             }
         };
         let _ = inbound.set_nodelay(true);
-        let (handle, address, stop, backlog) = (
+        let (handle, address, session_end, backlog) = (
             handle.clone(),
             address.clone(),
             session_end.clone(),
@@ -209,7 +209,7 @@ async fn accept_forwarded(
             match opened {
                 Ok(channel) => {
                     let mut channel = TunnelStream::new(channel, backlog).chunked();
-                    relay_until(&mut inbound, &mut channel, stop.cancelled()).await;
+                    relay_until(&mut inbound, &mut channel, session_end.cancelled()).await;
                 }
                 Err(error) => debug!(%error, "the client refused a forwarded connection"),
             }
