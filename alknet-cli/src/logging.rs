@@ -22,3 +22,25 @@ pub(crate) fn init() {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn by_default_iroh_and_quic_spans_are_not_built_but_alknet_lines_are() {
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new(DEFAULT_FILTER))
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            // What iroh opens around every UDP send, and noq per packet.
+            let per_send = tracing::info_span!(target: "iroh::socket::transports", "poll_send");
+            assert!(per_send.is_disabled());
+            assert!(tracing::info_span!(target: "noq_proto::connection", "send").is_disabled());
+            assert!(tracing::enabled!(target: "iroh::socket", tracing::Level::WARN));
+            assert!(!tracing::enabled!(target: "russh::server", tracing::Level::INFO));
+            assert!(tracing::enabled!(target: "alknet::server", tracing::Level::INFO));
+        });
+    }
+}
