@@ -23,14 +23,25 @@ pub(crate) fn peer_is_alknet(remote_sshid: &[u8]) -> bool {
     remote_sshid.starts_with(ALKNET_ID_PREFIX)
 }
 
-/// Whether the peer's identification string says it is an alknet client
+/// Whether the peer's identification string says it is an alknet peer
 /// that honours per-channel credit (a comment after its version).
 pub(crate) fn peer_speaks_credit(remote_sshid: &[u8]) -> bool {
+    peer_announces(remote_sshid, crate::tuning::CREDIT_ID_COMMENT)
+}
+
+/// Whether the peer is an alknet peer that takes each channel's first
+/// grant as given at the channel's start (see "Per-channel credit" in
+/// `flow.rs`).
+pub(crate) fn peer_grants_at_open(remote_sshid: &[u8]) -> bool {
+    peer_announces(remote_sshid, crate::tuning::CREDIT_AT_OPEN_ID_COMMENT)
+}
+
+fn peer_announces(remote_sshid: &[u8], comment: &str) -> bool {
     peer_is_alknet(remote_sshid)
         && remote_sshid
             .split(|byte| *byte == b' ')
             .skip(1)
-            .any(|comment| comment == crate::tuning::CREDIT_ID_COMMENT.as_bytes())
+            .any(|word| word == comment.as_bytes())
 }
 
 /// The channel-open failure a server sends for a dial error.
@@ -144,11 +155,17 @@ mod tests {
         assert!(peer_speaks_credit(b"SSH-2.0-alknet_0.2.0 other credit"));
         assert!(!peer_speaks_credit(b"SSH-2.0-alknet_0.1.0"));
         assert!(!peer_speaks_credit(b"SSH-2.0-alknet_0.2.0 credits"));
+        assert!(peer_grants_at_open(
+            b"SSH-2.0-alknet_0.2.0 credit credit-open"
+        ));
+        assert!(!peer_grants_at_open(b"SSH-2.0-alknet_0.2.0 credit"));
+        assert!(!peer_grants_at_open(b"SSH-2.0-OpenSSH_9.6 credit-open"));
         assert!(!peer_speaks_credit(b"SSH-2.0-OpenSSH_9.6 credit"));
         let ours = match crate::tuning::ssh_id() {
             russh::SshId::Standard(id) => id.into_owned(),
             other => panic!("unexpected {other:?}"),
         };
         assert!(peer_speaks_credit(ours.as_bytes()), "{ours}");
+        assert!(peer_grants_at_open(ours.as_bytes()), "{ours}");
     }
 }

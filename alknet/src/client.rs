@@ -23,7 +23,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
 
 use crate::Error;
-use crate::channel_failure::open_error_for;
+use crate::channel_failure::{open_error_for, peer_grants_at_open};
 use crate::error::ChangedHostKey;
 use crate::flow::{Backlog, CreditMode, GatedStream, TunnelStream, WriteBehind};
 use crate::policy_opener::{PolicyOpener, default_client_policy};
@@ -631,6 +631,21 @@ impl russh::client::Handler for ClientHandler {
         _session: &mut russh::client::Session,
     ) -> Result<(), Self::Error> {
         self.backlog.extended_data(channel, code, data);
+        Ok(())
+    }
+
+    /// The server's identification string is known once keys are
+    /// exchanged, before any channel: an alknet server that takes first
+    /// grants as given lets this session skip them (see flow.rs).
+    async fn kex_done(
+        &mut self,
+        _shared_secret: Option<&[u8]>,
+        _names: &russh::Names,
+        session: &mut russh::client::Session,
+    ) -> Result<(), Self::Error> {
+        if peer_grants_at_open(session.remote_sshid()) {
+            self.backlog.set_credit_mode(CreditMode::AtOpen);
+        }
         Ok(())
     }
 

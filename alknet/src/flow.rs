@@ -63,6 +63,13 @@
 //! the server has ([`CreditMode::Answer`]). A peer that never grants is
 //! left to the SSH window and the session-wide brakes above.
 //!
+//! Those first grants cost two packets on every tunnel's first round trip
+//! (the server's, then the client's answer). Peers that both announce
+//! `credit-open` as well skip them ([`CreditMode::AtOpen`]): each side takes
+//! the other's first grant, [`CHANNEL_CREDIT_START`], as given when the
+//! channel opens, and sends only renewals. A client learns the server's
+//! announcement when the key exchange is done, before any channel.
+//!
 //! One more trap: each turn of russh's session loop writes *all* its
 //! pending output before it reads again. When both peers have full socket
 //! buffers in both directions (bulk both ways), both wait to write and
@@ -149,6 +156,10 @@ pub(crate) enum CreditMode {
     Answer = 1,
     /// A server whose peer is alknet: every channel grants from its start.
     Offer = 2,
+    /// Both peers announced credit at open: every channel starts as if each
+    /// side had granted the other [`CHANNEL_CREDIT_START`]; only renewals
+    /// are sent.
+    AtOpen = 3,
 }
 
 /// The credit of each channel with a stream, by channel number, and the
@@ -347,6 +358,7 @@ impl Backlog {
         match self.inner.credit.load(Ordering::Acquire) {
             1 => CreditMode::Answer,
             2 => CreditMode::Offer,
+            3 => CreditMode::AtOpen,
             _ => CreditMode::Off,
         }
     }
@@ -832,7 +844,7 @@ impl ChannelCredit {
             granting: false,
             answers: mode == CreditMode::Answer,
             // A server offers only to clients that announced credit.
-            peer_grants: mode == CreditMode::Offer,
+            peer_grants: matches!(mode, CreditMode::Offer | CreditMode::AtOpen),
             received: 0,
             consumed: 0,
             granted: 0,
@@ -843,8 +855,15 @@ impl ChannelCredit {
             send_grant,
             write_waker: None,
         };
-        if mode == CreditMode::Offer {
-            credit.start_granting();
+        match mode {
+            CreditMode::Offer => credit.start_granting(),
+            CreditMode::AtOpen => {
+                // Each side's first grant is taken as given: nothing sent.
+                credit.granting = true;
+                credit.record_grant();
+                credit.send_limit = Some(CHANNEL_CREDIT_START);
+            }
+            CreditMode::Off | CreditMode::Answer => {}
         }
         credit
     }
@@ -856,12 +875,16 @@ impl ChannelCredit {
 
     /// Grants the peer our credit beyond what our reader read.
     fn grant(&mut self) {
+        self.record_grant();
+        (self.send_grant)(self.granted);
+    }
+
+    fn record_grant(&mut self) {
         self.granted = self.consumed + self.credit;
         if self.grants.len() == GRANTS_IN_FLIGHT {
             self.grants.pop_front();
         }
         self.grants.push_back(self.granted);
-        (self.send_grant)(self.granted);
     }
 
     /// Grant bytes from the peer: 8-byte totals, which may arrive split.
@@ -1584,6 +1607,27 @@ mod tests {
             [start, start / 4 * 5, start / 4 + start * 2]
         );
         assert_eq!(backlog.reserved_now(), bytes(start * 2));
+    }
+
+    #[test]
+    fn with_credit_at_open_the_first_grants_are_taken_as_given_and_not_sent() {
+        let backlog = Backlog::default();
+        let (mut credit, sent) = recorded_credit(CreditMode::AtOpen);
+        let start = CHANNEL_CREDIT_START;
+        // Nothing goes out at the start, yet we may send the starting
+        // credit and no more, as if the peer had granted it.
+        assert!(sent.lock().unwrap().is_empty());
+        assert_eq!(credit.room(bytes(start) + 1), bytes(start));
+        // Renewals, and growth, go on as with a sent first grant.
+        credit.received(bytes(start / 4), &backlog);
+        credit.consumed(bytes(start / 4), &backlog);
+        assert_eq!(*sent.lock().unwrap(), [start / 4 * 5]);
+        credit.received(bytes(start / 4 * 3), &backlog);
+        assert_eq!(credit.credit, start * 2);
+        assert_eq!(backlog.reserved_now(), bytes(start * 2));
+        // A grant from the peer raises what we may send.
+        credit.peer_granted(&(start * 3).to_be_bytes(), &backlog);
+        assert_eq!(credit.room(bytes(start * 4)), bytes(start * 3));
     }
 
     #[test]

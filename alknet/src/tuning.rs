@@ -86,9 +86,15 @@ pub(crate) const SESSION_BACKLOG_MAX: usize = 128 * 1024 * 1024;
 /// to the SSH window.
 pub(crate) const CREDIT_ID_COMMENT: &str = "credit";
 
+/// The comment that says this peer takes each channel's first grant as
+/// given when the channel opens, so neither side sends it: two packets
+/// fewer on every tunnel's first round trip. Only used when both peers
+/// announce it; with older alknet peers the first grants are sent.
+pub(crate) const CREDIT_AT_OPEN_ID_COMMENT: &str = "credit-open";
+
 pub(crate) fn ssh_id() -> SshId {
     SshId::Standard(Cow::Owned(format!(
-        "SSH-2.0-alknet_{} {CREDIT_ID_COMMENT}",
+        "SSH-2.0-alknet_{} {CREDIT_ID_COMMENT} {CREDIT_AT_OPEN_ID_COMMENT}",
         env!("CARGO_PKG_VERSION")
     )))
 }

@@ -16,7 +16,7 @@ use super::ServerInner;
 use super::forwards::RemoteListener;
 use super::login::reject;
 use super::peer::Peer;
-use crate::channel_failure::peer_speaks_credit;
+use crate::channel_failure::{peer_grants_at_open, peer_speaks_credit};
 use crate::flow::{Backlog, CreditMode};
 
 /// One session's state, from the first callback to the last.
@@ -82,8 +82,11 @@ impl russh::server::Handler for SessionHandler {
         self.authenticated.cancel();
         // An alknet client that announces credit honours our grants (see
         // flow.rs); others are left to the SSH window.
+        let client = session.remote_sshid();
         self.backlog
-            .set_credit_mode(if peer_speaks_credit(session.remote_sshid()) {
+            .set_credit_mode(if peer_grants_at_open(client) {
+                CreditMode::AtOpen
+            } else if peer_speaks_credit(client) {
                 CreditMode::Offer
             } else {
                 CreditMode::Off
