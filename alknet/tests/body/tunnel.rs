@@ -37,6 +37,19 @@ async fn read_all(opener: &dyn StreamOpener, target: &TargetAddr) -> Vec<u8> {
     data
 }
 
+/// Everything a connection to a loopback port receives until EOF.
+async fn read_all_from_port(port: u16) -> Vec<u8> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut data = Vec::new();
+    tokio::time::timeout(LIMIT, stream.read_to_end(&mut data))
+        .await
+        .expect("read hung")
+        .unwrap();
+    data
+}
+
 fn closed_port() -> TargetAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     TargetAddr::Ip(listener.local_addr().unwrap())
@@ -480,14 +493,7 @@ async fn remote_forwards_bring_server_side_connections_to_client_side_targets() 
     assert_ne!(forward.port, 0, "the server's chosen port is reported");
 
     // A connection to the server-side port comes out at the greeter.
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", forward.port))
-        .await
-        .unwrap();
-    let mut greeting = Vec::new();
-    tokio::time::timeout(LIMIT, stream.read_to_end(&mut greeting))
-        .await
-        .expect("read hung")
-        .unwrap();
+    let greeting = read_all_from_port(forward.port).await;
     assert_eq!(greeting, b"reached the client side");
 
     // The server stops listening when the session ends.
@@ -870,14 +876,7 @@ async fn a_reconnecting_client_moves_to_a_fresh_session_and_the_worn_one_ends_af
         panic!("the fresh session holds {:?}", fresh.remote_forward_ports())
     };
     assert_eq!(forward.port, remote_port);
-    let mut through = tokio::net::TcpStream::connect(("127.0.0.1", remote_port))
-        .await
-        .unwrap();
-    let mut greeted = Vec::new();
-    tokio::time::timeout(LIMIT, through.read_to_end(&mut greeted))
-        .await
-        .expect("read hung")
-        .unwrap();
+    let greeted = read_all_from_port(remote_port).await;
     assert_eq!(greeted, b"hello");
 
     // The tunnel opened before goes on, on the worn session, which ends

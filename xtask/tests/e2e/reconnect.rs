@@ -152,7 +152,7 @@ fn after_its_renewal_count_of_tunnels_the_client_moves_to_a_fresh_session_with_i
     let port = target.addr().port();
     let forward_port = free_port().unwrap();
     let remote = format!("{forward_port}:localhost:{port}");
-    let client = AlknetClient::start(
+    let mut client = AlknetClient::start(
         &dir,
         server.port,
         &server.user_key,
@@ -171,13 +171,10 @@ fn after_its_renewal_count_of_tunnels_the_client_moves_to_a_fresh_session_with_i
             HttpTarget::body(1000)
         );
     }
-    wait_until("the fresh session", LIMIT, || {
-        client
-            .log()
-            .contains("moved to a fresh session")
-            .then_some(())
-    })
-    .unwrap_or_else(|e| panic!("{e}\nclient log:\n{}", client.log()));
+    client
+        .process
+        .wait_for_log("moved to a fresh session", LIMIT)
+        .unwrap_or_else(|e| panic!("{e}"));
     // Still one client, no lost session in between; the -R port answers.
     let log = client.log();
     assert!(!log.contains("connection to the server lost"), "{log}");
