@@ -960,3 +960,110 @@ async fn random_envelopes_never_break_a_connection() {
     .expect("the connection stopped answering");
     assert!(answered);
 }
+
+/// A stream that counts the bytes its connection has written.
+struct CountingWrites {
+    inner: tokio::io::DuplexStream,
+    written: Arc<AtomicUsize>,
+}
+
+impl tokio::io::AsyncRead for CountingWrites {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CountingWrites {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = polled {
+            self.written.fetch_add(n, Ordering::SeqCst);
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Answers at once, noting how many bytes of answers had gone out when
+/// each call came in.
+struct NotesWritten {
+    written: Arc<AtomicUsize>,
+    seen: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl Service for NotesWritten {
+    fn serve(
+        &self,
+        _call: alknet_call::IncomingCall,
+        _emitter: alknet_call::Emitter,
+    ) -> futures_util::future::BoxFuture<'static, Result<alknet_call::Reply, alknet_call::Failure>>
+    {
+        let written = self.written.load(Ordering::SeqCst);
+        self.seen.lock().unwrap().push(written);
+        Box::pin(async { Ok(alknet_call::Reply::Value(Value::Null)) })
+    }
+}
+
+#[tokio::test]
+async fn answers_go_out_while_a_batch_of_requests_is_still_being_read() {
+    // 64 requests in one write, as a busy peer's batch arrives: the first
+    // answers must not wait until the last request is routed, or the two
+    // peers take turns instead of working at once.
+    let (left, right) = tokio::io::duplex(1024 * 1024);
+    let written = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server = CountingWrites {
+        inner: right,
+        written: written.clone(),
+    };
+    CallConnection::new(server)
+        .serve(NotesWritten {
+            written: written.clone(),
+            seen: seen.clone(),
+        })
+        .spawn();
+    let mut batch = Vec::new();
+    for id in 0..64 {
+        batch.extend(raw_frame(&EventEnvelope::new(
+            CALL_REQUESTED,
+            id.to_string(),
+            json!({"name": "/any", "input": null}),
+        )));
+    }
+    let mut peer = Framed::new(left, EnvelopeCodec::default());
+    tokio::io::AsyncWriteExt::write_all(peer.get_mut(), &batch)
+        .await
+        .unwrap();
+    for _ in 0..64 {
+        let answer = timeout(BOUND, peer.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(answer.kind, "call.responded");
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 64);
+    assert_eq!(seen[0], 0, "nothing was answered before the first request");
+    assert!(
+        seen[63] > 0,
+        "all 64 requests were routed before any answer was written"
+    );
+}
