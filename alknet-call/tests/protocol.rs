@@ -841,6 +841,15 @@ fn raw_frame(envelope: &EventEnvelope) -> Vec<u8> {
         .to_vec()
 }
 
+/// The raw frame of request `id` for operation `name`.
+fn request_frame(id: usize, name: &str, input: &Value) -> Vec<u8> {
+    raw_frame(&EventEnvelope::new(
+        CALL_REQUESTED,
+        id.to_string(),
+        json!({"name": name, "input": input}),
+    ))
+}
+
 #[tokio::test]
 async fn a_peer_that_never_reads_its_answers_stops_being_read() {
     // Every malformed request is answered with call.error; the peer reads
@@ -883,14 +892,10 @@ async fn requests_in_hand_are_bounded_in_bytes_and_reading_waits_for_room() {
         .options(options)
         .spawn();
     let big_input = "x".repeat(8 * 1024);
-    let mut frames = Vec::new();
-    for id in 0..100 {
-        frames.push(raw_frame(&EventEnvelope::new(
-            CALL_REQUESTED,
-            id.to_string(),
-            json!({"name": "/slow/never", "input": big_input}),
-        )));
-    }
+    let big_input = json!(big_input);
+    let frames: Vec<Vec<u8>> = (0..100)
+        .map(|id| request_frame(id, "/slow/never", &big_input))
+        .collect();
     let taken = timeout(Duration::from_secs(2), async {
         use tokio::io::AsyncWriteExt;
         for frame in &frames {
@@ -1040,14 +1045,9 @@ async fn answers_go_out_while_a_batch_of_requests_is_still_being_read() {
             seen: seen.clone(),
         })
         .spawn();
-    let mut batch = Vec::new();
-    for id in 0..64 {
-        batch.extend(raw_frame(&EventEnvelope::new(
-            CALL_REQUESTED,
-            id.to_string(),
-            json!({"name": "/any", "input": null}),
-        )));
-    }
+    let batch: Vec<u8> = (0..64)
+        .flat_map(|id| request_frame(id, "/any", &Value::Null))
+        .collect();
     let mut peer = Framed::new(left, EnvelopeCodec::default());
     tokio::io::AsyncWriteExt::write_all(peer.get_mut(), &batch)
         .await

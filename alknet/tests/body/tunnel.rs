@@ -28,20 +28,18 @@ async fn greeter(greeting: &'static [u8]) -> TargetAddr {
 }
 
 async fn read_all(opener: &dyn StreamOpener, target: &TargetAddr) -> Vec<u8> {
-    let mut stream = opener.open(target).await.expect("open failed");
-    let mut data = Vec::new();
-    tokio::time::timeout(LIMIT, stream.read_to_end(&mut data))
-        .await
-        .expect("read hung")
-        .unwrap();
-    data
+    read_to_end_within_limit(opener.open(target).await.expect("open failed")).await
 }
 
 /// Everything a connection to a loopback port receives until EOF.
 async fn read_all_from_port(port: u16) -> Vec<u8> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
+    read_to_end_within_limit(stream).await
+}
+
+async fn read_to_end_within_limit(mut stream: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
     let mut data = Vec::new();
     tokio::time::timeout(LIMIT, stream.read_to_end(&mut data))
         .await

@@ -858,29 +858,22 @@ fn ms(duration: Duration) -> f64 {
 }
 
 /// The order tunnels take turns in, shuffled afresh each round by a fixed
-/// pseudo-random sequence (xorshift), so runs are comparable and no tunnel
-/// always follows the same one.
+/// seed, so runs are comparable and no tunnel always follows the same one.
 struct TurnOrder {
     order: Vec<usize>,
-    state: u64,
+    rng: fastrand::Rng,
 }
 
 impl TurnOrder {
     fn new(count: usize) -> Self {
         Self {
             order: (0..count).collect(),
-            state: 0x9E37_79B9_7F4A_7C15,
+            rng: fastrand::Rng::with_seed(0x9E37_79B9_7F4A_7C15),
         }
     }
 
     fn next_round(&mut self) -> &[usize] {
-        for last in (1..self.order.len()).rev() {
-            self.state ^= self.state << 13;
-            self.state ^= self.state >> 7;
-            self.state ^= self.state << 17;
-            let pick = usize::try_from(self.state % (last as u64 + 1)).unwrap_or(0);
-            self.order.swap(last, pick);
-        }
+        self.rng.shuffle(&mut self.order);
         &self.order
     }
 }
