@@ -275,6 +275,12 @@ impl TransportAcceptor for IrohAcceptor {
     async fn close(&self) {
         self.endpoint.close().await;
     }
+
+    /// The endpoint's socket and every connection's driver run on the
+    /// runtime that bound it.
+    fn driven_where_bound(&self) -> bool {
+        true
+    }
 }
 
 /// The client side: dials one endpoint id, one QUIC connection and stream

@@ -143,6 +143,15 @@ pub trait TransportAcceptor: Send + Sync + 'static {
     /// Stops listening gracefully, once no more connections are wanted.
     /// Nothing for TCP and TLS (dropping the listener is enough).
     async fn close(&self) {}
+
+    /// Whether the streams this acceptor hands out are driven by tasks on
+    /// the runtime it was bound on (an iroh endpoint's QUIC connections
+    /// are), so that their sessions are best served on that runtime too:
+    /// elsewhere, every packet wakes a thread across cores. False for
+    /// TCP and TLS, whose sockets work from any runtime.
+    fn driven_where_bound(&self) -> bool {
+        false
+    }
 }
 
 /// What is known about the far end of an accepted stream.

@@ -24,6 +24,10 @@ async fn streams_cross_between_endpoints_and_each_is_a_session() {
         .await
         .unwrap();
     assert_eq!(server.endpoint_id(), derive_secret_key(b"server").public());
+    assert!(
+        server.driven_where_bound(),
+        "its connections run where it was bound, so its sessions should too"
+    );
     let client = IrohTransport::new(loopback(), server.endpoint_id(), &server.bound_sockets());
 
     let echo = tokio::spawn(async move {
