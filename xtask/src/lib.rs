@@ -32,6 +32,7 @@ mod socks;
 mod ssh_client;
 mod sshd;
 mod tools;
+mod udp_delay_proxy;
 mod udp_echo;
 mod upstream_proxies;
 
@@ -52,9 +53,10 @@ pub use socks::{socks5_connect, socks5_connect_reply};
 pub use ssh_client::{SshDynamicForward, current_user, openssh_client};
 pub use sshd::Sshd;
 pub use tools::{
-    Workdir, free_port, free_udp_port, iroh_peer_args, require_tool, sha256_hex,
+    Workdir, free_port, free_udp_port, iroh_peer_args, iroh_peer_args_at, require_tool, sha256_hex,
     ssh_keygen_ed25519, ssh_public_key_fingerprint, tool_installed,
 };
+pub use udp_delay_proxy::UdpDelayProxy;
 pub use udp_echo::UdpEcho;
 pub use upstream_proxies::UpstreamProxyProcess;
 

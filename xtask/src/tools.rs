@@ -1,7 +1,7 @@
 //! Temporary directories, keys made by the real ssh-keygen, ports, hashes.
 
 use std::fmt::Write as _;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -121,7 +121,13 @@ pub fn free_udp_port() -> Result<u16> {
 /// The `connect`/`call` flags naming iroh endpoint `id` at loopback UDP
 /// `port`, relays off.
 pub fn iroh_peer_args(id: &str, port: u16) -> Vec<String> {
-    let addr = format!("127.0.0.1:{port}");
+    iroh_peer_args_at(id, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// The `connect`/`call` flags naming iroh endpoint `id` at `addr`, relays
+/// off.
+pub fn iroh_peer_args_at(id: &str, addr: SocketAddr) -> Vec<String> {
+    let addr = addr.to_string();
     [
         "--transport",
         "iroh",

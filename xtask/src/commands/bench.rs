@@ -25,8 +25,8 @@ use super::bench_report::civil_date;
 use super::proc_stats::cpu_seconds;
 use xtask::{
     AlknetClient, AlknetServer, DelayProxy, HttpTarget, Profile, Result, SshDynamicForward, Sshd,
-    UdpEcho, Workdir, XtaskError, ca_signed_server_cert, call_bench_binary, current_user,
-    free_udp_port, iroh_peer_args, require_tool, socks5_connect,
+    UdpDelayProxy, UdpEcho, Workdir, XtaskError, ca_signed_server_cert, call_bench_binary,
+    current_user, free_udp_port, iroh_peer_args, iroh_peer_args_at, require_tool, socks5_connect,
 };
 
 struct Settings {
@@ -472,6 +472,14 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
                 alknet / openssh,
             );
         }
+        report.set(
+            format!("wan_mib_s.alknet_over_iroh_{rtt}ms"),
+            row.iroh_download / MIB,
+        );
+        report.set(
+            format!("ratio.wan_iroh_{rtt}ms_vs_aes128_gcm"),
+            row.iroh_download / row.download.1,
+        );
     }
     if let Some(duplex) = duplex {
         report.set("throughput_mib_s.node_duplex", duplex / MIB);
@@ -527,6 +535,11 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
             row.rtt_ms,
             row.download.0 / row.download.1,
             row.upload.0 / row.upload.1
+        );
+        println!(
+            "  {} ms round trip, alknet over iroh vs aes128-gcm over TCP   {:.2}× down",
+            row.rtt_ms,
+            row.iroh_download / row.download.1
         );
     }
     if let Some(duplex) = duplex {
@@ -732,16 +745,19 @@ fn node_duplex(
 const MIB: f64 = 1024.0 * 1024.0;
 
 /// One round trip's long-distance rows: bytes per second through alknet
-/// and through OpenSSH aes128-gcm, downloading and uploading.
+/// and through OpenSSH aes128-gcm, downloading and uploading, and through
+/// alknet over iroh downloading.
 struct LongDistance {
     rtt_ms: u64,
     download: (f64, f64),
     upload: (f64, f64),
+    iroh_download: f64,
 }
 
 /// A download and an upload of `mib` through alknet and through OpenSSH
 /// (aes128-gcm) with a delay proxy between client and server, at 50 and
-/// 100 ms round trip.
+/// 100 ms round trip; and a download through alknet over iroh with a UDP
+/// delay relay between them.
 fn long_distance(
     dir: &Workdir,
     server: &AlknetServer,
@@ -756,6 +772,21 @@ fn long_distance(
     let bytes = mib * 1024 * 1024;
     let upload = dir.join("upload.bin");
     write_cached_file(&upload, bytes).map_err(XtaskError::io("making the file to upload"))?;
+    // An iroh server of its own, on IPv6 loopback: the client, bound to
+    // IPv4, reaches it only through the relay (iroh would otherwise find
+    // the direct path). Its own directory: its keys are its own.
+    let iroh_dir = Workdir::new()?;
+    let iroh_port = free_udp_port()?;
+    let iroh_server = AlknetServer::start_listening_with(
+        &iroh_dir,
+        Profile::Release,
+        &[&format!("iroh://[::1]:{iroh_port}")],
+        &["--iroh-relay", "none"],
+    )?;
+    let endpoint_id = iroh_server
+        .endpoint_id
+        .clone()
+        .ok_or_else(|| XtaskError::Failed("the iroh server printed no endpoint-id".into()))?;
     let mut rows = Vec::new();
     for rtt_ms in [50u64, 100] {
         let one_way = Duration::from_millis(rtt_ms / 2);
@@ -779,6 +810,18 @@ fn long_distance(
             None,
             &["-c", "aes128-gcm@openssh.com"],
         )?;
+        let iroh_link = UdpDelayProxy::start(
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, iroh_port)),
+            one_way,
+        )?;
+        let iroh_args = iroh_peer_args_at(&endpoint_id, iroh_link.addr());
+        let iroh_client = AlknetClient::start_to(
+            &iroh_dir,
+            Profile::Release,
+            &iroh_args.iter().map(String::as_str).collect::<Vec<_>>(),
+            &iroh_server.user_key,
+            &["--host-key", &iroh_server.fingerprint],
+        )?;
         let row = LongDistance {
             rtt_ms,
             download: (
@@ -789,6 +832,7 @@ fn long_distance(
                 curl_upload_speed(client.socks_addr, target, &upload, bytes)?,
                 curl_upload_speed(ssh.socks_addr, target, &upload, bytes)?,
             ),
+            iroh_download: curl_speed(Some(iroh_client.socks_addr), target, bytes)?,
         };
         for (way, (alknet, openssh)) in [("down", row.download), ("up", row.upload)] {
             println!(
@@ -798,6 +842,11 @@ fn long_distance(
                 alknet / openssh
             );
         }
+        println!(
+            "  {rtt_ms:>3} ms RTT down  alknet over iroh {:>7.1} MiB/s   vs OpenSSH aes128-gcm over TCP {:.2}×",
+            row.iroh_download / MIB,
+            row.iroh_download / row.download.1
+        );
         rows.push(row);
     }
     Ok(rows)

@@ -181,6 +181,16 @@ impl<'a> Tables<'a> {
                     self.num(&format!("wan_{way}mib_s.openssh_aes128_gcm_{rtt}ms"), 1)?,
                 );
             }
+            let iroh = format!("ratio.wan_iroh_{rtt}ms_vs_aes128_gcm");
+            if self.report.get(&iroh).is_some() {
+                let _ = writeln!(
+                    out,
+                    "| long distance, {rtt} ms RTT, download, alknet over iroh vs aes128-gcm over TCP | {}× ({} vs {} MiB/s) | |",
+                    self.num(&iroh, 2)?,
+                    self.num(&format!("wan_mib_s.alknet_over_iroh_{rtt}ms"), 1)?,
+                    self.num(&format!("wan_mib_s.openssh_aes128_gcm_{rtt}ms"), 1)?,
+                );
+            }
         }
         if self.report.get("ratio.node_duplex_vs_socks").is_some() {
             let _ = writeln!(
