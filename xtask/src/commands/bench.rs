@@ -26,7 +26,7 @@ use super::proc_stats::cpu_seconds;
 use xtask::{
     AlknetClient, AlknetServer, DelayProxy, HttpTarget, Profile, Result, SshDynamicForward, Sshd,
     UdpDelayProxy, UdpEcho, Workdir, XtaskError, ca_signed_server_cert, call_bench_binary,
-    current_user, free_udp_port, iroh_peer_args, iroh_peer_args_at, require_tool, socks5_connect,
+    current_user, free_udp_port, iroh_peer_args_at, require_tool, socks5_connect,
 };
 
 struct Settings {
@@ -268,18 +268,7 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
         &server.user_key,
         &["--host-key", &server.fingerprint],
     )?;
-    let endpoint_id = server
-        .endpoint_id
-        .clone()
-        .ok_or_else(|| XtaskError::Failed("the server printed no endpoint-id".into()))?;
-    let iroh_args = iroh_peer_args(&endpoint_id, iroh_port);
-    let iroh_client = AlknetClient::start_to(
-        &dir,
-        Profile::Release,
-        &iroh_args.iter().map(String::as_str).collect::<Vec<_>>(),
-        &server.user_key,
-        &["--host-key", &server.fingerprint],
-    )?;
+    let iroh_client = iroh_client(&dir, &server, SocketAddr::from(([127, 0, 0, 1], iroh_port)))?;
     let sshd = Sshd::start(&dir, &dir.join("alknet_user.pub"))?;
     let user = current_user()?;
     // alknet's client against OpenSSH's server, as users of plain sshd run it.
@@ -744,6 +733,22 @@ fn node_duplex(
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// A release client of `server`'s iroh endpoint, reaching it at `addr`.
+fn iroh_client(dir: &Workdir, server: &AlknetServer, addr: SocketAddr) -> Result<AlknetClient> {
+    let endpoint_id = server
+        .endpoint_id
+        .as_deref()
+        .ok_or_else(|| XtaskError::Failed("the server printed no endpoint-id".into()))?;
+    let args = iroh_peer_args_at(endpoint_id, addr);
+    AlknetClient::start_to(
+        dir,
+        Profile::Release,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &server.user_key,
+        &["--host-key", &server.fingerprint],
+    )
+}
+
 /// One round trip's long-distance rows: bytes per second through alknet
 /// and through OpenSSH aes128-gcm, downloading and uploading, and through
 /// alknet over iroh downloading.
@@ -783,10 +788,6 @@ fn long_distance(
         &[&format!("iroh://[::1]:{iroh_port}")],
         &["--iroh-relay", "none"],
     )?;
-    let endpoint_id = iroh_server
-        .endpoint_id
-        .clone()
-        .ok_or_else(|| XtaskError::Failed("the iroh server printed no endpoint-id".into()))?;
     let mut rows = Vec::new();
     for rtt_ms in [50u64, 100] {
         let one_way = Duration::from_millis(rtt_ms / 2);
@@ -814,14 +815,7 @@ fn long_distance(
             SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, iroh_port)),
             one_way,
         )?;
-        let iroh_args = iroh_peer_args_at(&endpoint_id, iroh_link.addr());
-        let iroh_client = AlknetClient::start_to(
-            &iroh_dir,
-            Profile::Release,
-            &iroh_args.iter().map(String::as_str).collect::<Vec<_>>(),
-            &iroh_server.user_key,
-            &["--host-key", &iroh_server.fingerprint],
-        )?;
+        let iroh_client = iroh_client(&iroh_dir, &iroh_server, iroh_link.addr())?;
         let row = LongDistance {
             rtt_ms,
             download: (
