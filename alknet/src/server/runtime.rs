@@ -11,8 +11,9 @@
 //! ([`driven_where_bound`](alknet_transport::TransportAcceptor::driven_where_bound)),
 //! so its sessions are served there too. On a worker, each session woke the
 //! binding thread on every write and was woken by it on every ack: a
-//! 512 MiB download took ~24 000 futex calls, ran at 337–376 MiB/s and cost
-//! 2.3–2.6 s of server CPU per GiB; on one thread 426–468 MiB/s and 2.1 s.
+//! 512 MiB download took ~24 000 futex calls, ran at 323–357 MiB/s and cost
+//! 2.44–2.64 s of server CPU per GiB; on one thread 388–426 MiB/s and
+//! 2.32–2.56 s (old and new binaries alternating, same session).
 
 use std::future::Future;
 use std::sync::Arc;
