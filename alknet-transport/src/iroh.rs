@@ -14,10 +14,10 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use iroh::endpoint::{Connection, RecvStream, SendStream, presets};
+use iroh::endpoint::{Connection, QuicTransportConfig, RecvStream, SendStream, VarInt, presets};
 use iroh::{Endpoint, EndpointAddr, EndpointId, RelayMode, RelayUrl, SecretKey};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -27,6 +27,10 @@ use tracing::debug;
 use crate::{
     BoxStream, Transport, TransportAcceptor, TransportError, TransportInfo, TransportKind,
 };
+
+mod receive_window;
+
+use receive_window::ReceiveWindowTuner;
 
 /// How long reaching a peer may take before the attempt counts as failed.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -97,7 +101,7 @@ impl IrohOptions {
                 Endpoint::builder(presets::Minimal).relay_mode(RelayMode::custom([url.clone()]))
             }
         };
-        builder = builder.alpns(alpns);
+        builder = builder.alpns(alpns).transport_config(windows());
         if let Some(secret) = secret {
             builder = builder.secret_key(secret);
         }
@@ -130,6 +134,16 @@ impl IrohOptions {
     }
 }
 
+/// Flow-control windows: each stream may hold a long path's window, the
+/// connection starts with QUIC's usual one and is raised by its stream's
+/// reader (see `receive_window`).
+fn windows() -> QuicTransportConfig {
+    QuicTransportConfig::builder()
+        .stream_receive_window(VarInt::from_u32(receive_window::LONG_PATH as u32))
+        .receive_window(VarInt::from_u32(receive_window::START as u32))
+        .build()
+}
+
 /// An iroh secret key derived from `seed` (such as an SSH host key's
 /// private bytes): SHA-256 over a fixed label and the seed. The label keeps
 /// the two keys distinct, so the iroh key reveals nothing usable about the
@@ -152,11 +166,33 @@ pub fn parse_endpoint_id(text: &str) -> Result<EndpointId, TransportError> {
 }
 
 /// A QUIC stream pair as one duplex stream; holds its connection so the
-/// connection lives as long as the stream.
+/// connection lives as long as the stream, and raises the connection's
+/// window when its reader shows the path is long.
 struct IrohStream {
     recv: RecvStream,
     send: SendStream,
-    _connection: Connection,
+    connection: Connection,
+    window: ReceiveWindowTuner,
+}
+
+impl IrohStream {
+    fn new(connection: Connection, (send, recv): (SendStream, RecvStream)) -> Self {
+        IrohStream {
+            recv,
+            send,
+            connection,
+            window: ReceiveWindowTuner::default(),
+        }
+    }
+
+    /// The round trip of the path the connection sends on now.
+    fn current_rtt(connection: &Connection) -> Option<Duration> {
+        connection
+            .paths()
+            .iter()
+            .find(|path| path.is_selected())
+            .map(|path| path.rtt())
+    }
 }
 
 impl AsyncRead for IrohStream {
@@ -165,7 +201,21 @@ impl AsyncRead for IrohStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.recv).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let stream = &mut *self;
+        let poll = Pin::new(&mut stream.recv).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            let connection = &stream.connection;
+            let raise = stream
+                .window
+                .on_read(read, Instant::now(), || Self::current_rtt(connection));
+            if let Some(window) = raise.and_then(|window| VarInt::from_u64(window).ok()) {
+                debug!("iroh: a long path; the connection's receive window is raised");
+                connection.set_receive_window(window);
+            }
+        }
+        poll
     }
 }
 
@@ -234,12 +284,8 @@ async fn accept_connections(endpoint: Endpoint, found: mpsc::Sender<(BoxStream, 
             };
             let remote = connection.remote_id();
             // Every stream the peer opens is a session of its own.
-            while let Ok((send, recv)) = connection.accept_bi().await {
-                let stream = IrohStream {
-                    recv,
-                    send,
-                    _connection: connection.clone(),
-                };
+            while let Ok(pair) = connection.accept_bi().await {
+                let stream = IrohStream::new(connection.clone(), pair);
                 let info = TransportInfo {
                     remote_addr: None,
                     kind: TransportKind::Iroh {
@@ -356,19 +402,14 @@ impl Transport for IrohTransport {
     async fn connect(&self) -> Result<BoxStream, TransportError> {
         let attempt = async {
             let connection = self.connection().await?;
-            let (send, recv) =
-                connection
-                    .open_bi()
-                    .await
-                    .map_err(|error| TransportError::Iroh {
-                        what: "cannot open a stream to the iroh endpoint",
-                        reason: error.to_string(),
-                    })?;
-            Ok(Box::new(IrohStream {
-                recv,
-                send,
-                _connection: connection,
-            }) as BoxStream)
+            let pair = connection
+                .open_bi()
+                .await
+                .map_err(|error| TransportError::Iroh {
+                    what: "cannot open a stream to the iroh endpoint",
+                    reason: error.to_string(),
+                })?;
+            Ok(Box::new(IrohStream::new(connection, pair)) as BoxStream)
         };
         tokio::time::timeout(self.connect_timeout, attempt)
             .await
