@@ -1,12 +1,14 @@
 //! The iroh transport end to end, relays and lookup off: both ends on
 //! loopback UDP, nothing leaves the machine.
 
+use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use xtask::BoundedOutput as _;
 use xtask::{
-    AlknetClient, AlknetServer, HttpTarget, Profile, UpstreamProxyProcess, Workdir,
-    call_command_to, connect_command_to, free_udp_port, iroh_peer_args, require_tool, wait_until,
+    AlknetClient, AlknetServer, HttpTarget, Profile, UdpDelayProxy, UpstreamProxyProcess, Workdir,
+    call_command_to, connect_command_to, free_udp_port, iroh_peer_args, iroh_peer_args_at,
+    require_tool, wait_until,
 };
 
 use crate::{assert_logs_do_not_mention, fetch};
@@ -72,6 +74,47 @@ fn a_socks5_tunnel_runs_over_iroh_without_relays() {
     assert_logs_do_not_mention(
         &[("server", server.log()), ("client", client.log())],
         &["localhost".into(), format!(":{}", target.addr().port())],
+    );
+}
+
+/// A 50 ms path (a UDP relay holding each datagram 25 ms each way): QUIC's
+/// usual 1.25 MB window, one per round trip, is what limits the download,
+/// so the client's reader raises its connection's window; the bytes
+/// arrive intact across the change.
+#[test]
+fn a_download_over_a_long_iroh_path_raises_the_receive_window_and_arrives_intact() {
+    let dir = Workdir::new().unwrap();
+    let port = free_udp_port().unwrap();
+    // IPv6 loopback: the IPv4-bound client has no path but the relay.
+    let listen = format!("iroh://[::1]:{port}");
+    let server =
+        AlknetServer::start_listening(&dir, &[&listen], &["--iroh-relay", "none"]).unwrap();
+    let link = UdpDelayProxy::start(
+        SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+        Duration::from_millis(25),
+    )
+    .unwrap();
+    let id = server.endpoint_id.as_deref().expect("no endpoint-id line");
+    let client = AlknetClient::start_to(
+        &dir,
+        Profile::Dev,
+        &as_strs(&iroh_peer_args_at(id, link.addr())),
+        &server.user_key,
+        &["--host-key", &server.fingerprint],
+    )
+    .unwrap();
+    let target = HttpTarget::start("127.0.0.1:0").unwrap();
+    let url = format!("http://localhost:{}/24000000", target.addr().port());
+    assert_eq!(
+        fetch(client.socks_addr, &url, &dir.join("body")).unwrap(),
+        HttpTarget::body(24_000_000)
+    );
+    assert!(
+        client
+            .log()
+            .contains("the connection's receive window is raised"),
+        "{}",
+        client.log()
     );
 }
 
