@@ -78,11 +78,12 @@ fn a_socks5_tunnel_runs_over_iroh_without_relays() {
 }
 
 /// A 50 ms path (a UDP relay holding each datagram 25 ms each way): QUIC's
-/// usual 1.25 MB window, one per round trip, is what limits the download,
-/// so the client's reader raises its connection's window; the bytes
-/// arrive intact across the change.
+/// usual 1.25 MB window, one per round trip, is what limits a transfer, so
+/// the receiving side's reader raises its connection's window — the
+/// client's for a download, the server's for an upload; the bytes arrive
+/// intact across the change.
 #[test]
-fn a_download_over_a_long_iroh_path_raises_the_receive_window_and_arrives_intact() {
+fn transfers_over_a_long_iroh_path_raise_the_receive_window_and_arrive_intact() {
     let dir = Workdir::new().unwrap();
     let port = free_udp_port().unwrap();
     // IPv6 loopback: the IPv4-bound client has no path but the relay.
@@ -109,13 +110,24 @@ fn a_download_over_a_long_iroh_path_raises_the_receive_window_and_arrives_intact
         fetch(client.socks_addr, &url, &dir.join("body")).unwrap(),
         HttpTarget::body(24_000_000)
     );
-    assert!(
-        client
-            .log()
-            .contains("the connection's receive window is raised"),
-        "{}",
-        client.log()
-    );
+    let raised = "the connection's receive window is raised";
+    assert!(client.log().contains(raised), "{}", client.log());
+    assert!(!server.log().contains(raised), "{}", server.log());
+
+    let upload = dir.join("upload");
+    std::fs::write(&upload, HttpTarget::body(24_000_000)).unwrap();
+    let output = std::process::Command::new("curl")
+        .args(["--silent", "--show-error", "--fail", "--socks5-hostname"])
+        .arg(client.socks_addr.to_string())
+        .arg("--upload-file")
+        .arg(&upload)
+        .arg(format!("http://localhost:{}/upload", target.addr().port()))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    // The target answers with how many bytes it read.
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "24000000");
+    assert!(server.log().contains(raised), "{}", server.log());
 }
 
 #[test]
