@@ -56,7 +56,7 @@ pub use tools::{
     Workdir, free_port, free_udp_port, iroh_peer_args, iroh_peer_args_at, require_tool, sha256_hex,
     ssh_keygen_ed25519, ssh_public_key_fingerprint, tool_installed,
 };
-pub use udp_delay_proxy::UdpDelayProxy;
+pub use udp_delay_proxy::{LossBurst, UdpDelayProxy};
 pub use udp_echo::UdpEcho;
 pub use upstream_proxies::UpstreamProxyProcess;
 

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use xtask::BoundedOutput as _;
 use xtask::{
-    AlknetClient, AlknetServer, HttpTarget, Profile, UdpDelayProxy, UpstreamProxyProcess, Workdir,
-    call_command_to, connect_command_to, free_udp_port, iroh_peer_args, iroh_peer_args_at,
-    require_tool, wait_until,
+    AlknetClient, AlknetServer, HttpTarget, LossBurst, Profile, UdpDelayProxy,
+    UpstreamProxyProcess, Workdir, call_command_to, connect_command_to, free_udp_port,
+    iroh_peer_args, iroh_peer_args_at, require_tool, wait_until,
 };
 
 use crate::{assert_logs_do_not_mention, fetch};
@@ -77,42 +77,54 @@ fn a_socks5_tunnel_runs_over_iroh_without_relays() {
     );
 }
 
-/// A 50 ms path (a UDP relay holding each datagram 25 ms each way): QUIC's
-/// usual 1.25 MB window, one per round trip, is what limits a transfer, so
-/// the receiving side's reader raises its connection's window — the
-/// client's for a download, the server's for an upload; the bytes arrive
-/// intact across the change.
-#[test]
-fn transfers_over_a_long_iroh_path_raise_the_receive_window_and_arrive_intact() {
-    let dir = Workdir::new().unwrap();
+/// A server on IPv6 loopback and a client reaching it only through a UDP
+/// relay holding each datagram 25 ms each way (50 ms round trip), losing
+/// toward the client as `loss` says. The relay must outlive the client.
+fn long_iroh_path(
+    dir: &Workdir,
+    loss: Option<LossBurst>,
+) -> (AlknetServer, UdpDelayProxy, AlknetClient) {
     let port = free_udp_port().unwrap();
-    // IPv6 loopback: the IPv4-bound client has no path but the relay.
+    // IPv6: the IPv4-bound client has no path but the relay.
     let listen = format!("iroh://[::1]:{port}");
-    let server =
-        AlknetServer::start_listening(&dir, &[&listen], &["--iroh-relay", "none"]).unwrap();
-    let link = UdpDelayProxy::start(
+    let server = AlknetServer::start_listening(dir, &[&listen], &["--iroh-relay", "none"]).unwrap();
+    let link = UdpDelayProxy::start_with_loss(
         SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
         Duration::from_millis(25),
+        loss,
     )
     .unwrap();
     let id = server.endpoint_id.as_deref().expect("no endpoint-id line");
     let client = AlknetClient::start_to(
-        &dir,
+        dir,
         Profile::Dev,
         &as_strs(&iroh_peer_args_at(id, link.addr())),
         &server.user_key,
         &["--host-key", &server.fingerprint],
     )
     .unwrap();
+    (server, link, client)
+}
+
+/// What a side logs when it raises its connection's receive window.
+const WINDOW_RAISED: &str = "the connection's receive window is raised";
+
+/// A 50 ms path: QUIC's usual 1.25 MB window, one per round trip, is what
+/// limits a transfer, so the receiving side's reader raises its
+/// connection's window — the client's for a download, the server's for an
+/// upload; the bytes arrive intact across the change.
+#[test]
+fn transfers_over_a_long_iroh_path_raise_the_receive_window_and_arrive_intact() {
+    let dir = Workdir::new().unwrap();
+    let (server, _link, client) = long_iroh_path(&dir, None);
     let target = HttpTarget::start("127.0.0.1:0").unwrap();
     let url = format!("http://localhost:{}/24000000", target.addr().port());
     assert_eq!(
         fetch(client.socks_addr, &url, &dir.join("body")).unwrap(),
         HttpTarget::body(24_000_000)
     );
-    let raised = "the connection's receive window is raised";
-    assert!(client.log().contains(raised), "{}", client.log());
-    assert!(!server.log().contains(raised), "{}", server.log());
+    assert!(client.log().contains(WINDOW_RAISED), "{}", client.log());
+    assert!(!server.log().contains(WINDOW_RAISED), "{}", server.log());
 
     let upload = dir.join("upload");
     std::fs::write(&upload, HttpTarget::body(24_000_000)).unwrap();
@@ -127,7 +139,31 @@ fn transfers_over_a_long_iroh_path_raise_the_receive_window_and_arrive_intact() 
     assert!(output.status.success(), "{output:?}");
     // The target answers with how many bytes it read.
     assert_eq!(String::from_utf8_lossy(&output.stdout), "24000000");
-    assert!(server.log().contains(raised), "{}", server.log());
+    assert!(server.log().contains(WINDOW_RAISED), "{}", server.log());
+}
+
+/// The raised window stays within what the receiving QUIC stack holds
+/// under the worst loss: every other datagram toward the client lost for
+/// 60 ms (over a round trip's worth), after about 7 MB passed. A window
+/// much past 2.3 MB leaves more than 1024 gaps and the connection is
+/// closed ("too many gaps in stream buffer"); this one recovers.
+#[test]
+fn a_long_iroh_path_losing_every_other_datagram_in_a_burst_keeps_its_connection() {
+    let dir = Workdir::new().unwrap();
+    let loss = LossBurst {
+        after: 5_000,
+        lasting: Duration::from_millis(60),
+    };
+    let (_server, _link, client) = long_iroh_path(&dir, Some(loss));
+    let target = HttpTarget::start("127.0.0.1:0").unwrap();
+    let url = format!("http://localhost:{}/12000000", target.addr().port());
+    assert_eq!(
+        fetch(client.socks_addr, &url, &dir.join("body")).unwrap(),
+        HttpTarget::body(12_000_000)
+    );
+    let log = client.log();
+    assert!(log.contains(WINDOW_RAISED), "{log}");
+    assert!(!log.contains("connection to the server lost"), "{log}");
 }
 
 #[test]
