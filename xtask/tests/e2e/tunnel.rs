@@ -139,14 +139,12 @@ fn a_hundred_concurrent_socks_connections_all_succeed() {
     );
 }
 
-/// Issue 17 item 4, reproduced: a channel whose reader stops stalls the
-/// whole client session (the SOCKS5 open below times out). A fix needs
-/// per-channel window control, which russh 0.65 does not give: its client
-/// grants window on arrival and ignores the `adjust_window` hook (russh
-/// #770), and its server applies the hook's answer as a session-wide
-/// target to whichever channel adjusts next.
+/// Issue 17 item 4: a channel whose reader stops once stalled the whole
+/// client session (the SOCKS5 transfer below timed out), because russh
+/// grants window per session, not per channel. alknet peers now give each
+/// channel its own credit (`alknet/src/flow.rs`), so the stalled channel
+/// waits alone while the other one runs.
 #[test]
-#[ignore = "blocked on russh: no per-channel window control (see the doc comment)"]
 fn a_reader_that_stops_slows_only_its_own_channel() {
     use std::io::Write as _;
     let dir = Workdir::new().unwrap();
