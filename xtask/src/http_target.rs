@@ -107,11 +107,11 @@ fn serve(stream: TcpStream) -> io::Result<()> {
         }
         let received = discard(reader.take(content_length.unwrap_or(0)))?;
         let answer = received.to_string();
-        write!(
-            writer,
+        let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
             answer.len()
-        )?;
+        );
+        writer.write_all(response.as_bytes())?;
         return writer.flush();
     }
     let mut writer = stream;
@@ -125,12 +125,15 @@ fn serve(stream: TcpStream) -> io::Result<()> {
         )?;
         return Ok(());
     };
-    write!(
-        writer,
+    // One write: `write!` straight to the socket would send the header in
+    // pieces, a packet each, through the tunnel being timed.
+    let header = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
-    )?;
-    // One period of the pattern is 251 bytes; send whole multiples of it.
-    let chunk: Vec<u8> = (0..251 * 256).map(pattern_byte).collect();
+    );
+    writer.write_all(header.as_bytes())?;
+    // One period of the pattern is 251 bytes; send whole multiples of it,
+    // but make no more than the body needs (a latency probe asks for 1).
+    let chunk: Vec<u8> = (0..length.min(251 * 256)).map(pattern_byte).collect();
     let mut left = length;
     while left > 0 {
         let n = left.min(chunk.len());
@@ -180,5 +183,37 @@ mod tests {
         reader.read_to_string(&mut answer).unwrap();
         assert!(answer.contains("HTTP/1.1 200 OK\r\n"), "{answer}");
         assert!(answer.ends_with("\r\n\r\n100000"), "{answer}");
+    }
+
+    fn get(target: &HttpTarget, length: usize) -> (String, Vec<u8>) {
+        let mut stream = TcpStream::connect(target.addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(stream, "GET /{length} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let split = response
+            .windows(4)
+            .position(|window| window == b"\r\n\r\n")
+            .expect("no end of header")
+            + 4;
+        let body = response.split_off(split);
+        (String::from_utf8(response).unwrap(), body)
+    }
+
+    #[test]
+    fn a_download_carries_exactly_the_pattern_asked_for() {
+        let target = HttpTarget::start("127.0.0.1:0").unwrap();
+        // Empty, one byte (a latency probe), and more than one write's worth.
+        for length in [0, 1, 251 * 256 * 3 + 17] {
+            let (header, body) = get(&target, length);
+            assert!(header.starts_with("HTTP/1.1 200 OK\r\n"), "{header}");
+            assert!(
+                header.contains(&format!("Content-Length: {length}\r\n")),
+                "{header}"
+            );
+            assert!(body == HttpTarget::body(length), "{length} bytes asked");
+        }
     }
 }

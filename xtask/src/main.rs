@@ -35,6 +35,8 @@ fn main() -> ExitCode {
         Some("soak") => commands::soak::run(&args[1..]),
         // The bench's many-connection target (see commands/scale.rs).
         Some("hold-target") => commands::scale::hold_target(),
+        // The bench's latency target (see commands/bench.rs).
+        Some("http-target") => commands::bench::http_target(),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

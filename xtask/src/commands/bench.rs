@@ -395,11 +395,14 @@ pub(crate) fn run(args: &[String]) -> Result<ExitCode> {
     // tunnel ran just before it (whether the CPUs had gone idle, whose
     // caches are warm), and in a fixed order OpenSSH's default cipher
     // always followed alknet and measured 0.41 ms against aes128-gcm's 0.96.
+    // The target answering them runs in a process of its own, as a real
+    // one would, so its threads do not share this one's.
+    let (_latency_target, latency_target) = super::own_process_target(&dir, "http-target")?;
     let mut samples = vec![Vec::with_capacity(settings.connections); tunnels.len()];
     let mut order = TurnOrder::new(tunnels.len());
     for _ in 0..settings.connections {
         for &index in order.next_round() {
-            samples[index].push(first_byte_latency(tunnels[index].socks, target.addr())?);
+            samples[index].push(first_byte_latency(tunnels[index].socks, latency_target)?);
         }
     }
     let mut latencies = Vec::new();
@@ -992,6 +995,19 @@ fn curl_rate(mut command: Command, bytes: u64, what: &str) -> Result<f64> {
             "curl {what} failed: {text} {}",
             String::from_utf8_lossy(&output.stderr)
         ))),
+    }
+}
+
+/// `cargo xtask http-target` (not listed in the help): an [`HttpTarget`]
+/// in a process of its own, printed as `listening ADDR`, until killed.
+pub(crate) fn http_target() -> Result<ExitCode> {
+    let target = HttpTarget::start("127.0.0.1:0")?;
+    println!("listening {}", target.addr());
+    std::io::stdout()
+        .flush()
+        .map_err(XtaskError::io("writing stdout"))?;
+    loop {
+        std::thread::park();
     }
 }
 

@@ -26,6 +26,27 @@ fn echo_lines(child: &mut std::process::Child, mut each: impl FnMut(&str)) {
     }
 }
 
+/// Starts `cargo xtask <command>` (a target that prints `listening ADDR`
+/// and serves until killed) as a process of its own, and returns it with
+/// that address. Stopped by its PID when the returned value is dropped.
+fn own_process_target(
+    dir: &xtask::Workdir,
+    command: &str,
+) -> xtask::Result<(xtask::Spawned, std::net::SocketAddr)> {
+    use xtask::XtaskError;
+    let exe = std::env::current_exe().map_err(XtaskError::io("finding xtask"))?;
+    let mut process = std::process::Command::new(exe);
+    process.arg(command);
+    let mut target = xtask::Spawned::start(command, dir.path(), process)?;
+    let line = target.wait_for_stdout("listening ", std::time::Duration::from_secs(10))?;
+    let addr = line
+        .trim_start_matches("listening ")
+        .trim()
+        .parse()
+        .map_err(|_| XtaskError::Failed(format!("{command} printed {line:?}")))?;
+    Ok((target, addr))
+}
+
 /// The workspace's root directory.
 pub(crate) fn workspace_root() -> std::path::PathBuf {
     // At run time first: the build cache may be shared between clones.

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use xtask::BoundedOutput as _;
 use xtask::{
-    AlknetClient, AlknetServer, Profile, Result, Spawned, SshDynamicForward, Sshd, Workdir,
-    XtaskError, current_user, release_example_binary, socks5_connect,
+    AlknetClient, AlknetServer, Profile, Result, SshDynamicForward, Sshd, Workdir, XtaskError,
+    current_user, release_example_binary, socks5_connect,
 };
 
 use super::proc_stats::rss_kib;
@@ -143,16 +143,7 @@ fn measure_tunnels(
     count: usize,
 ) -> Result<TunnelsRow> {
     // A fresh target per row: it never lets go of what it accepted.
-    let exe = std::env::current_exe().map_err(XtaskError::io("finding xtask"))?;
-    let mut command = Command::new(exe);
-    command.arg("hold-target");
-    let mut target = Spawned::start("hold-target", dir.path(), command)?;
-    let line = target.wait_for_stdout("listening ", Duration::from_secs(10))?;
-    let target_addr: SocketAddr = line
-        .trim_start_matches("listening ")
-        .trim()
-        .parse()
-        .map_err(|_| XtaskError::Failed(format!("hold-target printed {line:?}")))?;
+    let (_target, target_addr) = super::own_process_target(dir, "hold-target")?;
 
     let before = rss_kib(pids);
     let started = Instant::now();
