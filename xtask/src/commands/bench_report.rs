@@ -88,7 +88,8 @@ impl<'a> Tables<'a> {
             out,
             "## Bulk and latency\n\nOne {} MiB curl download through each tunnel's SOCKS5 port (best of {}), CPU\n\
              of client + server per GiB, and SOCKS5 connect → first response byte over\n\
-             {} connections. Direct (no tunnel): {} MiB/s.\n\n\
+             {} connections to an HTTP target in a process of its own. Direct (no tunnel):\n\
+             {} MiB/s.\n\n\
              | tunnel | MiB/s | CPU s/GiB | p50 ms | p99 ms |\n|---|---:|---:|---:|---:|\n",
             settings["size_mib"],
             settings["runs"],
