@@ -22,7 +22,10 @@ where
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve(stream));
+                    // Boxed: a connection's future is large, and spawning
+                    // it unboxed copied all of it three times (into the
+                    // task, into its cell, and over it with the output).
+                    connections.spawn(Box::pin(serve(stream)));
                 }
                 Err(error) => {
                     // Typically out of file descriptors: wait for some to free up.
