@@ -8,8 +8,8 @@
 const { Duplex } = require('node:stream')
 const { fromNative } = require('./errors.js')
 
-/** The largest read asked of the native side at once. */
-const READ_SIZE = 256 * 1024
+/** The largest read asked of the native side at once (its maximum). */
+const READ_SIZE = 1024 * 1024
 
 class ChannelDuplex extends Duplex {
   constructor (channel, options = {}) {

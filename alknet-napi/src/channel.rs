@@ -16,8 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Code, error};
 
-/// The largest chunk one `read` returns.
-const MAX_READ: usize = 256 * 1024;
+/// The largest chunk one `read` returns. Each read is a JavaScript round
+/// trip (a task spawned, a thread-safe call back, a promise), and a bulk
+/// reader finds reads full: 1 GiB ×3 through one Duplex, reads of 256 KiB
+/// averaged 247 KiB; at 1 MiB they average ~630 KiB and node's CPU fell
+/// ~9 % (3.94 → 3.59 s, five runs each).
+const MAX_READ: usize = 1024 * 1024;
 
 /// What the channel lives in: its own client session (from `connect`), or
 /// a server session (from `serve`), which is told when the channel is done.
@@ -58,7 +62,7 @@ impl Channel {
 
 #[napi]
 impl Channel {
-    /// Up to `max` bytes (at most 256 KiB) as they arrive; `null` at the
+    /// Up to `max` bytes (at most 1 MiB) as they arrive; `null` at the
     /// end of the stream (the far end sent EOF or closed).
     #[napi]
     pub async fn read(&self, max: u32) -> napi::Result<Option<Buffer>> {
@@ -67,7 +71,7 @@ impl Channel {
             return Ok(None);
         };
         let size = usize::try_from(max).unwrap_or(MAX_READ).clamp(1, MAX_READ);
-        // Read into spare capacity: zeroing 256 KiB first cost as much as
+        // Read into spare capacity: zeroing the buffer first cost as much as
         // the read.
         let mut buffer = Vec::with_capacity(size);
         let read = tokio::select! {
@@ -93,7 +97,7 @@ impl Channel {
                 () = std::future::ready(()) => break,
             }
         }
-        // The Buffer keeps the allocation: not 256 KiB for a keystroke.
+        // The Buffer keeps the allocation: not 1 MiB for a keystroke.
         if buffer.len() < buffer.capacity() / 2 {
             buffer.shrink_to_fit();
         }
