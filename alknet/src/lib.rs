@@ -106,6 +106,7 @@ pub use alknet_acme as acme;
 pub use alknet_auth as auth;
 pub use alknet_call as call;
 pub use alknet_proxy as proxy;
+pub use alknet_sched as sched;
 pub use alknet_stealth as stealth;
 pub use alknet_transport as transport;
 
