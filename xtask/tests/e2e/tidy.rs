@@ -147,10 +147,10 @@ fn code_is_formatted() {
 #[test]
 fn every_crate_inherits_the_workspace_lints_and_package_fields() {
     for (name, manifest) in members() {
-        let lints = if FFI_CRATES.contains(&name.as_str()) {
-            // `#[napi]` expands to FFI glue, so these crates restate the
-            // workspace lints but for `unsafe_code = "forbid"`.
-            ffi_lints_match_the_workspace(&name, &manifest);
+        let lints = if UNSAFE_CRATES.contains(&name.as_str()) {
+            // These crates restate the workspace lints but for
+            // `unsafe_code = "forbid"`.
+            unsafe_crate_lints_match_the_workspace(&name, &manifest);
             "[lints.rust]"
         } else {
             "[lints]\nworkspace = true"
@@ -168,10 +168,12 @@ fn every_crate_inherits_the_workspace_lints_and_package_fields() {
     }
 }
 
-/// Crates whose generated bindings need `unsafe` (and nothing else may).
-const FFI_CRATES: [&str; 1] = ["alknet-napi"];
+/// Crates that need `unsafe` (and nothing else may): alknet-napi, whose
+/// `#[napi]` expands to FFI glue, and alknet-sched, whose one system call
+/// pair no libc, rustix or nix function wraps.
+const UNSAFE_CRATES: [&str; 2] = ["alknet-napi", "alknet-sched"];
 
-fn ffi_lints_match_the_workspace(name: &str, manifest: &str) {
+fn unsafe_crate_lints_match_the_workspace(name: &str, manifest: &str) {
     let root = std::fs::read_to_string(workspace_root().join("Cargo.toml")).unwrap();
     let workspace_lints = root
         .lines()
