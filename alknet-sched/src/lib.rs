@@ -4,11 +4,11 @@
 //! wake-up (a packet arrived, a dial completed), and every microsecond it
 //! waits for a CPU is a microsecond added to each tunnel's round trip.
 //! Linux's EEVDF scheduler (6.12 and later) lets a thread ask for shorter
-//! slices than the default: it then runs sooner after it wakes and is not
-//! preempted by a task it woke itself (the target's `accept` after a
-//! loopback dial), while its share of the CPU stays what it was. No
-//! privilege is needed. Elsewhere, and on older kernels, asking changes
-//! nothing.
+//! slices than the default: it then runs sooner after it wakes, and a task
+//! it wakes itself (the target's `accept` after a loopback dial) rarely
+//! preempts it before its burst is done, while its share of the CPU stays
+//! what it was. No privilege is needed. Elsewhere, and on older kernels,
+//! asking changes nothing.
 //!
 //! ```
 //! use std::time::Duration;
