@@ -156,36 +156,45 @@ async fn streaming_echo() -> std::net::SocketAddr {
 }
 
 /// Writes `mib` MiB into `stream` while reading its echo; returns the
-/// bytes that came back.
+/// bytes that came back. A stall fails the test with how far each
+/// direction got, which tells a deadlock from a slow run.
 async fn push_through_echo<S>(stream: S, mib: usize) -> usize
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
 {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let (mut reader, mut writer) = tokio::io::split(stream);
+    let (sent, received) = (AtomicUsize::new(0), AtomicUsize::new(0));
     let send = async {
         let block = vec![0x5a_u8; 1024 * 1024];
         for _ in 0..mib {
             writer.write_all(&block).await.unwrap();
+            sent.fetch_add(block.len(), Ordering::Relaxed);
         }
         writer.shutdown().await.unwrap();
     };
     let receive = async {
         let mut buf = vec![0u8; 256 * 1024];
-        let mut total = 0;
         loop {
             let n = reader.read(&mut buf).await.unwrap();
             if n == 0 {
-                break total;
+                break received.load(Ordering::Relaxed);
             }
             assert!(buf[..n].iter().all(|byte| *byte == 0x5a), "echo corrupted");
-            total += n;
+            received.fetch_add(n, Ordering::Relaxed);
         }
     };
-    let (_, total) = tokio::time::timeout(Duration::from_secs(120), async {
+    let Ok((_, total)) = tokio::time::timeout(Duration::from_secs(120), async {
         tokio::join!(send, receive)
     })
     .await
-    .expect("bulk both ways through an echo deadlocked");
+    else {
+        panic!(
+            "bulk both ways through an echo deadlocked: {} of {mib} MiB written, {} bytes echoed",
+            sent.load(Ordering::Relaxed) / (1024 * 1024),
+            received.load(Ordering::Relaxed)
+        );
+    };
     total
 }
 
