@@ -32,6 +32,10 @@ const _: () = assert!(size_of::<SchedAttr>() == ATTR_SIZE as usize);
 const SCHED_OTHER: u32 = 0;
 const SCHED_BATCH: u32 = 3;
 
+fn is_fair(policy: u32) -> bool {
+    matches!(policy, SCHED_OTHER | SCHED_BATCH)
+}
+
 /// The one flag of the thread's own that a `sched_setattr` must repeat to
 /// keep.
 const SCHED_FLAG_RESET_ON_FORK: u64 = 0x01;
@@ -69,7 +73,7 @@ fn nanos(duration: Duration) -> u64 {
 
 pub(crate) fn request_slice(slice: Duration) -> Result<SliceOutcome, SchedError> {
     let current = get_attr()?;
-    if !matches!(current.sched_policy, SCHED_OTHER | SCHED_BATCH) {
+    if !is_fair(current.sched_policy) {
         return Ok(SliceOutcome::LeftAlone);
     }
     // Repeat the policy and nice value: sched_setattr sets all of them.
@@ -94,8 +98,8 @@ pub(crate) fn request_slice(slice: Duration) -> Result<SliceOutcome, SchedError>
 
 pub(crate) fn current_slice() -> Result<Option<Duration>, SchedError> {
     let attr = get_attr()?;
-    let fair = matches!(attr.sched_policy, SCHED_OTHER | SCHED_BATCH);
-    Ok((fair && attr.sched_runtime > 0).then(|| Duration::from_nanos(attr.sched_runtime)))
+    Ok((is_fair(attr.sched_policy) && attr.sched_runtime > 0)
+        .then(|| Duration::from_nanos(attr.sched_runtime)))
 }
 
 #[cfg(test)]

@@ -39,9 +39,9 @@ pub type Listener = (Box<dyn TransportAcceptor>, ListenerOptions);
 
 impl Server {
     /// Serves `listeners` on one runtime per core until `shutdown`
-    /// completes (the calling thread and every serving thread ask for short
-    /// scheduling slices, see the module docs), then disconnects every client (see
-    /// [`serve`](Server::serve)), closes the listeners (an iroh endpoint
+    /// completes (the calling thread and every serving thread ask for
+    /// short scheduling slices, see the module docs), then disconnects
+    /// every client (see [`serve`](Server::serve)), closes the listeners (an iroh endpoint
     /// says goodbye to its peers) and returns.
     ///
     /// Call it from inside a tokio runtime: that runtime keeps driving the
@@ -179,8 +179,7 @@ mod tests {
     }
 
     #[test]
-    fn a_listener_driven_where_bound_is_served_on_the_calling_runtime_and_others_on_every_core_all_in_short_slices()
-     {
+    fn listeners_are_served_where_bound_or_on_every_core_in_short_slices() {
         let noted = Arc::new(Notify::new());
         let (bound, anywhere) = (Arc::default(), Arc::default());
         let acceptor = |driven_where_bound, threads: &Arc<Mutex<Vec<_>>>| -> Listener {
