@@ -53,8 +53,8 @@ pub use socks::{socks5_connect, socks5_connect_reply};
 pub use ssh_client::{SshDynamicForward, current_user, openssh_client};
 pub use sshd::Sshd;
 pub use tools::{
-    Workdir, free_port, free_udp_port, iroh_peer_args, iroh_peer_args_at, require_tool, sha256_hex,
-    ssh_keygen_ed25519, ssh_public_key_fingerprint, tool_installed,
+    Workdir, free_port, free_tcp_and_udp_port, free_udp_port, iroh_peer_args, iroh_peer_args_at,
+    require_tool, sha256_hex, ssh_keygen_ed25519, ssh_public_key_fingerprint, tool_installed,
 };
 pub use udp_delay_proxy::{LossBurst, UdpDelayProxy};
 pub use udp_echo::UdpEcho;

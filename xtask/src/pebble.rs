@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::{
     BoundedOutput as _, Result, Spawned, Workdir, XtaskError, ca_signed_server_cert, free_port,
-    free_udp_port, require_tool, wait_until,
+    free_tcp_and_udp_port, require_tool, wait_until,
 };
 
 /// A running Pebble with its DNS server; both stop (by PID) when dropped.
@@ -45,7 +45,7 @@ impl Pebble {
             require_tool(tool)?;
         }
         let https = ca_signed_server_cert(dir)?;
-        let dns_port = free_udp_port()?;
+        let dns_port = free_tcp_and_udp_port()?;
         let mut dns = Command::new("pebble-challtestsrv");
         dns.args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
             .args(["-dns01", &format!("127.0.0.1:{dns_port}")])

@@ -118,6 +118,26 @@ pub fn free_udp_port() -> Result<u16> {
     Ok(port)
 }
 
+/// A loopback port that was free for both TCP and UDP a moment ago, for DNS
+/// servers (dnsmasq, pebble-challtestsrv), which listen on both. A port free
+/// for UDP is often taken for TCP by another test's outgoing connection.
+pub fn free_tcp_and_udp_port() -> Result<u16> {
+    for _ in 0..64 {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .map_err(XtaskError::io("finding a free TCP and UDP port"))?;
+        let port = listener
+            .local_addr()
+            .map_err(XtaskError::io("finding a free TCP and UDP port"))?
+            .port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(XtaskError::Failed(
+        "no loopback port was free for both TCP and UDP in 64 tries".into(),
+    ))
+}
+
 /// The `connect`/`call` flags naming iroh endpoint `id` at loopback UDP
 /// `port`, relays off.
 pub fn iroh_peer_args(id: &str, port: u16) -> Vec<String> {

@@ -7,7 +7,9 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use xtask::{AlknetClient, AlknetServer, Spawned, UdpEcho, Workdir, require_tool};
+use xtask::{
+    AlknetClient, AlknetServer, Spawned, UdpEcho, Workdir, free_tcp_and_udp_port, require_tool,
+};
 
 const REPLY_WAIT: Duration = Duration::from_secs(5);
 
@@ -78,46 +80,47 @@ fn dns_query(id: u16, name: &str) -> Vec<u8> {
     query
 }
 
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// dnsmasq answering `tunnel.test` with 10.1.2.3, on a loopback port.
+/// dnsmasq answering `tunnel.test` with 10.1.2.3, on a loopback port. It
+/// listens on TCP as well as UDP; should another test take the port between
+/// our check and dnsmasq's bind, it tries another (a few times).
 fn dnsmasq(dir: &Workdir) -> (Spawned, SocketAddr) {
     require_tool("dnsmasq").unwrap();
-    let port = free_udp_port();
-    let mut command = Command::new("dnsmasq");
-    command.args([
-        "--keep-in-foreground",
-        "--conf-file=/dev/null",
-        "--no-resolv",
-        "--no-hosts",
-        "--bind-interfaces",
-        "--listen-address=127.0.0.1",
-        "--address=/tunnel.test/10.1.2.3",
-        "--user=root",
-        "--pid-file=",
-        "--log-facility=-",
-    ]);
-    command.arg(format!("--port={port}"));
-    let process = Spawned::start("dnsmasq", dir.path(), command).unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    // Ready when it answers directly.
-    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
-    probe
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let ready = (0..50).any(|_| {
-        let _ = probe.send_to(&dns_query(1, "tunnel.test"), addr);
-        let mut answer = [0u8; 512];
-        probe.recv_from(&mut answer).is_ok()
-    });
-    assert!(ready, "dnsmasq did not answer: {}", process.stderr());
-    (process, addr)
+    let mut last_log = String::new();
+    for _ in 0..5 {
+        let port = free_tcp_and_udp_port().unwrap();
+        let mut command = Command::new("dnsmasq");
+        command.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            "--address=/tunnel.test/10.1.2.3",
+            "--user=root",
+            "--pid-file=",
+            "--log-facility=-",
+        ]);
+        command.arg(format!("--port={port}"));
+        let process = Spawned::start("dnsmasq", dir.path(), command).unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        // Ready when it answers directly.
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let ready = (0..50).any(|_| {
+            let _ = probe.send_to(&dns_query(1, "tunnel.test"), addr);
+            let mut answer = [0u8; 512];
+            probe.recv_from(&mut answer).is_ok()
+                || process.stderr().contains("Address already in use")
+        });
+        last_log = process.stderr();
+        if ready && !last_log.contains("Address already in use") {
+            return (process, addr);
+        }
+    }
+    panic!("dnsmasq did not answer: {last_log}");
 }
 
 #[test]
