@@ -7,7 +7,7 @@
 //   node scripts/build.mjs [--release] [--no-default-features]
 
 import { spawnSync } from 'node:child_process'
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { copyFileSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -22,6 +22,12 @@ const cargo = process.env.CARGO ?? 'cargo'
 const targetDir = process.env.CARGO_TARGET_DIR ?? join(workspace, 'target')
 const typeDefDir = join(targetDir, 'napi-rs', 'alknet-napi', 'type-def')
 mkdirSync(typeDefDir, { recursive: true })
+// napi's macros write the type definitions as they expand, and cargo expands
+// them again whenever this crate or a dependency changed (the folder's
+// variable is part of its fingerprint). Forcing a rebuild is needed only
+// when the files of the last expansion are gone; forcing it every time
+// cost every `cargo xtask bench` a 2.5-minute release build.
+const haveTypeDefs = readdirSync(typeDefDir).length > 0
 
 const args = ['build', '--package', 'alknet-napi', '--lib', '--message-format=json-render-diagnostics']
 if (release) args.push('--release')
@@ -34,7 +40,7 @@ const build = spawnSync(cargo, args, {
     ...process.env,
     NAPI_TYPE_DEF_TMP_FOLDER: typeDefDir,
     // Expand the macros again so the type definitions are written.
-    NAPI_FORCE_BUILD_ALKNET_NAPI: String(Date.now()),
+    ...(haveTypeDefs ? {} : { NAPI_FORCE_BUILD_ALKNET_NAPI: String(Date.now()) }),
   },
 })
 if (build.status !== 0) {

@@ -7,7 +7,7 @@
 //! (latency samples per tunnel, default 1000), `--wan-mib N` (the
 //! long-distance download and upload, default 256), `--wan-only`, `--udp-only`,
 //! `--quick` (64 MiB, one run, 100 connections, 16 MiB long-distance,
-//! 1000 tunnels, 200 sessions: ~1.5 minutes once built, for checking a
+//! 1000 tunnels, 200 sessions: ~40 s once built, for checking a
 //! change), `--tunnels N` and `--sessions N` (the scale rows, default
 //! 10 000 and 1000), `--scale-only`, `--json FILE` (every row and
 //! ratio, for BENCHMARKS.md and for comparing runs). Then
