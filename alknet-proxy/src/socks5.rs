@@ -134,10 +134,9 @@ impl Socks5Server {
         // (after its request, before our reply) stay in the buffer and are
         // relayed first; larger reads bypass the buffer once it is empty.
         let mut client = BufReader::with_capacity(HANDSHAKE_BUFFER, client);
-        let mut replies = Replies::default();
         let asked = tokio::time::timeout(
             self.config.handshake_timeout,
-            read_request(&mut client, &mut replies, udp.is_some()),
+            read_request(&mut client, udp.is_some()),
         )
         .await;
         let target = match asked {
@@ -146,7 +145,7 @@ impl Socks5Server {
                 let Some((local, peer)) = udp else {
                     return Ok(());
                 };
-                return self.udp_associate(client, replies, local, peer).await;
+                return self.udp_associate(client, local, peer).await;
             }
             Ok(Ok(Asked::Answered)) => return Ok(()),
             Ok(Err(error)) => return Err(error),
@@ -158,16 +157,16 @@ impl Socks5Server {
         let mut remote = match opened {
             Ok(Ok(remote)) => remote,
             Ok(Err(error)) => {
-                replies.send(&mut client, socks_reply(error.kind())).await?;
+                send_reply(&mut client, socks_reply(error.kind())).await?;
                 return Err(ProxyError::Open(error));
             }
             Err(_) => {
                 let error = crate::OpenError::new(OpenErrorKind::TimedOut);
-                replies.send(&mut client, socks_reply(error.kind())).await?;
+                send_reply(&mut client, socks_reply(error.kind())).await?;
                 return Err(ProxyError::Open(error));
             }
         };
-        replies.send(&mut client, Reply::Succeeded).await?;
+        send_reply(&mut client, Reply::Succeeded).await?;
         relay(&mut client, &mut remote).await?;
         Ok(())
     }
@@ -179,7 +178,6 @@ impl Socks5Server {
     async fn udp_associate<S>(
         &self,
         mut client: S,
-        mut replies: Replies,
         local: IpAddr,
         peer: IpAddr,
     ) -> Result<(), ProxyError>
@@ -189,7 +187,7 @@ impl Socks5Server {
         let socket = match UdpSocket::bind(SocketAddr::new(local, 0)).await {
             Ok(socket) => socket,
             Err(error) => {
-                replies.send(&mut client, Reply::GeneralFailure).await?;
+                send_reply(&mut client, Reply::GeneralFailure).await?;
                 return Err(ProxyError::Io(error));
             }
         };
@@ -197,12 +195,14 @@ impl Socks5Server {
         let channel = match open_association(self.opener.as_ref()).await {
             Ok(channel) => channel,
             Err(error) => {
-                replies.send(&mut client, Reply::GeneralFailure).await?;
+                send_reply(&mut client, Reply::GeneralFailure).await?;
                 return Err(ProxyError::Io(error));
             }
         };
-        let bound = Response::new(Reply::Succeeded, Address::SocketAddress(bound));
-        replies.send_response(&mut client, &bound).await?;
+        Response::new(Reply::Succeeded, Address::SocketAddress(bound))
+            .write_to(&mut client)
+            .await?;
+        client.flush().await?;
 
         let peer = peer.to_canonical();
         let sender: Mutex<Option<SocketAddr>> = Mutex::new(None);
@@ -292,11 +292,7 @@ enum Asked {
 }
 
 /// Runs the greeting and request; UDP ASSOCIATE only when `udp_offered`.
-async fn read_request<S>(
-    client: &mut BufReader<S>,
-    replies: &mut Replies,
-    udp_offered: bool,
-) -> Result<Asked, ProxyError>
+async fn read_request<S>(client: &mut S, udp_offered: bool) -> Result<Asked, ProxyError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -308,14 +304,10 @@ where
         client.flush().await?;
         return Err(ProxyError::NoAcceptableMethod);
     }
-    if client.buffer().is_empty() {
-        handshake::Response::new(Method::NONE)
-            .write_to(client)
-            .await?;
-        client.flush().await?;
-    } else {
-        replies.method_held = true;
-    }
+    handshake::Response::new(Method::NONE)
+        .write_to(client)
+        .await?;
+    client.flush().await?;
 
     let request = match Request::read_from(client).await {
         Ok(request) => request,
@@ -328,7 +320,7 @@ where
                 _ => None,
             };
             if let Some(reply) = reply {
-                replies.send(client, reply).await?;
+                send_reply(client, reply).await?;
             }
             return Err(ProxyError::Protocol(error.to_string()));
         }
@@ -340,7 +332,7 @@ where
         // datagrams are taken from the client's IP address whatever it says.
         Command::Associate if udp_offered => return Ok(Asked::UdpAssociate),
         _ => {
-            replies.send(client, Reply::CommandNotSupported).await?;
+            send_reply(client, Reply::CommandNotSupported).await?;
             return Ok(Asked::Answered);
         }
     }
@@ -351,7 +343,7 @@ where
                 Ok(Asked::Connect(TargetAddr::from_host_port(&name, port)))
             }
             _ => {
-                replies.send(client, Reply::AddressTypeNotSupported).await?;
+                send_reply(client, Reply::AddressTypeNotSupported).await?;
                 Err(ProxyError::Protocol(
                     "the domain name is not valid text".to_owned(),
                 ))
@@ -360,45 +352,16 @@ where
     }
 }
 
-/// Writes the replies to a client's request.
-///
-/// A client that sends its request without waiting for our answer to its
-/// greeting (curl does) has that answer held back and sent in the same
-/// write as the request's reply: one write, and one wake-up of the client,
-/// fewer on every connection. A client that waits gets it at once.
-#[derive(Default)]
-struct Replies {
-    /// The "no authentication" answer is still to be sent.
-    method_held: bool,
-}
-
-impl Replies {
-    async fn send<S>(&mut self, client: &mut S, reply: Reply) -> Result<(), ProxyError>
-    where
-        S: AsyncWrite + Unpin,
-    {
-        // The far side's bound address is unknown (and private): report 0.0.0.0:0.
-        self.send_response(client, &Response::new(reply, Address::unspecified()))
-            .await
-    }
-
-    async fn send_response<S>(
-        &mut self,
-        client: &mut S,
-        response: &Response,
-    ) -> Result<(), ProxyError>
-    where
-        S: AsyncWrite + Unpin,
-    {
-        let mut bytes = BytesMut::with_capacity(2 + response.serialized_len());
-        if std::mem::take(&mut self.method_held) {
-            handshake::Response::new(Method::NONE).write_to_buf(&mut bytes);
-        }
-        response.write_to_buf(&mut bytes);
-        client.write_all(&bytes).await?;
-        client.flush().await?;
-        Ok(())
-    }
+async fn send_reply<S>(client: &mut S, reply: Reply) -> Result<(), ProxyError>
+where
+    S: AsyncWrite + Unpin,
+{
+    // The far side's bound address is unknown (and private): report 0.0.0.0:0.
+    Response::new(reply, Address::unspecified())
+        .write_to(client)
+        .await?;
+    client.flush().await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -365,34 +365,3 @@ async fn data_sent_before_the_reply_reaches_the_target() {
         .unwrap();
     assert_eq!(echoed, early);
 }
-
-/// A client that sends its request without waiting for the answer to its
-/// greeting (curl does) hears nothing while the target is being reached,
-/// then both answers at once: one write and one wake-up fewer for it.
-#[tokio::test]
-async fn a_request_sent_with_the_greeting_is_answered_in_one_write() {
-    let proxy = start(scripted(Outcome::Hang), quick_config()).await;
-    let mut stream = TcpStream::connect(proxy).await.unwrap();
-    let mut opening = Vec::new();
-    handshake::Request::new(vec![Method::NONE])
-        .write_to(&mut opening)
-        .await
-        .unwrap();
-    let target = Address::DomainAddress(b"slow.example".to_vec(), 443);
-    Request::new(Command::Connect, target)
-        .write_to(&mut opening)
-        .await
-        .unwrap();
-    stream.write_all(&opening).await.unwrap();
-
-    let mut early = [0u8; 64];
-    let heard = tokio::time::timeout(Duration::from_millis(200), stream.read(&mut early)).await;
-    assert!(
-        heard.is_err(),
-        "answered before the open ended: {heard:?} {early:?}"
-    );
-    let method = handshake::Response::read_from(&mut stream).await.unwrap();
-    assert_eq!(method.method, Method::NONE);
-    let response = Response::read_from(&mut stream).await.unwrap();
-    assert_eq!(response.reply, Reply::HostUnreachable);
-}
