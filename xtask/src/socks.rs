@@ -25,11 +25,9 @@ pub fn socks5_connect(proxy: SocketAddr, host: &str, port: u16) -> Result<(u8, T
     let host_bytes = host.as_bytes();
     let host_len = u8::try_from(host_bytes.len())
         .map_err(|_| XtaskError::Failed("host name too long".into()))?;
-    // Greeting and request in one write, as curl does.
-    let mut request = vec![5, 1, 0, 5, 1, 0, 3, host_len];
-    request.extend_from_slice(host_bytes);
-    request.extend_from_slice(&port.to_be_bytes());
-    stream.write_all(&request).map_err(io("write"))?;
+    // The greeting, then the request once the proxy has answered it, as
+    // curl and browsers do (curl 7.88 sends nothing more until then).
+    stream.write_all(&[5, 1, 0]).map_err(io("write"))?;
     let mut method = [0u8; 2];
     stream.read_exact(&mut method).map_err(io("method reply"))?;
     if method != [5, 0] {
@@ -37,6 +35,10 @@ pub fn socks5_connect(proxy: SocketAddr, host: &str, port: u16) -> Result<(u8, T
             "SOCKS5 method reply {method:?}"
         )));
     }
+    let mut request = vec![5, 1, 0, 3, host_len];
+    request.extend_from_slice(host_bytes);
+    request.extend_from_slice(&port.to_be_bytes());
+    stream.write_all(&request).map_err(io("write"))?;
     let mut head = [0u8; 4];
     stream.read_exact(&mut head).map_err(io("reply"))?;
     let rest = match head[3] {
