@@ -120,7 +120,7 @@ pub fn free_udp_port() -> Result<u16> {
 
 /// A loopback port that was free for both TCP and UDP a moment ago, for DNS
 /// servers (dnsmasq, pebble-challtestsrv), which listen on both. A port free
-/// for UDP is often taken for TCP by another test's outgoing connection.
+/// for UDP can be in use for TCP by another test's outgoing connection.
 pub fn free_tcp_and_udp_port() -> Result<u16> {
     for _ in 0..64 {
         let listener = TcpListener::bind("127.0.0.1:0")

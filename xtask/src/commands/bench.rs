@@ -865,7 +865,7 @@ fn write_cached_file(path: &std::path::Path, bytes: u64) -> std::io::Result<()> 
 /// 64 in flight (the facade's `call_bench` example does the calling), `runs`
 /// times. Each number is the median of the runs: one run takes under a
 /// second, and a p99 of ~1000 calls out of 100 000 moved with a neighbour's
-/// burst (0.31 and 0.65 ms in two quick runs an hour apart, 0.22–0.30 by
+/// burst (0.31 and 0.65 ms in two quick runs 20 minutes apart, 0.22–0.30 by
 /// hand in between).
 fn call_protocol(server: &AlknetServer, runs: usize, report: &mut Report) -> Result<()> {
     let bench = call_bench_binary()?;
