@@ -10,9 +10,11 @@
 //! scheduling slices (see [`alknet_sched`]): with the target on the same
 //! machine, a tunnel's dial woke the target's `accept`, which then took the
 //! server's CPU before it could confirm the channel. SOCKS5 connect → first
-//! byte through alknet to a local target, p50 over 400 connections, old
-//! and new binaries side by side (five runs, ports swapped after three):
-//! 0.61–0.67 → 0.44–0.57 ms; OpenSSH in the same harness 0.48–0.53 ms.
+//! byte through alknet to a local HTTP target (a thread per connection),
+//! with a client that waits for the greeting's answer as curl does, p50
+//! over 400 connections, binaries without and with the slices side by side
+//! (four runs, ports swapped every run): 0.52–0.54 → 0.43–0.45 ms; ssh →
+//! sshd in the same harness 0.43–0.44 ms.
 //!
 //! An iroh listener is the exception: its endpoint's socket and its QUIC
 //! connections are driven on the runtime that bound it
@@ -41,8 +43,8 @@ impl Server {
     /// Serves `listeners` on one runtime per core until `shutdown`
     /// completes (the calling thread and every serving thread ask for
     /// short scheduling slices, see the module docs), then disconnects
-    /// every client (see [`serve`](Server::serve)), closes the listeners (an iroh endpoint
-    /// says goodbye to its peers) and returns.
+    /// every client (see [`serve`](Server::serve)), closes the listeners
+    /// (an iroh endpoint says goodbye to its peers) and returns.
     ///
     /// Call it from inside a tokio runtime: that runtime keeps driving the
     /// listeners' sockets, which were registered with it when bound.
