@@ -79,3 +79,104 @@ pub(crate) fn process_rss_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// What each of a process's open descriptors is, by number: a path, an
+/// anonymous inode, or for a socket its protocol, addresses and TCP state
+/// (from the process's `/proc/<pid>/net` tables), so a leak says what
+/// leaked. Empty once the process is gone.
+pub(crate) fn open_descriptors(pid: u32) -> std::collections::BTreeMap<u32, String> {
+    let sockets = socket_table(pid);
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return std::collections::BTreeMap::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let fd = entry.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?;
+            let target = target.to_string_lossy();
+            let described = target
+                .strip_prefix("socket:[")
+                .and_then(|rest| rest.strip_suffix(']'))
+                .and_then(|inode| sockets.get(inode).cloned())
+                .unwrap_or_else(|| target.into_owned());
+            Some((fd, described))
+        })
+        .collect()
+}
+
+/// The sockets of `pid`'s network namespace, by inode: "tcp 127.0.0.1:80 →
+/// 127.0.0.1:5000 ESTABLISHED", "udp 127.0.0.1:53", "unix".
+fn socket_table(pid: u32) -> std::collections::HashMap<String, String> {
+    let mut sockets = std::collections::HashMap::new();
+    for table in ["tcp", "tcp6", "udp", "udp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(remote), Some(state), Some(inode)) =
+                (fields.get(1), fields.get(2), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let protocol = table.trim_end_matches('6');
+            let described = if protocol == "tcp" {
+                format!(
+                    "tcp {} → {} {}",
+                    socket_address(local),
+                    socket_address(remote),
+                    tcp_state(state)
+                )
+            } else {
+                format!("udp {}", socket_address(local))
+            };
+            sockets.insert((*inode).to_owned(), described);
+        }
+    }
+    if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/unix")) {
+        for line in text.lines().skip(1) {
+            if let Some(inode) = line.split_whitespace().nth(6) {
+                let path = line.split_whitespace().nth(7).unwrap_or("");
+                sockets.insert(
+                    inode.to_owned(),
+                    format!("unix {path}").trim_end().to_owned(),
+                );
+            }
+        }
+    }
+    sockets
+}
+
+/// `0100007F:1F90` → `127.0.0.1:8080`; IPv6 addresses are kept in hex
+/// (only the port is decoded), which is enough to tell them apart.
+fn socket_address(hex: &str) -> String {
+    let Some((address, port)) = hex.split_once(':') else {
+        return hex.to_owned();
+    };
+    let port = u16::from_str_radix(port, 16).map_or_else(|_| port.to_owned(), |p| p.to_string());
+    match u32::from_str_radix(address, 16) {
+        Ok(v4) if address.len() == 8 => {
+            format!("{}:{port}", std::net::Ipv4Addr::from(v4.swap_bytes()))
+        }
+        _ => format!("[{address}]:{port}"),
+    }
+}
+
+/// The name of a TCP state as `/proc/net/tcp` numbers it (see tcp_states.h).
+fn tcp_state(hex: &str) -> &'static str {
+    match hex {
+        "01" => "ESTABLISHED",
+        "02" => "SYN_SENT",
+        "03" => "SYN_RECV",
+        "04" => "FIN_WAIT1",
+        "05" => "FIN_WAIT2",
+        "06" => "TIME_WAIT",
+        "07" => "CLOSE",
+        "08" => "CLOSE_WAIT",
+        "09" => "LAST_ACK",
+        "0A" => "LISTEN",
+        "0B" => "CLOSING",
+        _ => "?",
+    }
+}

@@ -15,6 +15,7 @@
 //! grows with the churn's finished tunnels. `cargo xtask test` runs two
 //! minutes of it (on the debug build: `--debug-build`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -371,12 +372,19 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
     for ((driven, before), after) in clients.iter().zip(&clients_before).zip(&clients_after) {
         println!(
             "  {:<4} client fds / RSS       {} → {}, {} → {} KiB",
-            driven.name, before.fds, after.fds, before.rss_kib, after.rss_kib
+            driven.name,
+            before.descriptors.len(),
+            after.descriptors.len(),
+            before.rss_kib,
+            after.rss_kib
         );
     }
     println!(
         "  server fds / RSS            {} → {}, {} → {} KiB",
-        server_before.fds, server_after.fds, server_before.rss_kib, server_after.rss_kib
+        server_before.descriptors.len(),
+        server_after.descriptors.len(),
+        server_before.rss_kib,
+        server_after.rss_kib
     );
     println!(
         "  churn (one session)          server {} in {:.1} s",
@@ -528,28 +536,52 @@ fn sessions(client: &AlknetClient) -> usize {
     client.log().matches(" connected server=").count()
 }
 
-/// A process's open descriptors and resident memory.
-#[derive(Clone, Copy, Debug, Default)]
+/// A process's open descriptors (what each is) and resident memory.
+#[derive(Clone, Debug, Default)]
 struct Usage {
-    fds: usize,
+    descriptors: BTreeMap<u32, String>,
     rss_kib: u64,
 }
 
 fn usage(pid: u32) -> Usage {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count);
-    let rss_kib = super::proc_stats::process_rss_kib(pid);
-    Usage { fds, rss_kib }
+    Usage {
+        descriptors: super::proc_stats::open_descriptors(pid),
+        rss_kib: super::proc_stats::process_rss_kib(pid),
+    }
 }
 
 fn leak(name: &str, before: &Usage, after: &Usage) -> Option<String> {
-    let fds = after.fds > before.fds + FD_MARGIN;
+    let (fds_before, fds_after) = (before.descriptors.len(), after.descriptors.len());
+    let fds = fds_after > fds_before + FD_MARGIN;
     let rss = after.rss_kib > before.rss_kib + RSS_MARGIN_KIB;
     (fds || rss).then(|| {
-        format!(
-            "{name}: {} → {} descriptors, {} → {} KiB",
-            before.fds, after.fds, before.rss_kib, after.rss_kib
-        )
+        let mut report = format!(
+            "{name}: {fds_before} → {fds_after} descriptors, {} → {} KiB",
+            before.rss_kib, after.rss_kib
+        );
+        if fds {
+            report.push_str("; new: ");
+            report.push_str(&new_descriptors(before, after));
+        }
+        report
     })
+}
+
+/// The descriptors open after that were not before, counted by kind
+/// ("3× tcp 127.0.0.1:41000 → 127.0.0.1:8080 CLOSE_WAIT"), so a leak's
+/// report says where to look.
+fn new_descriptors(before: &Usage, after: &Usage) -> String {
+    let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+    for (fd, what) in &after.descriptors {
+        if before.descriptors.get(fd) != Some(what) {
+            *kinds.entry(what.as_str()).or_default() += 1;
+        }
+    }
+    kinds
+        .iter()
+        .map(|(what, count)| format!("{count}× {what}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The traffic threads, which can be paused (in-flight transfers finish)
