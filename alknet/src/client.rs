@@ -554,6 +554,14 @@ struct ClientHandler {
     _session_alive: DropGuard,
 }
 
+/// russh drops the handler when the session ends: channel writers still
+/// waiting on it are told (see `Backlog::session_ended`).
+impl Drop for ClientHandler {
+    fn drop(&mut self) {
+        self.backlog.session_ended();
+    }
+}
+
 impl russh::client::Handler for ClientHandler {
     type Error = Error;
 
@@ -620,6 +628,15 @@ impl russh::client::Handler for ClientHandler {
         _session: &mut russh::client::Session,
     ) -> Result<(), Self::Error> {
         self.backlog.arrived(channel, data.len());
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: russh::ChannelId,
+        _session: &mut russh::client::Session,
+    ) -> Result<(), Self::Error> {
+        self.backlog.channel_closed(channel);
         Ok(())
     }
 

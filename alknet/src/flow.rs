@@ -212,6 +212,8 @@ struct BacklogInner {
     peer_closes: AtomicBool,
     /// The session's open channels and those it closed first.
     wear: SessionWear,
+    /// The session is over: its channels' writers fail instead of waiting.
+    over: AtomicBool,
 }
 
 impl Backlog {
@@ -282,6 +284,48 @@ impl Backlog {
     /// The session's channel counts (see [`SessionWear`]).
     pub(crate) fn wear(&self) -> &SessionWear {
         &self.inner.wear
+    }
+
+    /// The session ended. Its channels' writers may be waiting for credit,
+    /// for russh's window or for the transport, none of which will come
+    /// now — and russh does not tell them: they are woken to fail, so a
+    /// relay ends (and closes its socket) instead of waiting for good.
+    pub(crate) fn session_ended(&self) {
+        self.inner.over.store(true, Ordering::SeqCst);
+        let credits: Vec<SharedCredit> = self
+            .credits()
+            .streams
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for credit in credits {
+            credit
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .close();
+        }
+        let draining = std::mem::take(
+            &mut *self
+                .inner
+                .draining
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        draining.into_iter().for_each(Waker::wake);
+    }
+
+    /// The peer closed `channel`: its writer can send nothing more.
+    pub(crate) fn channel_closed(&self, channel: ChannelId) {
+        if let Some(credit) = self.credit_of(channel) {
+            credit
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .close();
+        }
+    }
+
+    fn session_is_over(&self) -> bool {
+        self.inner.over.load(Ordering::SeqCst)
     }
 
     /// How the session's channels grant credit.
@@ -438,8 +482,12 @@ impl Backlog {
 
     /// Whether a channel writer may send now: not while the transport's
     /// queue is over [`OUTBOUND_THROTTLE`] (it is woken once it drained).
+    /// Ready at once when the session is over (the writer then fails).
     fn poll_outbound_room(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.inner.outbound.load(Ordering::SeqCst) < OUTBOUND_THROTTLE {
+        let room = || {
+            self.inner.outbound.load(Ordering::SeqCst) < OUTBOUND_THROTTLE || self.session_is_over()
+        };
+        if room() {
             return Poll::Ready(());
         }
         {
@@ -453,7 +501,7 @@ impl Backlog {
             }
         }
         // Looked at again once registered: it may have drained meanwhile.
-        if self.inner.outbound.load(Ordering::SeqCst) < OUTBOUND_THROTTLE {
+        if room() {
             return Poll::Ready(());
         }
         Poll::Pending
@@ -830,8 +878,10 @@ struct ChannelCredit {
     /// window's edge): the bytes so far.
     partial: Vec<u8>,
     send_grant: SendGrant,
-    /// The writer waiting for a grant.
+    /// The writer waiting for a grant (or for russh's window).
     write_waker: Option<Waker>,
+    /// The peer closed the channel, or the session ended.
+    closed: bool,
 }
 
 type SharedCredit = Arc<Mutex<ChannelCredit>>;
@@ -854,6 +904,7 @@ impl ChannelCredit {
             partial: Vec::new(),
             send_grant,
             write_waker: None,
+            closed: false,
         };
         match mode {
             CreditMode::Offer => credit.start_granting(),
@@ -906,6 +957,14 @@ impl ChannelCredit {
             self.start_granting();
         }
         self.update_reserved(backlog);
+        if let Some(writer) = self.write_waker.take() {
+            writer.wake();
+        }
+    }
+
+    /// Nothing more can be sent: a waiting writer is woken to find out.
+    fn close(&mut self) {
+        self.closed = true;
         if let Some(writer) = self.write_waker.take() {
             writer.wake();
         }
@@ -1174,8 +1233,14 @@ impl TunnelStream {
     ) -> Poll<io::Result<usize>> {
         if self.sending.is_none() {
             ready!(self.backlog.poll_outbound_room(cx));
+            if self.backlog.session_is_over() {
+                return Poll::Ready(Err(channel_closed()));
+            }
             let room = {
                 let mut credit = self.credit();
+                if credit.closed {
+                    return Poll::Ready(Err(channel_closed()));
+                }
                 let room = credit.room(len);
                 if room == 0 {
                     // Woken by the session's handler when the peer grants.
@@ -1202,14 +1267,23 @@ impl TunnelStream {
         };
         let len = *len;
         let sent = sending.as_mut().poll(cx);
+        if sent.is_pending() {
+            // russh waits for window without hearing of the channel's or
+            // the session's end: those wake us here instead.
+            let mut credit = self.credit.lock().unwrap_or_else(PoisonError::into_inner);
+            if credit.closed || self.backlog.session_is_over() {
+                drop(credit);
+                self.sending = None;
+                self.set_write_blocked(false);
+                return Poll::Ready(Err(channel_closed()));
+            }
+            credit.write_waker = Some(cx.waker().clone());
+        }
         self.set_write_blocked(sent.is_pending());
         let sent = ready!(sent);
         self.sending = None;
         if sent.is_err() {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "the channel is closed",
-            )));
+            return Poll::Ready(Err(channel_closed()));
         }
         self.credit().sent += len as u64;
         Poll::Ready(Ok(len))
@@ -1317,6 +1391,11 @@ impl Drop for TunnelStream {
 }
 
 type Close = Option<Pin<Box<dyn Future<Output = ()> + Send>>>;
+
+/// What a write to a channel that can take no more data fails with.
+fn channel_closed() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the channel is closed")
+}
 
 /// Counts one message of a dropped channel off the backlog; false once the
 /// channel is closed (its close, or russh forgot it).
@@ -1480,6 +1559,31 @@ mod tests {
             .expect("the waiting writer was never woken")
             .unwrap();
         assert_eq!(reader.await.unwrap(), queued);
+    }
+
+    #[tokio::test]
+    async fn a_writer_waiting_on_a_full_transport_queue_is_let_go_when_the_session_ends() {
+        let (near, _far) = tokio::io::duplex(64 * 1024);
+        let backlog = Backlog::default();
+        let mut behind = WriteBehind::new(near, backlog.clone());
+        behind
+            .write_all(&vec![1u8; OUTBOUND_THROTTLE + 256 * 1024])
+            .await
+            .unwrap();
+        let writer = tokio::spawn({
+            let backlog = backlog.clone();
+            async move { std::future::poll_fn(|cx| backlog.poll_outbound_room(cx)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!writer.is_finished(), "wrote over a full transport queue");
+
+        // The queue never drains: only the session's end can release it.
+        backlog.session_ended();
+        tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .expect("the waiting writer outlived its session")
+            .unwrap();
+        assert!(backlog.session_is_over());
     }
 
     #[tokio::test(start_paused = true)]

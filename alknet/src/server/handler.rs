@@ -46,6 +46,14 @@ pub(super) struct SessionHandler {
     pub(super) backlog: Backlog,
 }
 
+/// russh drops the handler when the session ends: channel writers still
+/// waiting on it are told (see `Backlog::session_ended`).
+impl Drop for SessionHandler {
+    fn drop(&mut self) {
+        self.backlog.session_ended();
+    }
+}
+
 impl russh::server::Handler for SessionHandler {
     type Error = russh::Error;
 
@@ -160,6 +168,7 @@ impl russh::server::Handler for SessionHandler {
         channel: ChannelId,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.backlog.channel_closed(channel);
         if let Some(closed) = self.channel_closed.remove(&channel) {
             closed.cancel();
         }

@@ -187,3 +187,61 @@ fn after_its_renewal_count_of_tunnels_the_client_moves_to_a_fresh_session_with_i
         &["localhost".into(), format!(":{port}")],
     );
 }
+
+/// What became of a program's writes into a tunnel that stopped taking them.
+fn keep_writing(mut stream: std::net::TcpStream, limit: Duration) -> std::io::Result<()> {
+    stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let chunk = vec![7u8; 64 * 1024];
+    let until = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < until {
+        match stream.write(&chunk) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn an_upload_waiting_on_a_server_that_dies_is_closed_not_left_hanging() {
+    // Seen in a 15-minute soak: each tunnel whose writer was waiting for
+    // the server's credit when the session was lost stayed open for good —
+    // the program never heard, and the client kept its socket.
+    let dir = Workdir::new().unwrap();
+    let mut server = AlknetServer::start(&dir, &[]).unwrap();
+    let client = AlknetClient::start(&dir, server.port, &server.user_key, &[]).unwrap();
+    // A target that takes the connection and never reads from it.
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target_port = target.local_addr().unwrap().port();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((stream, _)) = target.accept() {
+            let _ = held_tx.send(stream);
+        }
+    });
+    let (reply, upload) =
+        xtask::socks5_connect(client.socks_addr, "127.0.0.1", target_port).unwrap();
+    assert_eq!(reply, 0, "SOCKS5 connect refused");
+    let _held = held_rx.recv_timeout(LIMIT).unwrap();
+    // Fill the path: the client's writer ends up waiting for credit.
+    let writer = upload.try_clone().unwrap();
+    assert!(keep_writing(writer, Duration::from_secs(3)).is_ok());
+
+    server.process.kill().unwrap();
+    let outcome = keep_writing(upload, LIMIT);
+    let error = outcome.expect_err("the tunnel's writes still hang a minute after the server died");
+    assert!(
+        matches!(
+            error.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        "{error}"
+    );
+}
