@@ -508,7 +508,6 @@ impl Backlog {
     }
 
     /// A channel writer started waiting: a paused gate must read again.
-    /// A channel writer started waiting: a paused gate looks again.
     fn writer_blocked(&self) {
         {
             let mut writers = self

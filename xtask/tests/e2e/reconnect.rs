@@ -188,7 +188,8 @@ fn after_its_renewal_count_of_tunnels_the_client_moves_to_a_fresh_session_with_i
     );
 }
 
-/// What became of a program's writes into a tunnel that stopped taking them.
+/// Writes into `stream` for `limit`, as a program uploading would: a write
+/// that times out means the tunnel is full (fine); any other error ends it.
 fn keep_writing(mut stream: std::net::TcpStream, limit: Duration) -> std::io::Result<()> {
     stream
         .set_write_timeout(Some(Duration::from_millis(500)))
