@@ -304,14 +304,7 @@ impl Backlog {
                 .unwrap_or_else(PoisonError::into_inner)
                 .close();
         }
-        let draining = std::mem::take(
-            &mut *self
-                .inner
-                .draining
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        draining.into_iter().for_each(Waker::wake);
+        self.wake_draining();
     }
 
     /// The peer closed `channel`: its writer can send nothing more.
@@ -469,15 +462,20 @@ impl Backlog {
     fn set_outbound(&self, queued: usize) {
         let before = self.inner.outbound.swap(queued, Ordering::SeqCst);
         if before >= OUTBOUND_THROTTLE && queued < OUTBOUND_THROTTLE {
-            let waiting = std::mem::take(
-                &mut *self
-                    .inner
-                    .draining
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner),
-            );
-            waiting.into_iter().for_each(Waker::wake);
+            self.wake_draining();
         }
+    }
+
+    /// Wakes the channel writers waiting for the transport's queue.
+    fn wake_draining(&self) {
+        let waiting = std::mem::take(
+            &mut *self
+                .inner
+                .draining
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        waiting.into_iter().for_each(Waker::wake);
     }
 
     /// Whether a channel writer may send now: not while the transport's
