@@ -1231,12 +1231,12 @@ impl TunnelStream {
         if self.sending.is_none() {
             ready!(self.backlog.poll_outbound_room(cx));
             if self.backlog.session_is_over() {
-                return Poll::Ready(Err(channel_closed()));
+                return Poll::Ready(Err(closed_channel_error()));
             }
             let room = {
                 let mut credit = self.credit();
                 if credit.closed {
-                    return Poll::Ready(Err(channel_closed()));
+                    return Poll::Ready(Err(closed_channel_error()));
                 }
                 let room = credit.room(len);
                 if room == 0 {
@@ -1272,7 +1272,7 @@ impl TunnelStream {
                 drop(credit);
                 self.sending = None;
                 self.set_write_blocked(false);
-                return Poll::Ready(Err(channel_closed()));
+                return Poll::Ready(Err(closed_channel_error()));
             }
             credit.write_waker = Some(cx.waker().clone());
         }
@@ -1280,7 +1280,7 @@ impl TunnelStream {
         let sent = ready!(sent);
         self.sending = None;
         if sent.is_err() {
-            return Poll::Ready(Err(channel_closed()));
+            return Poll::Ready(Err(closed_channel_error()));
         }
         self.credit().sent += len as u64;
         Poll::Ready(Ok(len))
@@ -1390,7 +1390,7 @@ impl Drop for TunnelStream {
 type Close = Option<Pin<Box<dyn Future<Output = ()> + Send>>>;
 
 /// What a write to a channel that can take no more data fails with.
-fn channel_closed() -> io::Error {
+fn closed_channel_error() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "the channel is closed")
 }
 
