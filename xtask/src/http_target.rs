@@ -2,7 +2,9 @@
 //! bytes of a fixed pattern ([`HttpTarget::body`]), so any size can be
 //! served without holding it in memory and checked by hash; `PUT` (or
 //! `POST`) reads a body of its `Content-Length` and answers with how many
-//! bytes came, so uploads can be timed the same way.
+//! bytes came, so uploads can be timed the same way; to `PUT /sha256` it
+//! also answers with their SHA-256 ([`HttpTarget::upload_answer`]), so an
+//! upload can be checked as a download is.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -10,6 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use sha2::{Digest, Sha256};
 
 use crate::{Result, XtaskError};
 
@@ -59,6 +63,22 @@ impl HttpTarget {
     pub fn body(len: usize) -> Vec<u8> {
         (0..len).map(pattern_byte).collect()
     }
+
+    /// What the target answers to `PUT /sha256` carrying `body`: its length
+    /// and its SHA-256 in hex.
+    pub fn upload_answer(body: &[u8]) -> String {
+        answer(body.len() as u64, Some(Sha256::digest(body).into()))
+    }
+}
+
+fn answer(received: u64, hash: Option<[u8; 32]>) -> String {
+    match hash {
+        Some(hash) => {
+            let hex: String = hash.iter().map(|byte| format!("{byte:02x}")).collect();
+            format!("{received} {hex}")
+        }
+        None => received.to_string(),
+    }
 }
 
 impl Drop for HttpTarget {
@@ -105,8 +125,11 @@ fn serve(stream: TcpStream) -> io::Result<()> {
         if expects_continue {
             writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
-        let received = discard(reader.take(content_length.unwrap_or(0)))?;
-        let answer = received.to_string();
+        // Hashing costs CPU the bench's upload rows share with the tunnel,
+        // so only the soak's checked uploads ask for it.
+        let hashed = request_line.split_whitespace().nth(1) == Some("/sha256");
+        let (received, hash) = discard(reader.take(content_length.unwrap_or(0)), hashed)?;
+        let answer = answer(received, hash);
         let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
             answer.len()
@@ -143,15 +166,22 @@ fn serve(stream: TcpStream) -> io::Result<()> {
     writer.flush()
 }
 
-/// Reads `body` to its end and counts it, in large reads: an upload's
-/// target should cost the machine it shares with the tunnel little.
-fn discard(mut body: impl Read) -> io::Result<u64> {
+/// Reads `body` to its end and counts it (and hashes it, if `hashed`), in
+/// large reads: an upload's target should cost the machine it shares with
+/// the tunnel little.
+fn discard(mut body: impl Read, hashed: bool) -> io::Result<(u64, Option<[u8; 32]>)> {
     let mut buffer = vec![0u8; 256 * 1024];
+    let mut hasher = hashed.then(Sha256::new);
     let mut total = 0;
     loop {
         match body.read(&mut buffer)? {
-            0 => return Ok(total),
-            n => total += n as u64,
+            0 => return Ok((total, hasher.map(|hasher| hasher.finalize().into()))),
+            n => {
+                total += n as u64;
+                if let Some(hasher) = hasher.as_mut() {
+                    hasher.update(&buffer[..n]);
+                }
+            }
         }
     }
 }
@@ -183,6 +213,24 @@ mod tests {
         reader.read_to_string(&mut answer).unwrap();
         assert!(answer.contains("HTTP/1.1 200 OK\r\n"), "{answer}");
         assert!(answer.ends_with("\r\n\r\n100000"), "{answer}");
+    }
+
+    #[test]
+    fn an_upload_to_sha256_is_answered_with_its_length_and_hash() {
+        let target = HttpTarget::start("127.0.0.1:0").unwrap();
+        let mut stream = TcpStream::connect(target.addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let body = b"abc";
+        write!(stream, "PUT /sha256 HTTP/1.1\r\nContent-Length: 3\r\n\r\n").unwrap();
+        stream.write_all(body).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        // SHA-256("abc"), FIPS 180-2's first example.
+        let expected = "3 ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(HttpTarget::upload_answer(body), expected);
+        assert!(answer.ends_with(&format!("\r\n\r\n{expected}")), "{answer}");
     }
 
     fn get(target: &HttpTarget, length: usize) -> (String, Vec<u8>) {

@@ -38,7 +38,9 @@ pub fn require_tool(tool: &str) -> Result<()> {
     }
 }
 
-/// A temporary directory that is removed when dropped.
+/// A temporary directory that is removed when dropped — unless
+/// `ALKNET_KEEP_WORKDIR` is set, so the logs of a bench or soak run (each
+/// process's `.out`/`.err`) can be read after it.
 #[derive(Debug)]
 pub struct Workdir {
     dir: tempfile::TempDir,
@@ -47,10 +49,14 @@ pub struct Workdir {
 impl Workdir {
     /// A fresh, empty directory.
     pub fn new() -> Result<Self> {
-        let dir = tempfile::Builder::new()
+        let mut dir = tempfile::Builder::new()
             .prefix("alknet-xtask-")
             .tempdir()
             .map_err(XtaskError::io("creating a temporary directory"))?;
+        if std::env::var_os("ALKNET_KEEP_WORKDIR").is_some() {
+            dir.disable_cleanup(true);
+            eprintln!("keeping {} (ALKNET_KEEP_WORKDIR)", dir.path().display());
+        }
         Ok(Self { dir })
     }
 

@@ -1,7 +1,7 @@
 //! `cargo xtask soak [--minutes N]`: one server, three clients (TCP with a
-//! `-L` and a `-R` forward, TLS, iroh), mixed traffic — bulk downloads
-//! checked by SHA-256, short connections, forward traffic, calls — while
-//! the server is SIGKILLed and restarted, SIGSTOPped past the clients'
+//! `-L` and a `-R` forward, TLS, iroh), mixed traffic — bulk downloads and
+//! uploads through every client and forward, checked by SHA-256, short
+//! connections, calls — while the server is SIGKILLed and restarted, SIGSTOPped past the clients'
 //! keepalive timeout, and SIGHUPped with a changed authorized_keys.
 //! Subscriptions go through the server's hub to a spoke (the facade's
 //! `count_spoke` example) that registers again after every fault. Before
@@ -221,7 +221,7 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
     // a leak: many short tunnels through one session.
     // Through the TLS client, which keeps one session (the TCP one renews).
     let churn = Churn::run(clients[1].client.socks_addr, target.addr(), &server, &tally);
-    let traffic = Traffic::start(&clients, target.addr(), &tally, &dir, server.port, &server);
+    let traffic = Traffic::start(&clients, target.addr(), &tally, &dir, &server)?;
 
     // Warm up, then the clients' level to compare the end with.
     std::thread::sleep(BETWEEN_FAULTS);
@@ -272,7 +272,7 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
             match xtask::wait_until("a reconnection", RECONNECT_LIMIT, || {
                 (sessions(&driven.client) > before[index]).then_some(())
             }) {
-                Ok(()) => reconnects.push(at.elapsed()),
+                Ok(()) => reconnects.push((at.elapsed(), driven.name, kind)),
                 Err(_) => outcome.problems.push(format!(
                     "the {} client did not reconnect within {RECONNECT_LIMIT:?} after {kind}",
                     driven.name
@@ -325,9 +325,12 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
     reconnects.sort();
     let p50 = reconnects
         .get(reconnects.len() / 2)
-        .copied()
+        .map(|(took, _, _)| *took)
         .unwrap_or_default();
-    let max = reconnects.last().copied().unwrap_or_default();
+    let slowest = reconnects
+        .last()
+        .map(|(took, name, kind)| format!("{:.2} s ({name} client, {kind})", took.as_secs_f64()))
+        .unwrap_or_else(|| "-".to_owned());
     println!(
         "\nsoak: {:.0} s, {} clients (tcp with -L and -R, tls, iroh)",
         started.elapsed().as_secs_f64(),
@@ -364,9 +367,8 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
             .count()
     );
     println!(
-        "  reconnect time p50 / max     {:.2} s / {:.2} s ({} reconnections)",
+        "  reconnect time p50 / max     {:.2} s / {slowest} ({} reconnections)",
         p50.as_secs_f64(),
-        max.as_secs_f64(),
         reconnects.len()
     );
     for ((driven, before), after) in clients.iter().zip(&clients_before).zip(&clients_after) {
@@ -430,7 +432,7 @@ impl Churn {
                         while Instant::now() < deadline
                             && started.fetch_add(1, Ordering::Relaxed) < count
                         {
-                            if !record(tally, short_tunnel(socks, target), &expected) {
+                            if !record(tally, short_tunnel(socks, target), &expected, 0) {
                                 failed.fetch_add(1, Ordering::Relaxed);
                             }
                         }
@@ -599,9 +601,8 @@ impl Traffic {
         target: SocketAddr,
         tally: &Arc<Tally>,
         dir: &Workdir,
-        server_port: u16,
         server: &AlknetServer,
-    ) -> Self {
+    ) -> Result<Self> {
         let traffic = Self {
             running: Arc::new(AtomicBool::new(true)),
             paused: Arc::new(AtomicBool::new(false)),
@@ -609,8 +610,15 @@ impl Traffic {
             threads: Mutex::new(Vec::new()),
         };
         let expected_bulk: [u8; 32] = Sha256::digest(HttpTarget::body(BULK)).into();
+        let expected_upload: [u8; 32] =
+            Sha256::digest(HttpTarget::upload_answer(&HttpTarget::body(BULK))).into();
         let expected_short: [u8; 32] = Sha256::digest(HttpTarget::body(SHORT)).into();
         let expected_items: [u8; 32] = Sha256::digest(subscription_output()).into();
+        // Every upload carries this file: the bulk pattern, read from the
+        // page cache.
+        let upload = dir.join("upload.bin");
+        std::fs::write(&upload, HttpTarget::body(BULK))
+            .map_err(XtaskError::io("writing the file to upload"))?;
         let mut worker = 0usize;
         let mut spawn = |job: Job| {
             worker += 1;
@@ -622,11 +630,13 @@ impl Traffic {
                 tally.clone(),
                 clients.clone(),
             );
-            let call = (
-                server_port,
-                server.user_key.clone(),
-                server.fingerprint.clone(),
-            );
+            let reach = Reach {
+                target,
+                upload: upload.clone(),
+                server_port: server.port,
+                key: server.user_key.clone(),
+                fingerprint: server.fingerprint.clone(),
+            };
             let handle = std::thread::spawn(move || {
                 while running.load(Ordering::Relaxed) {
                     if paused.load(Ordering::Relaxed) {
@@ -634,15 +644,22 @@ impl Traffic {
                         continue;
                     }
                     in_flight.fetch_add(1, Ordering::SeqCst);
-                    let ended = job.run(&clients, target, &out, &call);
+                    let ended = job.run(&clients, &reach, &out);
                     in_flight.fetch_sub(1, Ordering::SeqCst);
-                    let expected = match job {
-                        Job::Bulk(_) | Job::LocalForward | Job::RemoteForward => expected_bulk,
-                        Job::Short(_) | Job::Call => expected_short,
-                        Job::Subscription => expected_items,
+                    let (expected, uploaded) = match job {
+                        Job::Bulk(_, Way::Up)
+                        | Job::LocalForward(Way::Up)
+                        | Job::RemoteForward(Way::Up) => (expected_upload, BULK),
+                        Job::Bulk(..) | Job::LocalForward(_) | Job::RemoteForward(_) => {
+                            (expected_bulk, 0)
+                        }
+                        Job::Short(_) | Job::Call => (expected_short, 0),
+                        Job::Subscription => (expected_items, 0),
                     };
                     let failed = ended.is_none();
-                    if record(&tally, ended, &expected) && matches!(job, Job::Subscription) {
+                    if record(&tally, ended, &expected, uploaded)
+                        && matches!(job, Job::Subscription)
+                    {
                         tally.subscriptions.fetch_add(1, Ordering::Relaxed);
                     }
                     if failed {
@@ -657,15 +674,19 @@ impl Traffic {
                 .map(|mut threads| threads.push(handle))
                 .ok();
         };
+        for way in [Way::Down, Way::Up] {
+            for index in 0..clients.len() {
+                spawn(Job::Bulk(index, way));
+            }
+            spawn(Job::LocalForward(way));
+            spawn(Job::RemoteForward(way));
+        }
         for index in 0..clients.len() {
-            spawn(Job::Bulk(index));
             spawn(Job::Short(index));
         }
-        spawn(Job::LocalForward);
-        spawn(Job::RemoteForward);
         spawn(Job::Call);
         spawn(Job::Subscription);
-        traffic
+        Ok(traffic)
     }
 
     /// Stops starting transfers and waits (bounded) for those running.
@@ -691,17 +712,27 @@ impl Traffic {
     }
 }
 
+/// Which way a bulk transfer's bytes go.
+#[derive(Clone, Copy, Debug)]
+enum Way {
+    /// From the target to curl (a GET).
+    Down,
+    /// From curl to the target (a PUT of [`BULK`] bytes, answered with
+    /// their length and SHA-256).
+    Up,
+}
+
 /// One kind of traffic.
 #[derive(Clone, Copy, Debug)]
 enum Job {
-    /// A bulk download through client N's SOCKS5 port.
-    Bulk(usize),
+    /// A bulk transfer through client N's SOCKS5 port.
+    Bulk(usize, Way),
     /// A short request through client N's SOCKS5 port.
     Short(usize),
-    /// A bulk download through the TCP client's `-L` forward.
-    LocalForward,
-    /// A bulk download through the server's side of the `-R` forward.
-    RemoteForward,
+    /// A bulk transfer through the TCP client's `-L` forward.
+    LocalForward(Way),
+    /// A bulk transfer through the server's side of the `-R` forward.
+    RemoteForward(Way),
     /// One `alknet call` to the server (`/services/list`), its answer
     /// checked, then a short download so its tally is comparable.
     Call,
@@ -710,48 +741,52 @@ enum Job {
     Subscription,
 }
 
+/// Where the traffic goes: the target, the file uploads carry, and the
+/// server `alknet call` reaches.
+struct Reach {
+    target: SocketAddr,
+    upload: PathBuf,
+    server_port: u16,
+    key: PathBuf,
+    fingerprint: String,
+}
+
 /// How a transfer ended: `None` failed visibly; `Some(bytes)` completed.
 type Ended = Option<Vec<u8>>;
 
 impl Job {
-    fn run(
-        self,
-        clients: &[Driven],
-        target: SocketAddr,
-        out: &PathBuf,
-        call: &(u16, PathBuf, String),
-    ) -> Ended {
-        let url = |host: SocketAddr, len: usize| format!("http://{host}/{len}");
+    fn run(self, clients: &[Driven], reach: &Reach, out: &PathBuf) -> Ended {
+        let socks = |index: usize| Some(clients[index].client.socks_addr);
+        let short = format!("http://{}/{SHORT}", reach.target);
         match self {
-            Job::Bulk(index) => curl(
-                Some(clients[index].client.socks_addr),
-                &url(target, BULK),
-                out,
-            ),
-            Job::Short(index) => curl(
-                Some(clients[index].client.socks_addr),
-                &url(target, SHORT),
-                out,
-            ),
-            Job::LocalForward => {
+            Job::Bulk(index, way) => bulk(socks(index), reach.target, way, reach, out),
+            Job::Short(index) => curl(socks(index), &short, None, out),
+            Job::LocalForward(way) => {
                 let local = clients[0].client.forward_addr(1).ok()?;
-                curl(None, &url(local, BULK), out)
+                bulk(None, local, way, reach, out)
             }
-            Job::RemoteForward => {
+            Job::RemoteForward(way) => {
                 let port = clients[0].client.remote_forward_port(1).ok()?;
-                curl(
+                bulk(
                     None,
-                    &url(SocketAddr::from(([127, 0, 0, 1], port)), BULK),
+                    SocketAddr::from(([127, 0, 0, 1], port)),
+                    way,
+                    reach,
                     out,
                 )
             }
             Job::Call => {
-                let (port, key, fingerprint) = call;
-                let answer = call_command(*port, key, fingerprint, "/services/list", None)
-                    .ok()?
-                    .stdin(Stdio::null())
-                    .output()
-                    .ok()?;
+                let answer = call_command(
+                    reach.server_port,
+                    &reach.key,
+                    &reach.fingerprint,
+                    "/services/list",
+                    None,
+                )
+                .ok()?
+                .stdin(Stdio::null())
+                .output()
+                .ok()?;
                 // A call that "succeeds" must carry a JSON list.
                 if answer.status.success()
                     && !String::from_utf8_lossy(&answer.stdout)
@@ -763,19 +798,44 @@ impl Job {
                 if !answer.status.success() {
                     return None;
                 }
-                curl(Some(clients[0].client.socks_addr), &url(target, SHORT), out)
+                curl(socks(0), &short, None, out)
             }
             Job::Subscription => {
-                let (port, key, fingerprint) = call;
                 let input = format!(r#"{{"to": {SUBSCRIPTION_ITEMS}}}"#);
-                let answer = call_command(*port, key, fingerprint, "/soak/count", Some(&input))
-                    .ok()?
-                    .stdin(Stdio::null())
-                    .output()
-                    .ok()?;
+                let answer = call_command(
+                    reach.server_port,
+                    &reach.key,
+                    &reach.fingerprint,
+                    "/soak/count",
+                    Some(&input),
+                )
+                .ok()?
+                .stdin(Stdio::null())
+                .output()
+                .ok()?;
                 answer.status.success().then_some(answer.stdout)
             }
         }
+    }
+}
+
+/// A bulk transfer with curl to `host` (through `socks` if given): a
+/// download of [`BULK`] bytes, or an upload of the file in `reach`.
+fn bulk(
+    socks: Option<SocketAddr>,
+    host: SocketAddr,
+    way: Way,
+    reach: &Reach,
+    out: &PathBuf,
+) -> Ended {
+    match way {
+        Way::Down => curl(socks, &format!("http://{host}/{BULK}"), None, out),
+        Way::Up => curl(
+            socks,
+            &format!("http://{host}/sha256"),
+            Some(&reach.upload),
+            out,
+        ),
     }
 }
 
@@ -799,14 +859,18 @@ fn spoke_binary(profile: Profile) -> Result<PathBuf> {
     }
 }
 
-/// A download with curl: `Some(body)` when curl says it completed.
-fn curl(socks: Option<SocketAddr>, url: &str, out: &PathBuf) -> Ended {
+/// A request with curl (a PUT of `upload` if given): `Some(body)` when
+/// curl says it completed.
+fn curl(socks: Option<SocketAddr>, url: &str, upload: Option<&PathBuf>, out: &PathBuf) -> Ended {
     let mut command = Command::new("curl");
     command
         .args(["--silent", "--max-time", "30", "--output"])
         .arg(out);
     if let Some(socks) = socks {
         command.arg("--socks5-hostname").arg(socks.to_string());
+    }
+    if let Some(upload) = upload {
+        command.arg("--upload-file").arg(upload);
     }
     let status = command.arg(url).stdin(Stdio::null()).status().ok()?;
     if !status.success() {
@@ -815,8 +879,9 @@ fn curl(socks: Option<SocketAddr>, url: &str, out: &PathBuf) -> Ended {
     std::fs::read(out).ok()
 }
 
-/// Counts one transfer; whether it completed with the expected bytes.
-fn record(tally: &Tally, ended: Ended, expected: &[u8; 32]) -> bool {
+/// Counts one transfer (which also carried `uploaded` bytes to the target);
+/// whether it completed with the expected bytes.
+fn record(tally: &Tally, ended: Ended, expected: &[u8; 32], uploaded: usize) -> bool {
     match ended {
         None => {
             tally.failed_visibly.fetch_add(1, Ordering::Relaxed);
@@ -826,7 +891,9 @@ fn record(tally: &Tally, ended: Ended, expected: &[u8; 32]) -> bool {
             let hash: [u8; 32] = Sha256::digest(&body).into();
             if &hash == expected {
                 tally.completed.fetch_add(1, Ordering::Relaxed);
-                tally.bytes.fetch_add(body.len(), Ordering::Relaxed);
+                tally
+                    .bytes
+                    .fetch_add(body.len() + uploaded, Ordering::Relaxed);
                 true
             } else {
                 tally.silently_wrong.fetch_add(1, Ordering::Relaxed);
