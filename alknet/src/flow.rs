@@ -138,6 +138,14 @@ const OUTBOUND_THROTTLE: usize = 4 * 1024 * 1024;
 /// wait: more than the peer's windows normally let it send ahead.
 pub(crate) const WRITE_BEHIND: usize = 64 * 1024 * 1024;
 
+/// How long a session that is ending waits for its transport to take more
+/// of what is queued. A live peer takes some well within this; one that
+/// took nothing (frozen, killed without a word over QUIC, behind a dead
+/// link) is given up on, so the session ends — and the client reconnects —
+/// at the keepalive timeout, not when the peer thaws or the transport's
+/// own timeout fires (QUIC's idle timeout, TCP's retransmissions).
+const SHUTDOWN_STALL: Duration = Duration::from_secs(2);
+
 /// Grants a channel remembers while its peer may still be sending up to
 /// them: enough for the grants of one round trip at any credit.
 const GRANTS_IN_FLIGHT: usize = 32;
@@ -697,6 +705,9 @@ pub(crate) struct WriteBehind<S> {
     queued: usize,
     /// Whether bytes were written since the last flush of `inner`.
     unflushed: bool,
+    /// Armed by the first shutdown poll: when a transport that took
+    /// nothing since is given up on ([`SHUTDOWN_STALL`]).
+    shutdown_stall: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WriteBehind<S> {
@@ -708,6 +719,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WriteBehind<S> {
             front_written: 0,
             queued: 0,
             unflushed: false,
+            shutdown_stall: None,
         }
     }
 
@@ -817,9 +829,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WriteBehind<S> {
         }
     }
 
+    /// Writes out the queue, then shuts the transport down — unless the
+    /// transport takes nothing for [`SHUTDOWN_STALL`]: then what is left is
+    /// dropped (it cannot reach the peer) and the shutdown counts as done,
+    /// so russh reports why the session ended (such as its keepalives
+    /// going unanswered) rather than a write error.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        std::task::ready!(self.poll_write_out(cx))?;
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        let queued_before = this.queued;
+        let shut = match this.poll_write_out(cx)? {
+            Poll::Ready(()) => Pin::new(&mut this.inner).poll_shutdown(cx),
+            Poll::Pending => Poll::Pending,
+        };
+        if shut.is_ready() {
+            return shut;
+        }
+        let stall = this
+            .shutdown_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(SHUTDOWN_STALL)));
+        if this.queued < queued_before {
+            stall.as_mut().reset(Instant::now() + SHUTDOWN_STALL);
+        }
+        if stall.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        this.queue.clear();
+        this.queued = 0;
+        this.front_written = 0;
+        this.backlog.set_outbound(0);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -1521,6 +1559,52 @@ mod tests {
         let all = reader.await.unwrap();
         assert_eq!(all.len(), 8 * 1024 * 1024);
         assert!(all.iter().all(|byte| *byte == 7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_gives_up_on_a_peer_that_takes_nothing() {
+        // Seen over iroh: keepalives ended the session, and the shutdown
+        // that followed waited 30 s for a killed peer to take the queue.
+        let (near, _far) = tokio::io::duplex(1024);
+        let backlog = Backlog::default();
+        let mut behind = WriteBehind::new(near, backlog.clone());
+        behind.write_all(&vec![1u8; 1024 * 1024]).await.unwrap();
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(60), behind.shutdown())
+            .await
+            .expect("shutdown waited for a peer that reads nothing")
+            .unwrap();
+        assert!(started.elapsed() >= SHUTDOWN_STALL);
+        // Nothing counts as queued any more: no writer waits on it.
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            std::future::poll_fn(|cx| backlog.poll_outbound_room(cx)),
+        )
+        .await
+        .expect("a writer still waits on the dropped queue");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_waits_for_a_slow_peer_that_keeps_taking() {
+        let (near, mut far) = tokio::io::duplex(1024);
+        let mut behind = WriteBehind::new(near, Backlog::default());
+        let sent = 32 * 1024;
+        behind.write_all(&vec![2u8; sent]).await.unwrap();
+        // A kilobyte now and then, each pause shorter than the stall.
+        let reader = tokio::spawn(async move {
+            let mut buffer = [0u8; 1024];
+            let mut total = 0;
+            loop {
+                tokio::time::sleep(SHUTDOWN_STALL / 2).await;
+                match far.read(&mut buffer).await.unwrap() {
+                    0 => return total,
+                    n => total += n,
+                }
+            }
+        });
+        behind.shutdown().await.unwrap();
+        drop(behind);
+        assert_eq!(reader.await.unwrap(), sent);
     }
 
     #[tokio::test]

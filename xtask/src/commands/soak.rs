@@ -41,8 +41,15 @@ const SPOKE_GRANT: &str = "resources=spoke:soak:register";
 const KEEPALIVE: &str = "1";
 /// How long a stopped server stays stopped (past 3 keepalives).
 const FROZEN: Duration = Duration::from_secs(6);
-/// How long a client may take to be back after a fault.
-const RECONNECT_LIMIT: Duration = Duration::from_secs(60);
+/// How long a client may take to be back after a fault (after a thaw, or
+/// a restart): keepalives and the backoff take seconds (p50 ~1 s, the
+/// slowest ~5–7 s in 2-minute soaks); below QUIC's 30 s idle timeout, so
+/// a session that lingers until its transport gives up is caught (whose
+/// server was killed mid-upload, an iroh client came back after ~31 s
+/// while a session's end still waited for its transport to drain).
+const RECONNECT_LIMIT: Duration = Duration::from_secs(20);
+/// How long the spoke may take to register at the start.
+const STARTUP_LIMIT: Duration = Duration::from_secs(60);
 /// Traffic between two faults.
 const BETWEEN_FAULTS: Duration = Duration::from_secs(8);
 /// The churn phase: short tunnels through one session, then the server's
@@ -164,7 +171,7 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
         .arg(&server.fingerprint)
         .arg(current_user()?);
     let mut spoke = Spawned::start("count-spoke", dir.path(), spoke_command)?;
-    spoke.wait_for_stdout("registered", RECONNECT_LIMIT)?;
+    spoke.wait_for_stdout("registered", STARTUP_LIMIT)?;
     let common = [
         "--host-key",
         &server.fingerprint,

@@ -11,7 +11,7 @@ use xtask::{
     iroh_peer_args, iroh_peer_args_at, require_tool, wait_until,
 };
 
-use crate::{assert_logs_do_not_mention, fetch};
+use crate::{assert_logs_do_not_mention, fetch, upload_in_background};
 
 /// `alknet serve` with one iroh listener on `port`, relays off.
 fn iroh_server(dir: &Workdir, port: u16) -> AlknetServer {
@@ -187,6 +187,48 @@ fn a_restarted_server_keeps_its_endpoint_id_and_the_client_comes_back() {
         Duration::from_secs(60),
         || {
             fetch(client.socks_addr, &url, &dir.join("b"))
+                .ok()
+                .filter(|body| *body == HttpTarget::body(20_000))
+        },
+    );
+    assert!(back.is_ok(), "{}", client.log());
+}
+
+/// Seen in the soak: killed in the middle of an upload, an iroh server was
+/// noticed only when QUIC's idle timeout (30 s) closed the connection —
+/// keepalives had ended the session, but its stream still waited to write
+/// out what was queued for the dead peer.
+#[test]
+fn a_client_uploading_when_its_iroh_server_is_killed_is_back_before_quic_times_out() {
+    let dir = Workdir::new().unwrap();
+    let port = free_udp_port().unwrap();
+    let mut server = iroh_server(&dir, port);
+    let client = iroh_client(&dir, &server, port);
+    let upload = upload_in_background(client.socks_addr, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+
+    server.kill_and_restart().unwrap();
+    let killed_at = std::time::Instant::now();
+    let lost = wait_until(
+        "the client to give up on the killed server",
+        Duration::from_secs(15),
+        || {
+            client
+                .log()
+                .contains("connection to the server lost")
+                .then_some(())
+        },
+    );
+    let waited = killed_at.elapsed();
+    lost.unwrap_or_else(|e| panic!("{e} (after {waited:?})\nclient log:\n{}", client.log()));
+    assert!(upload.join().unwrap().is_err());
+    let target = HttpTarget::start("127.0.0.1:0").unwrap();
+    let url = format!("http://127.0.0.1:{}/20000", target.addr().port());
+    let back = wait_until(
+        "the client to reconnect over iroh",
+        Duration::from_secs(60),
+        || {
+            fetch(client.socks_addr, &url, &dir.join("after"))
                 .ok()
                 .filter(|body| *body == HttpTarget::body(20_000))
         },

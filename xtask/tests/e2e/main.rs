@@ -27,11 +27,12 @@ mod tokens;
 mod tunnel;
 mod udp;
 
-use std::net::SocketAddr;
-use std::path::Path;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use xtask::BoundedOutput as _;
 use xtask::{Result, XtaskError, require_tool};
@@ -86,4 +87,77 @@ fn assert_logs_do_not_mention(logs: &[(&str, String)], secrets: &[String]) {
             );
         }
     }
+}
+
+/// Writes into `stream` for `limit`, as a program uploading would: a write
+/// that times out means the tunnel is full (fine); any other error ends it.
+fn keep_writing(mut stream: TcpStream, limit: Duration) -> std::io::Result<()> {
+    stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let chunk = vec![7u8; 64 * 1024];
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        match stream.write(&chunk) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// An upload through the SOCKS5 proxy `socks` to a target that reads and
+/// drops everything, kept up for `limit` (or until the tunnel fails) on a
+/// thread of its own: the tunnel's whole path stays full, as in a long
+/// upload. The thread's result is [`keep_writing`]'s.
+fn upload_in_background(socks: SocketAddr, limit: Duration) -> JoinHandle<std::io::Result<()>> {
+    let sink = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = sink.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = sink.accept() {
+            stream.set_read_timeout(Some(limit)).unwrap();
+            let _ = std::io::copy(&mut stream, &mut std::io::sink());
+        }
+    });
+    let (reply, upload) = xtask::socks5_connect(socks, "127.0.0.1", port).unwrap();
+    assert_eq!(reply, 0, "SOCKS5 connect refused");
+    std::thread::spawn(move || keep_writing(upload, limit))
+}
+
+/// A download through the SOCKS5 proxy `socks` of more than it can carry
+/// in `limit`, read as fast as it comes (until `limit`, or the tunnel
+/// fails) on a thread of its own: the tunnel's whole path stays full.
+fn download_in_background(socks: SocketAddr, limit: Duration) -> JoinHandle<()> {
+    let target = xtask::HttpTarget::start("127.0.0.1:0").unwrap();
+    let (reply, mut download) =
+        xtask::socks5_connect(socks, "127.0.0.1", target.addr().port()).unwrap();
+    assert_eq!(reply, 0, "SOCKS5 connect refused");
+    download
+        .write_all(b"GET /1000000000000 HTTP/1.0\r\n\r\n")
+        .unwrap();
+    download
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let _target = target;
+        let mut buffer = vec![0u8; 256 * 1024];
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            match download.read(&mut buffer) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+        }
+    })
 }

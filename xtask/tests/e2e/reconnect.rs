@@ -4,10 +4,13 @@
 
 use std::io::{Read, Write};
 use std::time::Duration;
+use std::time::Instant;
 
 use xtask::{AlknetClient, AlknetServer, HttpTarget, Workdir, free_port, wait_until};
 
-use crate::{assert_logs_do_not_mention, fetch};
+use crate::{
+    assert_logs_do_not_mention, download_in_background, fetch, keep_writing, upload_in_background,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -103,8 +106,10 @@ fn a_frozen_server_is_detected_by_keepalives_and_the_client_returns_when_it_thaw
     );
 }
 
-#[test]
-fn a_client_that_vanishes_is_dropped_by_keepalives_with_its_remote_forward() {
+/// How long a server with keepalives a second apart takes to free the
+/// `-R` port of a client that froze (while downloading through it, if
+/// `downloading`), and the server's log.
+fn time_to_free_the_remote_forward_of_a_frozen_client(downloading: bool) -> (Duration, String) {
     let dir = Workdir::new().unwrap();
     let server = AlknetServer::start(&dir, &["--keepalive-interval", "1"]).unwrap();
     let target = HttpTarget::start("127.0.0.1:0").unwrap();
@@ -122,10 +127,16 @@ fn a_client_that_vanishes_is_dropped_by_keepalives_with_its_remote_forward() {
     .unwrap();
     let listening = ("127.0.0.1", port);
     assert!(std::net::TcpStream::connect(listening).is_ok());
+    let download = downloading.then(|| {
+        let download = download_in_background(client.socks_addr, LIMIT);
+        // Under way: the path from the server is full.
+        std::thread::sleep(Duration::from_secs(2));
+        download
+    });
 
     // SIGSTOP keeps the client's socket open and silent, as a network that
     // vanished without a FIN: only the server's keepalives can tell.
-    let frozen_at = std::time::Instant::now();
+    let frozen_at = Instant::now();
     client.process.freeze().unwrap();
     let freed = wait_until("the server to drop the silent client", LIMIT, || {
         std::net::TcpStream::connect(listening)
@@ -134,13 +145,29 @@ fn a_client_that_vanishes_is_dropped_by_keepalives_with_its_remote_forward() {
     });
     client.process.thaw().unwrap();
     let freed = freed.unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", server.log()));
+    if let Some(download) = download {
+        download.join().unwrap();
+    }
+    (freed, server.log())
+}
+
+#[test]
+fn a_client_that_vanishes_is_dropped_by_keepalives_with_its_remote_forward() {
+    let (freed, log) = time_to_free_the_remote_forward_of_a_frozen_client(false);
     // Three unanswered keepalives, a second apart, and the next tick.
     assert!(freed < Duration::from_secs(10), "{freed:?}");
-    assert!(
-        server.log().contains("connection closed"),
-        "{}",
-        server.log()
-    );
+    assert!(log.contains("connection closed"), "{log}");
+}
+
+#[test]
+fn a_client_that_vanishes_mid_download_is_dropped_as_soon_with_its_remote_forward() {
+    // With the path to the client full, the session's end must not wait
+    // to write out what is queued for it (as a client's did, see
+    // a_client_uploading_to_a_frozen_server_gives_it_up_at_the_keepalive_timeout).
+    let (freed, log) = time_to_free_the_remote_forward_of_a_frozen_client(true);
+    // The keepalives, and a moment for the stream to give up writing.
+    assert!(freed < Duration::from_secs(15), "{freed:?}");
+    assert!(log.contains("connection closed"), "{log}");
 }
 
 #[test]
@@ -188,28 +215,6 @@ fn after_its_renewal_count_of_tunnels_the_client_moves_to_a_fresh_session_with_i
     );
 }
 
-/// Writes into `stream` for `limit`, as a program uploading would: a write
-/// that times out means the tunnel is full (fine); any other error ends it.
-fn keep_writing(mut stream: std::net::TcpStream, limit: Duration) -> std::io::Result<()> {
-    stream
-        .set_write_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let chunk = vec![7u8; 64 * 1024];
-    let until = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < until {
-        match stream.write(&chunk) {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 #[test]
 fn an_upload_waiting_on_a_server_that_dies_is_closed_not_left_hanging() {
     // Seen in a 15-minute soak: each tunnel whose writer was waiting for
@@ -245,4 +250,45 @@ fn an_upload_waiting_on_a_server_that_dies_is_closed_not_left_hanging() {
         ),
         "{error}"
     );
+}
+
+#[test]
+fn a_client_uploading_to_a_frozen_server_gives_it_up_at_the_keepalive_timeout() {
+    // Keepalives ended the session in time, but russh then shuts its
+    // stream down, and the stream waited to write out what was queued for
+    // a server that took nothing: the session ended only when the server
+    // thawed (on a dead link, at TCP's retransmission timeout).
+    let dir = Workdir::new().unwrap();
+    let server = AlknetServer::start(&dir, &[]).unwrap();
+    let client = AlknetClient::start(
+        &dir,
+        server.port,
+        &server.user_key,
+        &["--keepalive-interval", "1"],
+    )
+    .unwrap();
+    let upload = upload_in_background(client.socks_addr, LIMIT);
+    // Under way: the path to the server is full.
+    std::thread::sleep(Duration::from_secs(2));
+
+    server.process.freeze().unwrap();
+    let frozen_at = Instant::now();
+    // Three keepalives a second apart go unanswered, then a moment for
+    // the stream to give up writing.
+    let lost = wait_until(
+        "the client to give up on the frozen server",
+        Duration::from_secs(15),
+        || {
+            client
+                .log()
+                .contains("connection to the server lost")
+                .then_some(())
+        },
+    );
+    let waited = frozen_at.elapsed();
+    server.process.thaw().unwrap();
+    lost.unwrap_or_else(|e| panic!("{e} (after {waited:?})\nclient log:\n{}", client.log()));
+    // The upload was told: its tunnel broke.
+    assert!(upload.join().unwrap().is_err());
+    wait_for_session(&client, 2);
 }
