@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use alknet_auth::{
@@ -23,16 +23,23 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
 
 use crate::Error;
+use crate::backoff::Backoff;
 use crate::channel_failure::{open_error_for, peer_grants_at_open};
 use crate::error::ChangedHostKey;
 use crate::flow::{Backlog, CreditMode, GatedStream, TunnelStream, WriteBehind};
 use crate::policy_opener::{PolicyOpener, default_client_policy};
-use crate::remote_forward::{RemoteForwardPort, RemoteForwardTable};
+use crate::remote_forward::{GrantedForwards, RemoteForwardPort, RemoteForwardTable};
 use crate::session_wear::SessionWear;
 use crate::tuning::client_config;
 
 /// How long connecting a remote forward's local target may take.
 const FORWARD_DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How soon, and at most how long apart, a refused remote forward is asked
+/// for again: each ask is one small request, and the port is wanted back
+/// soon after the server lets go of it.
+const FORWARD_RETRY_FIRST: Duration = Duration::from_secs(1);
+const FORWARD_RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// How an alknet client connects. Build with [`ConnectOptions::new`] and
 /// adjust the public fields.
@@ -218,17 +225,55 @@ impl fmt::Debug for ConnectOptions {
 /// Implements [`StreamOpener`], so a [`Socks5Server`](alknet_proxy::Socks5Server)
 /// can tunnel through it.
 pub struct Client {
-    handle: Handle<ClientHandler>,
+    handle: Arc<Handle<ClientHandler>>,
     /// What the session's channels received and have not read yet.
     backlog: Backlog,
     closed: CancellationToken,
     server_fingerprint: String,
-    remote_forward_ports: Vec<RemoteForwardPort>,
-    /// The address each granted remote forward was requested with, in the
-    /// order of `remote_forward_ports` (needed to cancel it).
-    remote_forward_hosts: Vec<String>,
+    granted_forwards: GrantedForwards,
     /// Where the handler finds the target of each TCP remote forward.
     remote_forward_table: RemoteForwardTable,
+    /// Stops asking again for refused remote forwards (a child of `closed`).
+    forward_retries: CancellationToken,
+}
+
+/// What requesting a remote forward needs besides the session's handle
+/// (which the task asking again holds only weakly, so that dropping the
+/// [`Client`] still ends the session).
+struct ForwardHelpers {
+    table: RemoteForwardTable,
+    backlog: Backlog,
+    granted: GrantedForwards,
+}
+
+impl ForwardHelpers {
+    async fn request(
+        &self,
+        handle: &Handle<ClientHandler>,
+        spec: &ForwardSpec,
+    ) -> Result<u16, Error> {
+        match &spec.target {
+            ForwardTarget::Udp(target) => {
+                crate::udp_remote_forward::start(
+                    handle,
+                    &spec.bind_host,
+                    spec.bind_port,
+                    target.clone(),
+                    self.backlog.clone(),
+                )
+                .await
+            }
+            _ => tcp_remote_forward(handle, &self.table, spec).await,
+        }
+    }
+
+    fn granted(&self, index: usize, port: u16, spec: &ForwardSpec) {
+        info!(
+            remote = index + 1,
+            port, "remote forward listening on the server"
+        );
+        self.granted.add(index, port, &spec.bind_host);
+    }
 }
 
 impl ConnectOptions {
@@ -341,14 +386,15 @@ impl Client {
             }
         }
         let server_fingerprint = seen_host_key.lock().map(|f| f.clone()).unwrap_or_default();
-        let mut client = Self {
-            handle,
+        let forward_retries = closed.child_token();
+        let client = Self {
+            handle: Arc::new(handle),
             backlog,
             closed,
             server_fingerprint,
-            remote_forward_ports: Vec::new(),
-            remote_forward_hosts: Vec::new(),
+            granted_forwards: GrantedForwards::default(),
             remote_forward_table: remote_forwards,
+            forward_retries,
         };
         client
             .request_remote_forwards(&options.remote_forwards)
@@ -356,46 +402,82 @@ impl Client {
         Ok(client)
     }
 
-    /// Asks the server for each remote forward; refused ones are logged
-    /// and left out of [`Client::remote_forward_ports`].
-    pub(crate) async fn request_remote_forwards(&mut self, specs: &[ForwardSpec]) {
+    /// Asks the server for each remote forward. Refused ones are left out
+    /// of [`Client::remote_forward_ports`] and asked for again, with
+    /// backoff, until granted or the session ends: the usual refusal is a
+    /// port an older session of ours still holds, until the server notices
+    /// (by its keepalives) that the network under it vanished.
+    pub(crate) async fn request_remote_forwards(&self, specs: &[ForwardSpec]) {
+        let helpers = self.forward_helpers();
+        let mut refused = Vec::new();
         for (index, spec) in specs.iter().enumerate() {
-            let granted = match &spec.target {
-                ForwardTarget::Udp(target) => {
-                    crate::udp_remote_forward::start(
-                        &self.handle,
-                        &spec.bind_host,
-                        spec.bind_port,
-                        target.clone(),
-                        self.backlog.clone(),
-                    )
-                    .await
-                }
-                _ => tcp_remote_forward(&self.handle, &self.remote_forward_table, spec).await,
-            };
-            match granted {
-                Ok(port) => {
-                    info!(
-                        remote = index + 1,
-                        port, "remote forward listening on the server"
-                    );
-                    self.remote_forward_ports
-                        .push(RemoteForwardPort { index, port });
-                    // In step with the ports, to cancel by index (a UDP
-                    // forward cannot be cancelled: it ends with the session).
-                    self.remote_forward_hosts.push(spec.bind_host.clone());
-                }
+            match helpers.request(&self.handle, spec).await {
+                Ok(port) => helpers.granted(index, port, spec),
                 Err(error) => {
-                    warn!(remote = index + 1, %error, "the server refused a remote forward")
+                    warn!(remote = index + 1, %error, "the server refused a remote forward; asking again until it is granted");
+                    refused.push((index, spec.clone()));
                 }
             }
+        }
+        if !refused.is_empty() {
+            tokio::spawn(Self::ask_again(
+                Arc::downgrade(&self.handle),
+                helpers,
+                refused,
+                self.forward_retries.clone(),
+            ));
+        }
+    }
+
+    /// Asks again for `refused` forwards until each is granted, the session
+    /// ends or is dropped, or `stop` (its forwards being handed over).
+    async fn ask_again(
+        handle: Weak<Handle<ClientHandler>>,
+        helpers: ForwardHelpers,
+        mut refused: Vec<(usize, ForwardSpec)>,
+        stop: CancellationToken,
+    ) {
+        let mut backoff = Backoff::new(FORWARD_RETRY_FIRST, FORWARD_RETRY_MAX);
+        while !refused.is_empty() {
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay(fastrand::f64())) => {}
+                () = stop.cancelled() => return,
+            }
+            let Some(handle) = handle.upgrade() else {
+                return;
+            };
+            let mut still = Vec::new();
+            for (index, spec) in refused {
+                let asked = tokio::select! {
+                    asked = helpers.request(&handle, &spec) => asked,
+                    () = stop.cancelled() => return,
+                };
+                match asked {
+                    Ok(port) => helpers.granted(index, port, &spec),
+                    Err(error) => {
+                        debug!(remote = index + 1, %error, "the server refused a remote forward again");
+                        still.push((index, spec));
+                    }
+                }
+            }
+            refused = still;
+        }
+    }
+
+    fn forward_helpers(&self) -> ForwardHelpers {
+        ForwardHelpers {
+            table: self.remote_forward_table.clone(),
+            backlog: self.backlog.clone(),
+            granted: self.granted_forwards.clone(),
         }
     }
 
     /// Asks the server to stop listening for every remote forward of this
-    /// session (for a fresh session to take them over).
+    /// session (for a fresh session to take them over), and stops asking
+    /// for refused ones.
     pub(crate) async fn cancel_remote_forwards(&self) {
-        for forward in &self.remote_forward_ports {
+        self.forward_retries.cancel();
+        for forward in self.granted_forwards.ports() {
             if let Err(error) = self.cancel_remote_forward(forward.index).await {
                 warn!(remote = forward.index + 1, %error, "cannot cancel a remote forward");
             }
@@ -407,25 +489,20 @@ impl Client {
         self.backlog.wear()
     }
 
-    /// Where this session's remote forwards listen on the server (refused
-    /// ones are missing).
-    pub fn remote_forward_ports(&self) -> &[RemoteForwardPort] {
-        &self.remote_forward_ports
+    /// Where this session's remote forwards listen on the server, in the
+    /// order given (refused ones are missing until granted).
+    pub fn remote_forward_ports(&self) -> Vec<RemoteForwardPort> {
+        self.granted_forwards.ports()
     }
 
     /// Asks the server to stop listening for the remote forward at
     /// `index` (its position in [`ConnectOptions::remote_forwards`]).
     pub async fn cancel_remote_forward(&self, index: usize) -> Result<(), Error> {
-        let granted = self
-            .remote_forward_ports
-            .iter()
-            .zip(&self.remote_forward_hosts)
-            .find(|(forward, _)| forward.index == index);
-        let Some((forward, host)) = granted else {
+        let Some((forward, host)) = self.granted_forwards.get(index) else {
             return Err(Error::NoSuchRemoteForward(index));
         };
         self.handle
-            .cancel_tcpip_forward(host.clone(), u32::from(forward.port))
+            .cancel_tcpip_forward(host, u32::from(forward.port))
             .await?;
         Ok(())
     }

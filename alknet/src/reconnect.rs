@@ -179,7 +179,7 @@ async fn renew(
 ) -> Result<Client, Error> {
     let mut without_forwards = options.clone();
     without_forwards.remote_forwards.clear();
-    let mut fresh = Client::connect(transport, without_forwards).await?;
+    let fresh = Client::connect(transport, without_forwards).await?;
     if !options.remote_forwards.is_empty() {
         worn.cancel_remote_forwards().await;
         fresh

@@ -39,6 +39,40 @@ impl RemoteForwardTable {
     }
 }
 
+/// The remote forwards a session holds: where each listens, and the
+/// address it was requested with (needed to cancel it). Shared with the
+/// task asking again for the ones the server refused.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct GrantedForwards {
+    granted: Arc<Mutex<Vec<(RemoteForwardPort, String)>>>,
+}
+
+impl GrantedForwards {
+    pub(crate) fn add(&self, index: usize, port: u16, bind_host: &str) {
+        if let Ok(mut granted) = self.granted.lock() {
+            granted.push((RemoteForwardPort { index, port }, bind_host.to_owned()));
+            granted.sort_by_key(|(forward, _)| forward.index);
+        }
+    }
+
+    /// Where each granted forward listens, in the order they were given.
+    pub(crate) fn ports(&self) -> Vec<RemoteForwardPort> {
+        self.granted
+            .lock()
+            .map(|granted| granted.iter().map(|(forward, _)| *forward).collect())
+            .unwrap_or_default()
+    }
+
+    /// The forward at `index` and the address it was requested with.
+    pub(crate) fn get(&self, index: usize) -> Option<(RemoteForwardPort, String)> {
+        let granted = self.granted.lock().ok()?;
+        granted
+            .iter()
+            .find(|(forward, _)| forward.index == index)
+            .cloned()
+    }
+}
+
 /// Where a remote forward ended up listening, for logs and callers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RemoteForwardPort {

@@ -35,6 +35,7 @@ mod tools;
 mod udp_delay_proxy;
 mod udp_echo;
 mod upstream_proxies;
+mod vanishing_link;
 
 pub use alknet::{
     AlknetClient, AlknetServer, TEST_LOG_FILTER, alknet_command, call_command, call_command_to,
@@ -59,6 +60,7 @@ pub use tools::{
 pub use udp_delay_proxy::{LossBurst, UdpDelayProxy};
 pub use udp_echo::UdpEcho;
 pub use upstream_proxies::UpstreamProxyProcess;
+pub use vanishing_link::VanishingLink;
 
 /// Results in this crate.
 pub type Result<T, E = XtaskError> = std::result::Result<T, E>;

@@ -220,7 +220,7 @@ async fn bulk_both_ways_through_a_remote_forward_to_an_echo_completes() {
     let mut options = server.options();
     options.remote_forwards = vec![format!("0:127.0.0.1:{}", echo.port()).parse().unwrap()];
     let client = Client::connect(server.transport.as_ref(), options).await.unwrap();
-    let [forward] = client.remote_forward_ports() else {
+    let [forward] = client.remote_forward_ports()[..] else {
         panic!("expected one remote forward")
     };
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", forward.port))
@@ -491,7 +491,7 @@ async fn remote_forwards_bring_server_side_connections_to_client_side_targets() 
             .unwrap(),
     ];
     let client = Client::connect(server.transport.as_ref(), options).await.unwrap();
-    let [forward] = client.remote_forward_ports() else {
+    let [forward] = client.remote_forward_ports()[..] else {
         panic!(
             "expected one remote forward, got {:?}",
             client.remote_forward_ports()
@@ -524,6 +524,48 @@ async fn remote_forwards_bring_server_side_connections_to_client_side_targets() 
         refused.is_ok(),
         "the forward's port stayed open after the session ended"
     );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_forward_refused_for_a_port_in_use_is_granted_once_the_port_is_free() {
+    let TargetAddr::Ip(greeter_addr) = greeter(b"the second session").await else {
+        unreachable!("greeter listens on an IP")
+    };
+    let server = TestServer::start_on(BACKEND, |options| options).await;
+    // The first session takes a port; the second asks for the same one.
+    let first = {
+        let mut options = server.options();
+        options.remote_forwards = vec!["0:127.0.0.1:9".parse().unwrap()];
+        Client::connect(server.transport.as_ref(), options).await.unwrap()
+    };
+    let [held] = first.remote_forward_ports()[..] else {
+        panic!("the first session holds {:?}", first.remote_forward_ports())
+    };
+    let mut options = server.options();
+    options.remote_forwards = vec![
+        format!("{}:127.0.0.1:{}", held.port, greeter_addr.port())
+            .parse()
+            .unwrap(),
+    ];
+    let second = Client::connect(server.transport.as_ref(), options).await.unwrap();
+    assert!(
+        second.remote_forward_ports().is_empty(),
+        "two sessions hold one port"
+    );
+
+    // Once the first lets go, the second is granted it without reconnecting.
+    first.disconnect().await;
+    tokio::time::timeout(LIMIT, first.closed()).await.unwrap();
+    let granted = tokio::time::timeout(LIMIT, async {
+        while second.remote_forward_ports().is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(granted.is_ok(), "the refused remote forward was never asked for again");
+    assert_eq!(second.remote_forward_ports()[0].port, held.port);
+    assert_eq!(read_all_from_port(held.port).await, b"the second session");
     server.shutdown().await;
 }
 
@@ -879,7 +921,7 @@ async fn a_reconnecting_client_moves_to_a_fresh_session_and_the_worn_one_ends_af
     assert_eq!(read_all(&client, &greeting).await, b"hello");
 
     // The fresh session took over the remote forward's port.
-    let [forward] = fresh.remote_forward_ports() else {
+    let [forward] = fresh.remote_forward_ports()[..] else {
         panic!("the fresh session holds {:?}", fresh.remote_forward_ports())
     };
     assert_eq!(forward.port, remote_port);

@@ -6,7 +6,9 @@ use std::io::{Read, Write};
 use std::time::Duration;
 use std::time::Instant;
 
-use xtask::{AlknetClient, AlknetServer, HttpTarget, Workdir, free_port, wait_until};
+use xtask::{
+    AlknetClient, AlknetServer, HttpTarget, VanishingLink, Workdir, free_port, wait_until,
+};
 
 use crate::{
     assert_logs_do_not_mention, download_in_background, fetch, keep_writing, upload_in_background,
@@ -291,4 +293,72 @@ fn a_client_uploading_to_a_frozen_server_gives_it_up_at_the_keepalive_timeout() 
     // The upload was told: its tunnel broke.
     assert!(upload.join().unwrap().is_err());
     wait_for_session(&client, 2);
+}
+
+#[test]
+fn a_fixed_remote_forward_comes_back_after_the_network_vanished_under_it() {
+    // A client whose network vanishes finds out (by its keepalives) and
+    // reconnects before the server drops the old session (by its own,
+    // slower by default): the old session still holds the -R port when the
+    // new one asks for it, and the refusal used to be final.
+    let dir = Workdir::new().unwrap();
+    let server = AlknetServer::start(&dir, &["--keepalive-interval", "5"]).unwrap();
+    let link = VanishingLink::start(([127, 0, 0, 1], server.port).into()).unwrap();
+    let target = HttpTarget::start("127.0.0.1:0").unwrap();
+    let forward_port = free_port().unwrap();
+    let remote = format!("{forward_port}:127.0.0.1:{}", target.addr().port());
+    let client = AlknetClient::start(
+        &dir,
+        link.addr().port(),
+        &server.user_key,
+        &[
+            "--host-key",
+            &server.fingerprint,
+            "-R",
+            &remote,
+            "--keepalive-interval",
+            "1",
+        ],
+    )
+    .unwrap();
+    wait_until("the remote forward", LIMIT, || {
+        client.remote_forward_port(1).ok()
+    })
+    .unwrap();
+    assert!(answers_through(forward_port));
+
+    link.vanish();
+    wait_for_session(&client, 2);
+    // Once the server has dropped the old session (about four of its
+    // keepalives), the new session gets the port.
+    let back = wait_until("the -R port to answer again", LIMIT, || {
+        answers_within(forward_port, Duration::from_secs(2)).then_some(())
+    });
+    back.unwrap_or_else(|e| {
+        panic!(
+            "{e}\nclient log:\n{}\nserver log:\n{}",
+            client.log(),
+            server.log()
+        )
+    });
+    let log = client.log();
+    assert!(log.contains("the server refused a remote forward"), "{log}");
+}
+
+/// Whether `GET /1000` through the `-R` port comes back whole within
+/// `limit` (an old session's listener may take the connection and never
+/// answer).
+fn answers_within(forward_port: u16, limit: Duration) -> bool {
+    let Ok(mut via_forward) = std::net::TcpStream::connect(("127.0.0.1", forward_port)) else {
+        return false;
+    };
+    via_forward.set_read_timeout(Some(limit)).unwrap();
+    if via_forward
+        .write_all(b"GET /1000 HTTP/1.0\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut response = Vec::new();
+    via_forward.read_to_end(&mut response).is_ok() && response.ends_with(&HttpTarget::body(1000))
 }
