@@ -1,8 +1,11 @@
 //! `cargo xtask soak [--minutes N]`: one server, three clients (TCP with a
-//! `-L` and a `-R` forward, TLS, iroh), mixed traffic — bulk downloads and
-//! uploads through every client and forward, checked by SHA-256, short
-//! connections, calls — while the server is SIGKILLed and restarted, SIGSTOPped past the clients'
-//! keepalive timeout, and SIGHUPped with a changed authorized_keys.
+//! `-L` and a fixed-port `-R` forward, TLS, iroh), mixed traffic — bulk
+//! downloads and uploads through every client and forward, checked by
+//! SHA-256, short connections, calls — while the server is SIGKILLed and
+//! restarted, SIGSTOPped past the clients' keepalive timeout, SIGHUPped
+//! with a changed authorized_keys, and the TCP client's network path
+//! vanishes (its server-side session then holds the `-R` port until the
+//! server's keepalives drop it).
 //! Subscriptions go through the server's hub to a spoke (the facade's
 //! `count_spoke` example) that registers again after every fault. Before
 //! all that, 6 000 short SOCKS tunnels go through one session (the churn).
@@ -25,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use xtask::{
-    AlknetClient, AlknetServer, HttpTarget, Profile, Result, Spawned, Workdir, XtaskError,
-    ca_signed_server_cert, call_command, current_user, free_udp_port, iroh_peer_args,
+    AlknetClient, AlknetServer, HttpTarget, Profile, Result, Spawned, VanishingLink, Workdir,
+    XtaskError, ca_signed_server_cert, call_command, current_user, free_udp_port, iroh_peer_args,
 };
 
 /// Bytes of each bulk download.
@@ -39,6 +42,12 @@ const SUBSCRIPTION_ITEMS: usize = 300;
 const SPOKE_GRANT: &str = "resources=spoke:soak:register";
 /// Seconds between the clients' keepalives: three unanswered end a session.
 const KEEPALIVE: &str = "1";
+/// Seconds between the server's keepalives: a session whose network
+/// vanished is dropped after about four, freeing its -R port.
+const SERVER_KEEPALIVE: &str = "2";
+/// The fault that makes the TCP client's network path vanish (no FIN, no
+/// RST: as a laptop changing networks); the client notices first.
+const VANISH: &str = "the TCP client's network vanishes";
 /// How long a stopped server stays stopped (past 3 keepalives).
 const FROZEN: Duration = Duration::from_secs(6);
 /// How long a client may take to be back after a fault (after a thaw, or
@@ -48,6 +57,11 @@ const FROZEN: Duration = Duration::from_secs(6);
 /// server was killed mid-upload, an iroh client came back after ~31 s
 /// while a session's end still waited for its transport to drain).
 const RECONNECT_LIMIT: Duration = Duration::from_secs(20);
+/// How long each way through the clients may take to carry a transfer
+/// again after a fault: after a vanished network, the server's keepalives
+/// (about four of [`SERVER_KEEPALIVE`]) free the old session's -R port,
+/// and the client asks for it again (at most 10 s apart).
+const PATH_LIMIT: Duration = Duration::from_secs(40);
 /// How long the spoke may take to register at the start.
 const STARTUP_LIMIT: Duration = Duration::from_secs(60);
 /// Traffic between two faults.
@@ -149,6 +163,8 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
             &key,
             "--iroh-relay",
             "none",
+            "--keepalive-interval",
+            SERVER_KEEPALIVE,
         ],
     )?;
     let tls_port = server
@@ -179,6 +195,13 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
         KEEPALIVE,
     ];
     let forward = format!("127.0.0.1:0:127.0.0.1:{}", target.addr().port());
+    // On a fixed port, which a session whose network vanished holds until
+    // the server drops it: the new session must get it back.
+    let remote_forward = format!(
+        "127.0.0.1:{}:127.0.0.1:{}",
+        xtask::free_port()?,
+        target.addr().port()
+    );
     let mut tcp_args = common.to_vec();
     // Renewing its session every 100 finished tunnels (several times between
     // faults), under mixed traffic, with its -R forward moving.
@@ -186,10 +209,12 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
         "-L",
         &forward,
         "-R",
-        &forward,
+        &remote_forward,
         "--renew-after-tunnels",
         RENEW_AFTER_TUNNELS,
     ]);
+    // The TCP client reaches the server over a path that can vanish.
+    let link = VanishingLink::start(([127, 0, 0, 1], server.port).into())?;
     let ca = tls.ca.display().to_string();
     let mut tls_args = common.to_vec();
     tls_args.extend(["--transport", "tls", "--tls-ca", &ca]);
@@ -202,7 +227,7 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
             client: AlknetClient::start_with(
                 &dir,
                 profile,
-                server.port,
+                link.addr().port(),
                 &server.user_key,
                 &tcp_args,
             )?,
@@ -246,6 +271,7 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
         "SIGKILL + restart",
         "SIGSTOP past the keepalive",
         "SIGHUP, new keys",
+        VANISH,
     ];
     let mut round = 0usize;
     while started.elapsed() < quiet_end {
@@ -264,6 +290,10 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
                 server.process.thaw()?;
                 Instant::now()
             }
+            VANISH => {
+                link.vanish();
+                Instant::now()
+            }
             _ => {
                 let extra = xtask::ssh_keygen_ed25519(&dir, &format!("extra_{round}"))?;
                 let extra = std::fs::read_to_string(extra.with_extension("pub"))
@@ -275,7 +305,9 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
             }
         };
         faults.push(kind);
-        for (index, driven) in clients.iter().enumerate() {
+        // A vanished path is only the TCP client's.
+        let hit = if kind == VANISH { 1 } else { clients.len() };
+        for (index, driven) in clients.iter().enumerate().take(hit) {
             match xtask::wait_until("a reconnection", RECONNECT_LIMIT, || {
                 (sessions(&driven.client) > before[index]).then_some(())
             }) {
@@ -286,6 +318,9 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
                 )),
             }
         }
+        outcome
+            .problems
+            .extend(paths_not_back(&clients, target.addr(), &dir, kind));
     }
 
     // The server's level after its last fault, then traffic with no faults.
@@ -304,6 +339,9 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
         .map(|c| usage(c.client.process.pid()))
         .collect();
     let server_after = usage(server.process.pid());
+    outcome
+        .problems
+        .extend(paths_not_back(&clients, target.addr(), &dir, "the faults"));
 
     let mut leaks = Vec::new();
     for ((driven, before), after) in clients.iter().zip(&clients_before).zip(&clients_after) {
@@ -412,6 +450,56 @@ pub(crate) fn soak(length: Duration, profile: Profile) -> Result<SoakOutcome> {
         println!("  PROBLEM: {problem}");
     }
     Ok(outcome)
+}
+
+/// Every way through the clients — each SOCKS5 port, the `-L` and the
+/// `-R` forward — must carry a short transfer again after `fault` (within
+/// [`PATH_LIMIT`]); a problem for each that does not.
+fn paths_not_back(
+    clients: &[Driven],
+    target: SocketAddr,
+    dir: &Workdir,
+    fault: &str,
+) -> Vec<String> {
+    let short = |host: SocketAddr| format!("http://{host}/{SHORT}");
+    let mut paths: Vec<(String, Option<SocketAddr>, Option<String>)> = clients
+        .iter()
+        .map(|driven| {
+            (
+                format!("the {} client's SOCKS5 port", driven.name),
+                Some(driven.client.socks_addr),
+                Some(short(target)),
+            )
+        })
+        .collect();
+    let tcp = &clients[0].client;
+    paths.push((
+        "the -L forward".into(),
+        None,
+        tcp.forward_addr(1).ok().map(short),
+    ));
+    paths.push((
+        "the -R forward".into(),
+        None,
+        tcp.remote_forward_port(1)
+            .ok()
+            .map(|port| short(SocketAddr::from(([127, 0, 0, 1], port)))),
+    ));
+    let out = dir.join("path-check.out");
+    let expected = HttpTarget::body(SHORT);
+    paths
+        .into_iter()
+        .filter(|(_, socks, url)| {
+            let Some(url) = url else { return true };
+            xtask::wait_until("a transfer", PATH_LIMIT, || {
+                curl(*socks, url, None, &out)
+                    .filter(|body| *body == expected)
+                    .map(|_| ())
+            })
+            .is_err()
+        })
+        .map(|(name, _, _)| format!("{name} carried nothing within {PATH_LIMIT:?} after {fault}"))
+        .collect()
 }
 
 /// Many short tunnels through one client session, with the server's
