@@ -41,6 +41,12 @@ const FORWARD_DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 const FORWARD_RETRY_FIRST: Duration = Duration::from_secs(1);
 const FORWARD_RETRY_MAX: Duration = Duration::from_secs(10);
 
+/// How long a session keeps asking for a refused remote forward: past the
+/// time a server takes to drop a session whose network vanished (about
+/// four of its keepalives: 2 min with alknet's default of 30 s), without
+/// filling the server's log for good when its policy refuses the forward.
+const FORWARD_RETRY_FOR: Duration = Duration::from_secs(10 * 60);
+
 /// How an alknet client connects. Build with [`ConnectOptions::new`] and
 /// adjust the public fields.
 #[derive(Clone)]
@@ -404,7 +410,8 @@ impl Client {
 
     /// Asks the server for each remote forward. Refused ones are left out
     /// of [`Client::remote_forward_ports`] and asked for again, with
-    /// backoff, until granted or the session ends: the usual refusal is a
+    /// backoff, until granted, the session ends or [`FORWARD_RETRY_FOR`]
+    /// has passed: the usual refusal is a
     /// port an older session of ours still holds, until the server notices
     /// (by its keepalives) that the network under it vanished.
     pub(crate) async fn request_remote_forwards(&self, specs: &[ForwardSpec]) {
@@ -414,7 +421,7 @@ impl Client {
             match helpers.request(&self.handle, spec).await {
                 Ok(port) => helpers.granted(index, port, spec),
                 Err(error) => {
-                    warn!(remote = index + 1, %error, "the server refused a remote forward; asking again until it is granted");
+                    warn!(remote = index + 1, %error, "the server refused a remote forward; asking again");
                     refused.push((index, spec.clone()));
                 }
             }
@@ -430,7 +437,8 @@ impl Client {
     }
 
     /// Asks again for `refused` forwards until each is granted, the session
-    /// ends or is dropped, or `stop` (its forwards being handed over).
+    /// ends or is dropped, `stop` (its forwards being handed over), or
+    /// [`FORWARD_RETRY_FOR`] has passed.
     async fn ask_again(
         handle: Weak<Handle<ClientHandler>>,
         helpers: ForwardHelpers,
@@ -438,7 +446,17 @@ impl Client {
         stop: CancellationToken,
     ) {
         let mut backoff = Backoff::new(FORWARD_RETRY_FIRST, FORWARD_RETRY_MAX);
+        let until = tokio::time::Instant::now() + FORWARD_RETRY_FOR;
         while !refused.is_empty() {
+            if tokio::time::Instant::now() >= until {
+                for (index, _) in &refused {
+                    warn!(
+                        remote = index + 1,
+                        "the server still refuses a remote forward; not asking again on this session"
+                    );
+                }
+                return;
+            }
             tokio::select! {
                 () = tokio::time::sleep(backoff.next_delay(fastrand::f64())) => {}
                 () = stop.cancelled() => return,
