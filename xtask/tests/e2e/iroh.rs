@@ -11,7 +11,7 @@ use xtask::{
     iroh_peer_args, iroh_peer_args_at, require_tool, wait_until,
 };
 
-use crate::{assert_logs_do_not_mention, fetch, upload_in_background};
+use crate::{assert_logs_do_not_mention, fetch, upload_in_background, wait_for_lost_server};
 
 /// `alknet serve` with one iroh listener on `port`, relays off.
 fn iroh_server(dir: &Workdir, port: u16) -> AlknetServer {
@@ -208,19 +208,7 @@ fn a_client_uploading_when_its_iroh_server_is_killed_is_back_before_quic_times_o
     std::thread::sleep(Duration::from_secs(2));
 
     server.kill_and_restart().unwrap();
-    let killed_at = std::time::Instant::now();
-    let lost = wait_until(
-        "the client to give up on the killed server",
-        Duration::from_secs(15),
-        || {
-            client
-                .log()
-                .contains("connection to the server lost")
-                .then_some(())
-        },
-    );
-    let waited = killed_at.elapsed();
-    lost.unwrap_or_else(|e| panic!("{e} (after {waited:?})\nclient log:\n{}", client.log()));
+    wait_for_lost_server(&client, Duration::from_secs(15)).unwrap_or_else(|e| panic!("{e}"));
     assert!(upload.join().unwrap().is_err());
     let target = HttpTarget::start("127.0.0.1:0").unwrap();
     let url = format!("http://127.0.0.1:{}/20000", target.addr().port());

@@ -100,11 +100,7 @@ fn keep_writing(mut stream: TcpStream, limit: Duration) -> std::io::Result<()> {
     while Instant::now() < until {
         match stream.write(&chunk) {
             Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if timed_out(&e) => {}
             Err(e) => return Err(e),
         }
     }
@@ -151,13 +147,37 @@ fn download_in_background(socks: SocketAddr, limit: Duration) -> JoinHandle<()> 
             match download.read(&mut buffer) {
                 Ok(0) => return,
                 Ok(_) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
+                Err(e) if timed_out(&e) => {}
                 Err(_) => return,
             }
         }
+    })
+}
+
+/// Whether a socket read or write with a timeout ran out of it (which
+/// platforms report as either kind).
+fn timed_out(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// Waits up to `limit` for `client` to log that it lost its server; the
+/// error says how long it waited and holds the client's log.
+fn wait_for_lost_server(client: &xtask::AlknetClient, limit: Duration) -> Result<(), String> {
+    let started = Instant::now();
+    xtask::wait_until("the client to give up on its server", limit, || {
+        client
+            .log()
+            .contains("connection to the server lost")
+            .then_some(())
+    })
+    .map_err(|e| {
+        format!(
+            "{e} (after {:?})\nclient log:\n{}",
+            started.elapsed(),
+            client.log()
+        )
     })
 }
