@@ -246,13 +246,13 @@ pub struct Client {
 /// What requesting a remote forward needs besides the session's handle
 /// (which the task asking again holds only weakly, so that dropping the
 /// [`Client`] still ends the session).
-struct ForwardHelpers {
+struct ForwardRequester {
     table: RemoteForwardTable,
     backlog: Backlog,
     granted: GrantedForwards,
 }
 
-impl ForwardHelpers {
+impl ForwardRequester {
     async fn request(
         &self,
         handle: &Handle<ClientHandler>,
@@ -411,15 +411,15 @@ impl Client {
     /// Asks the server for each remote forward. Refused ones are left out
     /// of [`Client::remote_forward_ports`] and asked for again, with
     /// backoff, until granted, the session ends or [`FORWARD_RETRY_FOR`]
-    /// has passed: the usual refusal is a
-    /// port an older session of ours still holds, until the server notices
-    /// (by its keepalives) that the network under it vanished.
+    /// has passed: the usual refusal is a port an older session of ours
+    /// still holds, until the server notices (by its keepalives) that the
+    /// network under it vanished.
     pub(crate) async fn request_remote_forwards(&self, specs: &[ForwardSpec]) {
-        let helpers = self.forward_helpers();
+        let requester = self.forward_requester();
         let mut refused = Vec::new();
         for (index, spec) in specs.iter().enumerate() {
-            match helpers.request(&self.handle, spec).await {
-                Ok(port) => helpers.granted(index, port, spec),
+            match requester.request(&self.handle, spec).await {
+                Ok(port) => requester.granted(index, port, spec),
                 Err(error) => {
                     warn!(remote = index + 1, %error, "the server refused a remote forward; asking again");
                     refused.push((index, spec.clone()));
@@ -429,7 +429,7 @@ impl Client {
         if !refused.is_empty() {
             tokio::spawn(Self::ask_again(
                 Arc::downgrade(&self.handle),
-                helpers,
+                requester,
                 refused,
                 self.forward_retries.clone(),
             ));
@@ -441,7 +441,7 @@ impl Client {
     /// [`FORWARD_RETRY_FOR`] has passed.
     async fn ask_again(
         handle: Weak<Handle<ClientHandler>>,
-        helpers: ForwardHelpers,
+        requester: ForwardRequester,
         mut refused: Vec<(usize, ForwardSpec)>,
         stop: CancellationToken,
     ) {
@@ -467,11 +467,11 @@ impl Client {
             let mut still = Vec::new();
             for (index, spec) in refused {
                 let asked = tokio::select! {
-                    asked = helpers.request(&handle, &spec) => asked,
+                    asked = requester.request(&handle, &spec) => asked,
                     () = stop.cancelled() => return,
                 };
                 match asked {
-                    Ok(port) => helpers.granted(index, port, &spec),
+                    Ok(port) => requester.granted(index, port, &spec),
                     Err(error) => {
                         debug!(remote = index + 1, %error, "the server refused a remote forward again");
                         still.push((index, spec));
@@ -482,8 +482,8 @@ impl Client {
         }
     }
 
-    fn forward_helpers(&self) -> ForwardHelpers {
-        ForwardHelpers {
+    fn forward_requester(&self) -> ForwardRequester {
+        ForwardRequester {
             table: self.remote_forward_table.clone(),
             backlog: self.backlog.clone(),
             granted: self.granted_forwards.clone(),
