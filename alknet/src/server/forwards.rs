@@ -3,14 +3,17 @@
 //! channel back to the client, relayed until either side ends or the
 //! session does (cancelling the forward stops only its listener).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use alknet_auth::ChannelRequest;
 use alknet_proxy::relay_until;
-use russh::server::Session;
+use russh::server::{Handle, Session};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +21,84 @@ use tracing::{debug, info};
 
 use super::handler::SessionHandler;
 use crate::flow::{Backlog, TunnelStream};
+
+/// How long the session holding a port may take to answer a probe before
+/// a later session of the same identity, asking for that port, ends it.
+const HOLDER_PROBE: Duration = Duration::from_secs(3);
+
+/// How long the port of an ended holder may take to be free to bind.
+const HOLDER_RELEASE: Duration = Duration::from_secs(2);
+
+/// Who listens on each remote-forward port, server-wide. A client whose
+/// network vanished reconnects before the server's keepalives end its old
+/// session, which still holds its `-R` ports: when the new session of the
+/// same identity asks for one, the holder is probed and, if it answers
+/// nothing, ended, so the port moves to the session that is alive.
+#[derive(Debug, Default)]
+pub(super) struct ForwardHolders {
+    by_port: Mutex<HashMap<(String, u16), Holder>>,
+    next_id: AtomicU64,
+}
+
+#[derive(Clone, Debug)]
+struct Holder {
+    id: u64,
+    identity: String,
+    handle: Handle,
+    session_end: CancellationToken,
+}
+
+/// A port's entry in [`ForwardHolders`], removed when dropped (with the
+/// listener that holds the port).
+struct HeldPort {
+    holders: Arc<ForwardHolders>,
+    key: (String, u16),
+    id: u64,
+}
+
+impl ForwardHolders {
+    fn hold(
+        self: &Arc<Self>,
+        key: (String, u16),
+        identity: String,
+        handle: Handle,
+        session_end: CancellationToken,
+    ) -> HeldPort {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let holder = Holder {
+            id,
+            identity,
+            handle,
+            session_end,
+        };
+        self.lock().insert(key.clone(), holder);
+        HeldPort {
+            holders: self.clone(),
+            key,
+            id,
+        }
+    }
+
+    fn holder(&self, key: &(String, u16)) -> Option<Holder> {
+        self.lock().get(key).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u16), Holder>> {
+        self.by_port.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for HeldPort {
+    fn drop(&mut self) {
+        let mut by_port = self.holders.lock();
+        if by_port
+            .get(&self.key)
+            .is_some_and(|holder| holder.id == self.id)
+        {
+            by_port.remove(&self.key);
+        }
+    }
+}
 
 /// The address a server binds for a remote forward.
 ///
@@ -92,17 +173,35 @@ impl SessionHandler {
             return false;
         }
         let host = server_bind_host(address, self.server.gateway_ports);
+        let identity = grant.identity().id.clone();
         let listener = match bind_forward(host, requested).await {
             Ok(listener) => listener,
             Err(error) => {
-                info!(remote_addr = %self.peer, port = requested, %error, "remote forward refused");
-                return false;
+                let taken_over = if error.kind() == io::ErrorKind::AddrInUse {
+                    self.take_over_from_a_silent_holder(host, requested, &identity)
+                        .await
+                } else {
+                    None
+                };
+                match taken_over {
+                    Some(listener) => listener,
+                    None => {
+                        info!(remote_addr = %self.peer, port = requested, %error, "remote forward refused");
+                        return false;
+                    }
+                }
             }
         };
         let Ok(bound) = listener.local_addr() else {
             return false;
         };
         *port = u32::from(bound.port());
+        let held = self.server.forward_holders.hold(
+            (host.to_owned(), bound.port()),
+            identity,
+            session.handle(),
+            self.session_end.clone(),
+        );
         let accepting = accept_forwarded(
             listener,
             session.handle(),
@@ -111,12 +210,52 @@ impl SessionHandler {
             self.session_end.clone(),
             self.backlog.clone(),
         );
+        let accepting = async move {
+            let _held = held;
+            accepting.await;
+        };
         self.remote_forwards.insert(
             (address.to_owned(), *port),
             RemoteListener::spawn(&self.session_end, accepting),
         );
         info!(remote_addr = %self.peer, listen = %bound, "remote forward listening");
         true
+    }
+
+    /// When `port` is held by another session of `identity` that does not
+    /// answer a probe (a request any live client answers, if only to
+    /// refuse it) within [`HOLDER_PROBE`]: ends that session and binds the
+    /// port once its listener let go.
+    async fn take_over_from_a_silent_holder(
+        &self,
+        host: &str,
+        port: u16,
+        identity: &str,
+    ) -> Option<TcpListener> {
+        let holder = self
+            .server
+            .forward_holders
+            .holder(&(host.to_owned(), port))?;
+        if holder.identity != identity || holder.session_end == self.session_end {
+            return None;
+        }
+        let probe = holder
+            .handle
+            .cancel_forward_tcpip("alknet-liveness-probe".to_owned(), 0);
+        if tokio::time::timeout(HOLDER_PROBE, probe).await.is_ok() {
+            return None;
+        }
+        info!(remote_addr = %self.peer, port, "the session holding the remote forward's port answers nothing: ending it");
+        holder.session_end.cancel();
+        let deadline = tokio::time::Instant::now() + HOLDER_RELEASE;
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match bind_forward(host, port).await {
+                Ok(listener) => return Some(listener),
+                Err(_) if tokio::time::Instant::now() < deadline => {}
+                Err(_) => return None,
+            }
+        }
     }
 
     /// `cancel-tcpip-forward`: stops listening, the port free again by the

@@ -102,6 +102,8 @@ struct ServerInner {
     open_connections: OpenConnections,
     /// For stealth listeners that require a knock.
     knock_tokens: Arc<KnockTokens>,
+    /// Which session listens on each remote-forward port.
+    forward_holders: Arc<forwards::ForwardHolders>,
 }
 
 impl ServerInner {
@@ -160,6 +162,7 @@ impl Server {
                 sinks: Sinks::new(options.routes, default_sink),
                 max_channels_per_session: options.max_channels_per_session,
                 open_connections: OpenConnections::default(),
+                forward_holders: Arc::default(),
             }),
         }
     }
