@@ -46,8 +46,16 @@ impl SessionHandler {
             return;
         };
         if host.eq_ignore_ascii_case(UDP_LISTEN_HOST) {
-            self.listen_udp(channel, originator, u32::from(port), reply, alknet_peer)
-                .await;
+            let handle = session.handle();
+            self.listen_udp(
+                channel,
+                originator,
+                u32::from(port),
+                reply,
+                alknet_peer,
+                handle,
+            )
+            .await;
             return;
         }
         let is_control = port == CONTROL_PORT && host.eq_ignore_ascii_case(CONTROL_HOST);

@@ -36,8 +36,19 @@ const HOLDER_RELEASE: Duration = Duration::from_secs(2);
 /// nothing, ended, so the port moves to the session that is alive.
 #[derive(Debug, Default)]
 pub(super) struct ForwardHolders {
-    by_port: Mutex<HashMap<(String, u16), Holder>>,
+    by_port: Mutex<HashMap<HeldKey, Holder>>,
     next_id: AtomicU64,
+}
+
+/// A remote forward's port: its protocol, the host it is bound on, the
+/// port.
+pub(super) type HeldKey = (Protocol, String, u16);
+
+/// What a remote forward listens with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Protocol {
+    Tcp,
+    Udp,
 }
 
 #[derive(Clone, Debug)]
@@ -50,16 +61,16 @@ struct Holder {
 
 /// A port's entry in [`ForwardHolders`], removed when dropped (with the
 /// listener that holds the port).
-struct HeldPort {
+pub(super) struct HeldPort {
     holders: Arc<ForwardHolders>,
-    key: (String, u16),
+    key: HeldKey,
     id: u64,
 }
 
 impl ForwardHolders {
-    fn hold(
+    pub(super) fn hold(
         self: &Arc<Self>,
-        key: (String, u16),
+        key: HeldKey,
         identity: String,
         handle: Handle,
         session_end: CancellationToken,
@@ -79,11 +90,11 @@ impl ForwardHolders {
         }
     }
 
-    fn holder(&self, key: &(String, u16)) -> Option<Holder> {
+    fn holder(&self, key: &HeldKey) -> Option<Holder> {
         self.lock().get(key).cloned()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u16), Holder>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<HeldKey, Holder>> {
         self.by_port.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -177,9 +188,11 @@ impl SessionHandler {
         let listener = match bind_forward(host, requested).await {
             Ok(listener) => listener,
             Err(error) => {
-                let taken_over = if error.kind() == io::ErrorKind::AddrInUse {
-                    self.take_over_from_a_silent_holder(host, requested, &identity)
-                        .await
+                let key = (Protocol::Tcp, host.to_owned(), requested);
+                let taken_over = if error.kind() == io::ErrorKind::AddrInUse
+                    && self.end_a_silent_holder(&key, &identity).await
+                {
+                    bind_once_released(|| bind_forward(host, requested)).await
                 } else {
                     None
                 };
@@ -197,7 +210,7 @@ impl SessionHandler {
         };
         *port = u32::from(bound.port());
         let held = self.server.forward_holders.hold(
-            (host.to_owned(), bound.port()),
+            (Protocol::Tcp, host.to_owned(), bound.port()),
             identity,
             session.handle(),
             self.session_end.clone(),
@@ -222,40 +235,25 @@ impl SessionHandler {
         true
     }
 
-    /// When `port` is held by another session of `identity` that does not
-    /// answer a probe (a request any live client answers, if only to
-    /// refuse it) within [`HOLDER_PROBE`]: ends that session and binds the
-    /// port once its listener let go.
-    async fn take_over_from_a_silent_holder(
-        &self,
-        host: &str,
-        port: u16,
-        identity: &str,
-    ) -> Option<TcpListener> {
-        let holder = self
-            .server
-            .forward_holders
-            .holder(&(host.to_owned(), port))?;
+    /// Whether the port of `key` was held by another session of `identity`
+    /// that did not answer a probe (a request any live client answers, if
+    /// only to refuse it) within [`HOLDER_PROBE`], and so was ended.
+    pub(super) async fn end_a_silent_holder(&self, key: &HeldKey, identity: &str) -> bool {
+        let Some(holder) = self.server.forward_holders.holder(key) else {
+            return false;
+        };
         if holder.identity != identity || holder.session_end == self.session_end {
-            return None;
+            return false;
         }
         let probe = holder
             .handle
             .cancel_forward_tcpip("alknet-liveness-probe".to_owned(), 0);
         if tokio::time::timeout(HOLDER_PROBE, probe).await.is_ok() {
-            return None;
+            return false;
         }
-        info!(remote_addr = %self.peer, port, "the session holding the remote forward's port answers nothing: ending it");
+        info!(remote_addr = %self.peer, port = key.2, "the session holding the remote forward's port answers nothing: ending it");
         holder.session_end.cancel();
-        let deadline = tokio::time::Instant::now() + HOLDER_RELEASE;
-        loop {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            match bind_forward(host, port).await {
-                Ok(listener) => return Some(listener),
-                Err(_) if tokio::time::Instant::now() < deadline => {}
-                Err(_) => return None,
-            }
-        }
+        true
     }
 
     /// `cancel-tcpip-forward`: stops listening, the port free again by the
@@ -268,6 +266,24 @@ impl SessionHandler {
                 true
             }
             None => false,
+        }
+    }
+}
+
+/// Binds with `bind` once an ended holder's listener let go of the port
+/// (within [`HOLDER_RELEASE`]).
+pub(super) async fn bind_once_released<T, F, Bound>(mut bind: F) -> Option<T>
+where
+    F: FnMut() -> Bound,
+    Bound: Future<Output = io::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + HOLDER_RELEASE;
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match bind().await {
+            Ok(bound) => return Some(bound),
+            Err(_) if tokio::time::Instant::now() < deadline => {}
+            Err(_) => return None,
         }
     }
 }

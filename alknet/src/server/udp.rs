@@ -25,7 +25,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use super::forwards::{RemoteListener, server_bind_host};
+use super::forwards::{Protocol, RemoteListener, bind_once_released, server_bind_host};
 use super::handler::SessionHandler;
 use super::sink::{ChannelSink, IncomingChannel};
 use crate::channel_failure::failure_for;
@@ -190,6 +190,7 @@ impl SessionHandler {
         port: u32,
         reply: ChannelOpenHandle,
         alknet_peer: bool,
+        handle: russh::server::Handle,
     ) {
         let (Ok(requested), Some(grant)) = (u16::try_from(port), &self.grant) else {
             reply
@@ -210,12 +211,26 @@ impl SessionHandler {
             return;
         }
         let host = server_bind_host(bind, self.server.gateway_ports);
+        let identity = grant.identity().id.clone();
         let socket = match bind_udp(host, requested).await {
             Ok(socket) => socket,
             Err(error) => {
-                info!(remote_addr = %self.peer, port = requested, %error, "remote UDP forward refused");
-                reply.reject(ChannelOpenFailure::ConnectFailed).await;
-                return;
+                // As for TCP: an earlier session of this identity that
+                // answers nothing gives the port up.
+                let key = (Protocol::Udp, host.to_owned(), requested);
+                let taken_over = if error.kind() == std::io::ErrorKind::AddrInUse
+                    && self.end_a_silent_holder(&key, &identity).await
+                {
+                    bind_once_released(|| bind_udp(host, requested)).await
+                } else {
+                    None
+                };
+                let Some(socket) = taken_over else {
+                    info!(remote_addr = %self.peer, port = requested, %error, "remote UDP forward refused");
+                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                    return;
+                };
+                socket
             }
         };
         let Ok(bound) = socket.local_addr() else {
@@ -223,13 +238,20 @@ impl SessionHandler {
             return;
         };
         reply.accept().await;
+        let held = self.server.forward_holders.hold(
+            (Protocol::Udp, host.to_owned(), bound.port()),
+            identity,
+            handle,
+            self.session_end.clone(),
+        );
         let stream = TunnelStream::new(channel, self.backlog.clone());
+        let serving = serve_udp_listener(Box::new(stream), socket, bound);
         self.remote_forwards.insert(
             (format!("udp/{bind}"), u32::from(bound.port())),
-            RemoteListener::spawn(
-                &self.session_end,
-                serve_udp_listener(Box::new(stream), socket, bound),
-            ),
+            RemoteListener::spawn(&self.session_end, async move {
+                let _held = held;
+                serving.await;
+            }),
         );
         info!(remote_addr = %self.peer, listen = %bound, "remote UDP forward listening");
     }

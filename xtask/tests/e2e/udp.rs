@@ -8,7 +8,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use xtask::{
-    AlknetClient, AlknetServer, Spawned, UdpEcho, Workdir, free_tcp_and_udp_port, require_tool,
+    AlknetClient, AlknetServer, Spawned, UdpEcho, VanishingLink, Workdir, free_tcp_and_udp_port,
+    free_udp_port, require_tool,
 };
 
 const REPLY_WAIT: Duration = Duration::from_secs(5);
@@ -275,4 +276,63 @@ fn a_remote_udp_forward_reaches_a_target_on_the_client_side() {
             );
         }
     }
+}
+
+/// Whether a datagram sent to `listening` comes back (from an echo).
+fn echoes_through(listening: SocketAddr) -> bool {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let payload = b"are you there";
+    if socket.send_to(payload, listening).is_err() {
+        return false;
+    }
+    let mut buffer = [0u8; 64];
+    matches!(socket.recv_from(&mut buffer), Ok((len, _)) if buffer[..len] == payload[..])
+}
+
+#[test]
+fn a_fixed_remote_udp_forward_comes_back_soon_after_the_network_vanished_under_it() {
+    // As for TCP (see reconnect.rs): the old session, silent, holds the
+    // port until the new session's request ends it.
+    let dir = Workdir::new().unwrap();
+    let echo = UdpEcho::start();
+    let server = AlknetServer::start(&dir, &[]).unwrap();
+    let link = VanishingLink::start(([127, 0, 0, 1], server.port).into()).unwrap();
+    let port = free_udp_port().unwrap();
+    let forward = format!("127.0.0.1:{port}:127.0.0.1:{}/udp", echo.addr().port());
+    let client = AlknetClient::start(
+        &dir,
+        link.addr().port(),
+        &server.user_key,
+        &[
+            "--host-key",
+            &server.fingerprint,
+            "-R",
+            &forward,
+            "--keepalive-interval",
+            "1",
+        ],
+    )
+    .unwrap();
+    let listening = SocketAddr::from(([127, 0, 0, 1], port));
+    let limit = Duration::from_secs(45);
+    xtask::wait_until("the remote UDP forward", limit, || {
+        echoes_through(listening).then_some(())
+    })
+    .unwrap();
+
+    link.vanish();
+    xtask::wait_until("a second session", limit, || {
+        (client.log().matches(" connected server=").count() >= 2).then_some(())
+    })
+    .unwrap();
+    // The server's own keepalives would take about two minutes.
+    let back = xtask::wait_until("the -R …/udp port to echo again", limit, || {
+        echoes_through(listening).then_some(())
+    });
+    back.unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", server.log()));
+    let log = server.log();
+    assert!(log.contains("answers nothing: ending it"), "{log}");
 }
