@@ -185,24 +185,15 @@ impl SessionHandler {
         }
         let host = server_bind_host(address, self.server.gateway_ports);
         let identity = grant.identity().id.clone();
-        let listener = match bind_forward(host, requested).await {
+        let key = (Protocol::Tcp, host.to_owned(), requested);
+        let bound = self
+            .bind_or_take_over(&key, &identity, || bind_forward(host, requested))
+            .await;
+        let listener = match bound {
             Ok(listener) => listener,
             Err(error) => {
-                let key = (Protocol::Tcp, host.to_owned(), requested);
-                let taken_over = if error.kind() == io::ErrorKind::AddrInUse
-                    && self.end_a_silent_holder(&key, &identity).await
-                {
-                    bind_once_released(|| bind_forward(host, requested)).await
-                } else {
-                    None
-                };
-                match taken_over {
-                    Some(listener) => listener,
-                    None => {
-                        info!(remote_addr = %self.peer, port = requested, %error, "remote forward refused");
-                        return false;
-                    }
-                }
+                info!(remote_addr = %self.peer, port = requested, %error, "remote forward refused");
+                return false;
             }
         };
         let Ok(bound) = listener.local_addr() else {
@@ -235,10 +226,43 @@ impl SessionHandler {
         true
     }
 
+    /// Binds `key`'s port with `bind`; when it is in use by an earlier
+    /// session of `identity` that answers nothing, ends that session and
+    /// binds once its listener let go. The error is the first bind's.
+    pub(super) async fn bind_or_take_over<T, F, Bound>(
+        &self,
+        key: &HeldKey,
+        identity: &str,
+        mut bind: F,
+    ) -> io::Result<T>
+    where
+        F: FnMut() -> Bound,
+        Bound: Future<Output = io::Result<T>>,
+    {
+        let error = match bind().await {
+            Ok(bound) => return Ok(bound),
+            Err(error) => error,
+        };
+        if error.kind() != io::ErrorKind::AddrInUse
+            || !self.end_a_silent_holder(key, identity).await
+        {
+            return Err(error);
+        }
+        let deadline = tokio::time::Instant::now() + HOLDER_RELEASE;
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match bind().await {
+                Ok(bound) => return Ok(bound),
+                Err(_) if tokio::time::Instant::now() < deadline => {}
+                Err(_) => return Err(error),
+            }
+        }
+    }
+
     /// Whether the port of `key` was held by another session of `identity`
     /// that did not answer a probe (a request any live client answers, if
     /// only to refuse it) within [`HOLDER_PROBE`], and so was ended.
-    pub(super) async fn end_a_silent_holder(&self, key: &HeldKey, identity: &str) -> bool {
+    async fn end_a_silent_holder(&self, key: &HeldKey, identity: &str) -> bool {
         let Some(holder) = self.server.forward_holders.holder(key) else {
             return false;
         };
@@ -266,24 +290,6 @@ impl SessionHandler {
                 true
             }
             None => false,
-        }
-    }
-}
-
-/// Binds with `bind` once an ended holder's listener let go of the port
-/// (within [`HOLDER_RELEASE`]).
-pub(super) async fn bind_once_released<T, F, Bound>(mut bind: F) -> Option<T>
-where
-    F: FnMut() -> Bound,
-    Bound: Future<Output = io::Result<T>>,
-{
-    let deadline = tokio::time::Instant::now() + HOLDER_RELEASE;
-    loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        match bind().await {
-            Ok(bound) => return Some(bound),
-            Err(_) if tokio::time::Instant::now() < deadline => {}
-            Err(_) => return None,
         }
     }
 }

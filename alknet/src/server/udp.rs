@@ -25,7 +25,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use super::forwards::{Protocol, RemoteListener, bind_once_released, server_bind_host};
+use super::forwards::{Protocol, RemoteListener, server_bind_host};
 use super::handler::SessionHandler;
 use super::sink::{ChannelSink, IncomingChannel};
 use crate::channel_failure::failure_for;
@@ -212,25 +212,18 @@ impl SessionHandler {
         }
         let host = server_bind_host(bind, self.server.gateway_ports);
         let identity = grant.identity().id.clone();
-        let socket = match bind_udp(host, requested).await {
+        // As for TCP: an earlier session of this identity that answers
+        // nothing gives the port up.
+        let key = (Protocol::Udp, host.to_owned(), requested);
+        let bound = self
+            .bind_or_take_over(&key, &identity, || bind_udp(host, requested))
+            .await;
+        let socket = match bound {
             Ok(socket) => socket,
             Err(error) => {
-                // As for TCP: an earlier session of this identity that
-                // answers nothing gives the port up.
-                let key = (Protocol::Udp, host.to_owned(), requested);
-                let taken_over = if error.kind() == std::io::ErrorKind::AddrInUse
-                    && self.end_a_silent_holder(&key, &identity).await
-                {
-                    bind_once_released(|| bind_udp(host, requested)).await
-                } else {
-                    None
-                };
-                let Some(socket) = taken_over else {
-                    info!(remote_addr = %self.peer, port = requested, %error, "remote UDP forward refused");
-                    reply.reject(ChannelOpenFailure::ConnectFailed).await;
-                    return;
-                };
-                socket
+                info!(remote_addr = %self.peer, port = requested, %error, "remote UDP forward refused");
+                reply.reject(ChannelOpenFailure::ConnectFailed).await;
+                return;
             }
         };
         let Ok(bound) = socket.local_addr() else {
