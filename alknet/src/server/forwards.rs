@@ -61,14 +61,14 @@ struct Holder {
 
 /// A port's entry in [`ForwardHolders`], removed when dropped (with the
 /// listener that holds the port).
-pub(super) struct HeldPort {
+struct HeldPort {
     holders: Arc<ForwardHolders>,
     key: HeldKey,
     id: u64,
 }
 
 impl ForwardHolders {
-    pub(super) fn hold(
+    fn hold(
         self: &Arc<Self>,
         key: HeldKey,
         identity: String,
@@ -137,7 +137,7 @@ pub(crate) struct RemoteListener {
 
 impl RemoteListener {
     /// Runs `serve` until stopped; `serve` owns the listening socket.
-    pub(super) fn spawn(
+    fn spawn(
         session_end: &CancellationToken,
         serve: impl Future<Output = ()> + Send + 'static,
     ) -> Self {
@@ -200,12 +200,6 @@ impl SessionHandler {
             return false;
         };
         *port = u32::from(bound.port());
-        let held = self.server.forward_holders.hold(
-            (Protocol::Tcp, host.to_owned(), bound.port()),
-            identity,
-            session.handle(),
-            self.session_end.clone(),
-        );
         let accepting = accept_forwarded(
             listener,
             session.handle(),
@@ -214,16 +208,36 @@ impl SessionHandler {
             self.session_end.clone(),
             self.backlog.clone(),
         );
-        let accepting = async move {
-            let _held = held;
-            accepting.await;
-        };
-        self.remote_forwards.insert(
-            (address.to_owned(), *port),
-            RemoteListener::spawn(&self.session_end, accepting),
+        let listening = self.held_listener(
+            (Protocol::Tcp, host.to_owned(), bound.port()),
+            identity,
+            session.handle(),
+            accepting,
         );
+        self.remote_forwards
+            .insert((address.to_owned(), *port), listening);
         info!(remote_addr = %self.peer, listen = %bound, "remote forward listening");
         true
+    }
+
+    /// Runs `serve` (which owns the socket bound for `key`) until the
+    /// session ends or the forward is cancelled, listed meanwhile as the
+    /// port's holder, so that a later session of `identity` can probe it.
+    pub(super) fn held_listener(
+        &self,
+        key: HeldKey,
+        identity: String,
+        handle: Handle,
+        serve: impl Future<Output = ()> + Send + 'static,
+    ) -> RemoteListener {
+        let held =
+            self.server
+                .forward_holders
+                .hold(key, identity, handle, self.session_end.clone());
+        RemoteListener::spawn(&self.session_end, async move {
+            let _held = held;
+            serve.await;
+        })
     }
 
     /// Binds `key`'s port with `bind`; when it is in use by an earlier

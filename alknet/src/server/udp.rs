@@ -25,7 +25,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use super::forwards::{Protocol, RemoteListener, server_bind_host};
+use super::forwards::{Protocol, server_bind_host};
 use super::handler::SessionHandler;
 use super::sink::{ChannelSink, IncomingChannel};
 use crate::channel_failure::failure_for;
@@ -231,21 +231,15 @@ impl SessionHandler {
             return;
         };
         reply.accept().await;
-        let held = self.server.forward_holders.hold(
+        let stream = TunnelStream::new(channel, self.backlog.clone());
+        let listening = self.held_listener(
             (Protocol::Udp, host.to_owned(), bound.port()),
             identity,
             handle,
-            self.session_end.clone(),
+            serve_udp_listener(Box::new(stream), socket, bound),
         );
-        let stream = TunnelStream::new(channel, self.backlog.clone());
-        let serving = serve_udp_listener(Box::new(stream), socket, bound);
-        self.remote_forwards.insert(
-            (format!("udp/{bind}"), u32::from(bound.port())),
-            RemoteListener::spawn(&self.session_end, async move {
-                let _held = held;
-                serving.await;
-            }),
-        );
+        self.remote_forwards
+            .insert((format!("udp/{bind}"), u32::from(bound.port())), listening);
         info!(remote_addr = %self.peer, listen = %bound, "remote UDP forward listening");
     }
 }

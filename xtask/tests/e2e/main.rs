@@ -181,3 +181,28 @@ fn wait_for_lost_server(client: &xtask::AlknetClient, limit: Duration) -> Result
         )
     })
 }
+
+/// A client of `server` reaching it through `link` (which can vanish),
+/// with the `-R` forward `remote` and keepalives a second apart, so it
+/// notices a vanished path within seconds.
+fn client_behind(
+    dir: &xtask::Workdir,
+    server: &xtask::AlknetServer,
+    link: &xtask::VanishingLink,
+    remote: &str,
+) -> xtask::AlknetClient {
+    xtask::AlknetClient::start(
+        dir,
+        link.addr().port(),
+        &server.user_key,
+        &[
+            "--host-key",
+            &server.fingerprint,
+            "-R",
+            remote,
+            "--keepalive-interval",
+            "1",
+        ],
+    )
+    .unwrap()
+}

@@ -11,8 +11,8 @@ use xtask::{
 };
 
 use crate::{
-    assert_logs_do_not_mention, download_in_background, fetch, keep_writing, upload_in_background,
-    wait_for_lost_server,
+    assert_logs_do_not_mention, client_behind, download_in_background, fetch, keep_writing,
+    upload_in_background, wait_for_lost_server,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -294,20 +294,7 @@ fn a_fixed_remote_forward_comes_back_soon_after_the_network_vanished_under_it() 
     let target = HttpTarget::start("127.0.0.1:0").unwrap();
     let forward_port = free_port().unwrap();
     let remote = format!("{forward_port}:127.0.0.1:{}", target.addr().port());
-    let client = AlknetClient::start(
-        &dir,
-        link.addr().port(),
-        &server.user_key,
-        &[
-            "--host-key",
-            &server.fingerprint,
-            "-R",
-            &remote,
-            "--keepalive-interval",
-            "1",
-        ],
-    )
-    .unwrap();
+    let client = client_behind(&dir, &server, &link, &remote);
     wait_until("the remote forward", LIMIT, || {
         client.remote_forward_port(1).ok()
     })

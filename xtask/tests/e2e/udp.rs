@@ -12,6 +12,8 @@ use xtask::{
     free_udp_port, require_tool,
 };
 
+use crate::client_behind;
+
 const REPLY_WAIT: Duration = Duration::from_secs(5);
 
 /// A SOCKS5 UDP association made by hand (RFC 1928 §7): the TCP connection
@@ -302,20 +304,7 @@ fn a_fixed_remote_udp_forward_comes_back_soon_after_the_network_vanished_under_i
     let link = VanishingLink::start(([127, 0, 0, 1], server.port).into()).unwrap();
     let port = free_udp_port().unwrap();
     let forward = format!("127.0.0.1:{port}:127.0.0.1:{}/udp", echo.addr().port());
-    let client = AlknetClient::start(
-        &dir,
-        link.addr().port(),
-        &server.user_key,
-        &[
-            "--host-key",
-            &server.fingerprint,
-            "-R",
-            &forward,
-            "--keepalive-interval",
-            "1",
-        ],
-    )
-    .unwrap();
+    let client = client_behind(&dir, &server, &link, &forward);
     let listening = SocketAddr::from(([127, 0, 0, 1], port));
     let limit = Duration::from_secs(45);
     xtask::wait_until("the remote UDP forward", limit, || {
